@@ -1,0 +1,59 @@
+/* Response encoders: shortest float text, JSON rows, converted binary rows, JSON string escaping. */
+#ifndef EMBD_ENCODE_H
+#define EMBD_ENCODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "ids.h"
+#include "matrix.h"
+#include "plan.h"
+
+/* How the rows of a response are to look. */
+typedef struct embd_encode_opts {
+	embd_dtype dtype; /* element type on the wire */
+	int normalize;    /* scale every row to unit L2 norm */
+} embd_encode_opts;
+
+/* The longest text embd_f32_shortest writes ("-1.17549435e-38"), without a NUL. */
+#define EMBD_F32_TEXT_MAX 15
+
+/*
+ * The shortest decimal text that reads back (strtof, Python float, JSON
+ * parsers) to exactly v, e.g. "0.1", "7.063", "1e-05", "-0.0". NaN and
+ * infinities, which JSON cannot carry, are written as null. buf needs
+ * EMBD_F32_TEXT_MAX + 1 bytes; returns the length (no NUL written).
+ */
+size_t embd_f32_shortest(float v, char *buf);
+
+/* Bytes that embd_json_rows_write can need at most, for nrows x dim and nids ids. */
+uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids);
+
+/*
+ * Write {"shape":[n,dim],"dtype":"f32","ids":[...],"rows":[[...],...]} for
+ * the runs' rows into dst (room for the bound). ids may be NULL (no "ids"
+ * member). scratch: room for dim floats. Returns the length.
+ */
+size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
+			    const embd_ids *ids, const embd_encode_opts *o, float *scratch);
+
+/*
+ * Write the runs' rows, row-major, converted to o->dtype and normalised if
+ * asked, into dst (room for nrows * dim * dtype size). scratch: dim floats.
+ */
+void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
+		       const embd_encode_opts *o, float *scratch);
+
+/* Does this response need its bytes changed, i.e. can it not be sent as stored? */
+int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o);
+
+/*
+ * Copy s into dst as the inside of a JSON string (quotes not included),
+ * escaping quotes, backslashes and control characters; bytes >= 0x80 are
+ * passed through when they form valid UTF-8 and written as \ufffd when not.
+ * Writes at most cap-1 bytes and a NUL; returns the length written.
+ */
+size_t embd_json_escape(char *dst, size_t cap, const char *s);
+
+#endif

@@ -1,0 +1,307 @@
+/* The configuration table, the JSON file reader, flag setting and --help. */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum type { T_STR, T_INT, T_SIZE, T_BOOL };
+
+struct key {
+	const char *name;  /* dotted: section.key */
+	const char *alias; /* short flag name, or NULL */
+	enum type type;
+	size_t offset;
+	size_t size; /* T_STR: buffer size */
+	const char *def;
+	int64_t min, max;
+	const char *doc;
+};
+
+#define STR(name, alias, field, def, doc) \
+	{name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc}
+#define INT(name, alias, field, def, min, max, doc) \
+	{name, alias, T_INT, offsetof(embd_config, field), 0, def, min, max, doc}
+#define SIZE(name, alias, field, def, min, doc) \
+	{name, alias, T_SIZE, offsetof(embd_config, field), 0, def, min, INT64_MAX, doc}
+#define BOOL(name, alias, field, def, doc) \
+	{name, alias, T_BOOL, offsetof(embd_config, field), 0, def, 0, 1, doc}
+
+static const struct key keys[] = {
+    STR("listen.address", "listen", listen_address, "127.0.0.1",
+	"address to bind (IPv4 or IPv6 literal); 0.0.0.0 exposes the daemon to the network"),
+    INT("listen.port", "port", listen_port, "8080", 0, 65535, "TCP port; 0 picks a free one and prints it"),
+    INT("listen.threads", "threads", threads, "0", 0, 256, "request threads; 0: one per core"),
+    STR("matrix.path", "matrix", matrix_path, "",
+	"matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
+    STR("matrix.format", "format", matrix_format, "auto", "auto | npy | raw | demo"),
+    INT("matrix.rows", "rows", matrix_rows, "0", 0, INT64_MAX, "raw only: rows; 0: as many as the file holds"),
+    INT("matrix.dim", "dim", matrix_dim, "0", 0, INT64_MAX, "raw only: elements per row"),
+    STR("matrix.dtype", "dtype", matrix_dtype, "f32", "raw only: f32 | f16 | bf16"),
+    SIZE("matrix.offset", "offset", matrix_offset, "0", 0, "raw only: bytes to skip before row 0"),
+    BOOL("matrix.populate", "populate", matrix_populate, "false",
+	 "fault every page in at start-up (MAP_POPULATE) instead of on first use"),
+    BOOL("matrix.mlock", "mlock", matrix_mlock, "false", "lock the matrix in RAM (needs RLIMIT_MEMLOCK)"),
+    STR("matrix.advice", "advice", matrix_advice, "normal", "madvise hint: normal | random | willneed | sequential"),
+    SIZE("limits.request_bytes", NULL, request_bytes, "64MiB", 4096,
+	 "memory one request may hold (body, ids, buffers); more: 413"),
+    SIZE("limits.inflight_bytes", NULL, inflight_bytes, "512MiB", 4096,
+	 "memory all requests in flight may hold together; more: 503 with Retry-After"),
+    INT("limits.max_ids", NULL, max_ids, "65536", 1, INT64_MAX, "ids one request may name; more: 413"),
+    SIZE("limits.max_body_bytes", NULL, max_body_bytes, "16MiB", 1,
+	 "largest request body; a larger Content-Length is refused (413) before the body is read"),
+    INT("limits.connections", NULL, connections, "512", 1, 1000000, "concurrent connections"),
+    SIZE("limits.connection_memory", NULL, connection_memory, "64KiB", 8192,
+	 "libmicrohttpd's per-connection buffer (request line and headers must fit)"),
+    INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
+    INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
+    INT("plan.iov_max_segments", NULL, iov_max_segments, "16", 1, 1024,
+	"scattered runs sent zero-copy as an I/O vector at most; more runs are gathered"),
+    SIZE("plan.iov_min_run_bytes", NULL, iov_min_run_bytes, "64KiB", 0,
+	 "mean bytes per run below which scattered runs are gathered rather than sent as an I/O vector"),
+    SIZE("plan.pool_bytes", NULL, pool_bytes, "128MiB", 0,
+	 "idle request buffers kept warm for reuse (not charged to requests)"),
+    BOOL("log.access", "access-log", log_access, "true", "one access-log line per request"),
+    STR("log.file", "log-file", log_file, "", "log file; empty: standard error"),
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static const struct key *find(const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].name, name) == 0 || (keys[i].alias != NULL && strcmp(keys[i].alias, name) == 0))
+			return &keys[i];
+	return NULL;
+}
+
+/* "64MiB", "4096", "1G": bytes. Returns 0 or -1. */
+static int parse_size(const char *s, int64_t *out)
+{
+	errno = 0;
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	if (end == s || errno != 0 || v < 0)
+		return -1;
+	static const struct {
+		const char *suffix;
+		int shift;
+	} units[] = {{"", 0}, {"B", 0}, {"K", 10}, {"KiB", 10}, {"KB", 10}, {"M", 20}, {"MiB", 20},
+		     {"MB", 20}, {"G", 30}, {"GiB", 30}, {"GB", 30}, {"T", 40}, {"TiB", 40}, {"TB", 40}};
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			if (v > (INT64_MAX >> units[i].shift))
+				return -1;
+			*out = (int64_t)v << units[i].shift;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int set_text(embd_config *c, const struct key *k, const char *value, char *msg, size_t cap)
+{
+	char *field = (char *)c + k->offset;
+	int64_t v;
+	switch (k->type) {
+	case T_STR:
+		if (strlen(value) >= k->size) {
+			snprintf(msg, cap, "%s: longer than %zu bytes", k->name, k->size - 1);
+			return -1;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case T_BOOL:
+		if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0 || strcmp(value, "yes") == 0)
+			*(int *)field = 1;
+		else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0 || strcmp(value, "no") == 0)
+			*(int *)field = 0;
+		else {
+			snprintf(msg, cap, "%s: '%s' is not true or false", k->name, value);
+			return -1;
+		}
+		return 0;
+	case T_INT:
+	case T_SIZE: {
+		int bad;
+		if (k->type == T_SIZE) {
+			bad = parse_size(value, &v) != 0;
+		} else {
+			char *end;
+			errno = 0;
+			long long ll = strtoll(value, &end, 10);
+			bad = end == value || *end != '\0' || errno != 0;
+			v = ll;
+		}
+		if (bad) {
+			snprintf(msg, cap, "%s: '%s' is not %s", k->name, value,
+				 k->type == T_SIZE ? "a size (bytes, or with K/M/G/T or KiB/MiB/GiB/TiB)" : "an integer");
+			return -1;
+		}
+		if (v < k->min || v > k->max) {
+			snprintf(msg, cap, "%s: %lld is outside [%lld, %lld]", k->name, (long long)v, (long long)k->min,
+				 (long long)k->max);
+			return -1;
+		}
+		*(int64_t *)field = v;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+void embd_config_defaults(embd_config *c)
+{
+	char msg[256];
+	memset(c, 0, sizeof *c);
+	for (size_t i = 0; i < NKEYS; i++)
+		if (set_text(c, &keys[i], keys[i].def, msg, sizeof msg) != 0)
+			abort(); /* a default that does not parse is a bug in the table */
+}
+
+int embd_config_set(embd_config *c, const char *name, const char *value, char *msg, size_t cap)
+{
+	const struct key *k = find(name);
+	if (k == NULL) {
+		snprintf(msg, cap, "unknown option '%s' (see --help)", name);
+		return -1;
+	}
+	return set_text(c, k, value, msg, cap);
+}
+
+int embd_config_known(const char *name, int *is_bool)
+{
+	const struct key *k = find(name);
+	if (k != NULL && is_bool != NULL)
+		*is_bool = k->type == T_BOOL;
+	return k != NULL;
+}
+
+static int load_value(embd_config *c, const char *path, const struct key *k, json_t *v, char *msg, size_t cap)
+{
+	char text[64];
+	const char *s = text;
+	int ok = 1;
+	switch (k->type) {
+	case T_STR:
+		ok = json_is_string(v);
+		if (ok)
+			s = json_string_value(v);
+		break;
+	case T_BOOL:
+		ok = json_is_boolean(v);
+		if (ok)
+			s = json_is_true(v) ? "true" : "false";
+		break;
+	case T_INT:
+		ok = json_is_integer(v);
+		if (ok)
+			snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
+		break;
+	case T_SIZE:
+		if (json_is_integer(v))
+			snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
+		else if (json_is_string(v))
+			s = json_string_value(v);
+		else
+			ok = 0;
+		break;
+	}
+	if (!ok) {
+		static const char *const want[] = {"a string", "an integer", "a size (integer or \"64MiB\")",
+						   "true or false"};
+		snprintf(msg, cap, "%s: %s: must be %s", path, k->name, want[k->type]);
+		return -1;
+	}
+	char why[256];
+	if (set_text(c, k, s, why, sizeof why) != 0) {
+		snprintf(msg, cap, "%s: %s", path, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int load_object(embd_config *c, const char *path, const char *prefix, json_t *obj, char *msg, size_t cap)
+{
+	const char *name;
+	json_t *v;
+	json_object_foreach(obj, name, v)
+	{
+		char full[256];
+		snprintf(full, sizeof full, "%s%s%s", prefix, *prefix ? "." : "", name);
+		const struct key *k = NULL;
+		for (size_t i = 0; i < NKEYS; i++)
+			if (strcmp(keys[i].name, full) == 0)
+				k = &keys[i];
+		if (k != NULL) {
+			if (load_value(c, path, k, v, msg, cap) != 0)
+				return -1;
+		} else if (json_is_object(v) && *prefix == '\0') {
+			if (load_object(c, path, full, v, msg, cap) != 0)
+				return -1;
+		} else if (strcmp(full, "_comment") != 0 && strncmp(name, "_", 1) != 0) {
+			snprintf(msg, cap, "%s: %s: unknown key (see embd serve --help)", path, full);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int embd_config_load(embd_config *c, const char *path, char *msg, size_t cap)
+{
+	json_error_t err;
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+	if (root == NULL) {
+		if (err.line > 0)
+			snprintf(msg, cap, "%s:%d:%d: %s", path, err.line, err.column, err.text);
+		else
+			snprintf(msg, cap, "%s: %s", path, err.text);
+		return -1;
+	}
+	int rc = -1;
+	if (!json_is_object(root))
+		snprintf(msg, cap, "%s: the top level must be an object", path);
+	else
+		rc = load_object(c, path, "", root, msg, cap);
+	json_decref(root);
+	return rc;
+}
+
+void embd_config_help(FILE *out)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &keys[i];
+		char flag[96];
+		if (k->alias != NULL)
+			snprintf(flag, sizeof flag, "--%s, --%s", k->alias, k->name);
+		else
+			snprintf(flag, sizeof flag, "--%s", k->name);
+		fprintf(out, "  %-38s %s (default: %s)\n", flag, k->doc, *k->def ? k->def : "\"\"");
+	}
+}
+
+void embd_config_dump(const embd_config *c, FILE *out)
+{
+	json_t *root = json_object();
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &keys[i];
+		char section[64];
+		const char *dot = strchr(k->name, '.');
+		snprintf(section, sizeof section, "%.*s", (int)(dot - k->name), k->name);
+		json_t *obj = json_object_get(root, section);
+		if (obj == NULL) {
+			obj = json_object();
+			json_object_set_new(root, section, obj);
+		}
+		const char *field = (const char *)c + k->offset;
+		json_t *v = k->type == T_STR ? json_string(field)
+			    : k->type == T_BOOL ? json_boolean(*(const int *)field)
+						: json_integer(*(const int64_t *)field);
+		json_object_set_new(obj, dot + 1, v);
+	}
+	json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	fputc('\n', out);
+	json_decref(root);
+}

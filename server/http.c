@@ -1,0 +1,381 @@
+/* libmicrohttpd glue: the request record's life, body intake, replies and the daemon's start and stop. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "encode.h"
+#include "log.h"
+#include "server.h"
+
+uint64_t embd_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static enum method parse_method(const char *m)
+{
+	if (strcmp(m, MHD_HTTP_METHOD_GET) == 0)
+		return M_GET;
+	if (strcmp(m, MHD_HTTP_METHOD_HEAD) == 0)
+		return M_HEAD;
+	if (strcmp(m, MHD_HTTP_METHOD_POST) == 0)
+		return M_POST;
+	return M_OTHER;
+}
+
+static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char *url, const char *method)
+{
+	struct req *r = calloc(1, sizeof *r);
+	if (r == NULL)
+		return NULL;
+	atomic_init(&r->refs, 1);
+	r->srv = s;
+	r->conn = c;
+	r->url = url;
+	r->method_name = method;
+	r->method = parse_method(method);
+	r->route = R_OTHER;
+	r->t0_ns = embd_now_ns();
+	r->termination = -1;
+	embd_acct_init(&r->acct, &s->budget, &s->pool, (uint64_t)s->cfg.request_bytes);
+	/*
+	 * The record itself is always charged, even past the budget: it is what
+	 * lets an overloaded daemon still answer 503 with a JSON body.
+	 */
+	r->acct.held = sizeof *r;
+	r->acct.peak = sizeof *r;
+	atomic_fetch_add(&s->budget.inflight, sizeof *r);
+	r->gen = embd_matrix_slot_acquire(&s->slot);
+	return r;
+}
+
+static void req_finish(struct req *r)
+{
+	embd_server *s = r->srv;
+	uint64_t dur = embd_now_ns() - r->t0_ns;
+	for (int i = 0; i < r->nbufs; i++)
+		embd_acct_free(&r->acct, r->bufs[i]);
+	if (r->body != NULL)
+		embd_acct_free(&r->acct, r->body);
+	uint64_t peak = r->acct.peak;
+	embd_acct_uncharge(&r->acct, sizeof *r);
+	uint64_t leaked = embd_acct_close(&r->acct);
+	if (leaked != 0)
+		embd_log("BUG: request %s %s ended holding %" PRIu64 " unaccounted-for bytes", r->method_name,
+			 r->url, leaked);
+	int status = r->status != 0 ? r->status : 499; /* nginx's "client closed request" */
+	embd_metrics_request(&s->metrics, r->route, status, dur);
+	if (s->cfg.log_access) {
+		static const char *const endings[] = {"ok", "error", "timeout", "shutdown", "read-error", "client-abort"};
+		const char *end = r->termination >= 0 && r->termination <= 5 ? endings[r->termination] : "-";
+		embd_log("access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64
+			 " gen=%" PRIu64 " %.3fms %s",
+			 r->method_name, r->url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied,
+			 peak, embd_matrix_info_get(r->gen)->generation, (double)dur / 1e6, end);
+	}
+	embd_matrix_release(r->gen);
+	free(r);
+}
+
+static void req_unref(struct req *r)
+{
+	if (atomic_fetch_sub(&r->refs, 1) == 1)
+		req_finish(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)c;
+	struct req *r = *con_cls;
+	if (r == NULL)
+		return;
+	*con_cls = NULL;
+	r->termination = (int)toe;
+	req_unref(r);
+}
+
+static void response_done(void *cls)
+{
+	req_unref(cls);
+}
+
+int embd_req_alloc(struct req *r, size_t n, void **out)
+{
+	if (r->nbufs == REQ_MAX_BUFS)
+		return EMBD_EINTERNAL;
+	int rc = embd_acct_alloc(&r->acct, n, out);
+	if (rc == 0)
+		r->bufs[r->nbufs++] = *out;
+	return rc;
+}
+
+const char *embd_arg(struct req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct MHD_Response *embd_response_pinned_buffer(struct req *r, const void *data, size_t len)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)data, response_done, r);
+	if (resp != NULL)
+		atomic_fetch_add(&r->refs, 1);
+	return resp;
+}
+
+struct MHD_Response *embd_response_pinned_iovec(struct req *r, const struct MHD_IoVec *iov, unsigned n)
+{
+	struct MHD_Response *resp = MHD_create_response_from_iovec(iov, n, response_done, r);
+	if (resp != NULL)
+		atomic_fetch_add(&r->refs, 1);
+	return resp;
+}
+
+enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len)
+{
+	char gen[24];
+	snprintf(gen, sizeof gen, "%" PRIu64, embd_matrix_info_get(r->gen)->generation);
+	MHD_add_response_header(resp, "X-Embd-Generation", gen);
+	r->status = status;
+	r->body_bytes = body_len;
+	enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+enum MHD_Result embd_reply_buffer(struct req *r, int status, const char *content_type, void *buf, size_t len)
+{
+	struct MHD_Response *resp = embd_response_pinned_buffer(r, buf, len);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	return embd_reply(r, status, resp, len);
+}
+
+enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
+{
+	char msg[400], esc[sizeof r->errbuf - 128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	embd_json_escape(esc, sizeof esc, msg);
+	int status = embd_error_status(code);
+	int n = snprintf(r->errbuf, sizeof r->errbuf, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}",
+			 status, embd_error_code(code), esc);
+	struct MHD_Response *resp = embd_response_pinned_buffer(r, r->errbuf, (size_t)n);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (status == 503) {
+		char secs[24];
+		snprintf(secs, sizeof secs, "%" PRId64, r->srv->cfg.retry_after_s);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	}
+	if (status == 405 && r->handler != NULL) {
+		char allow[32] = "";
+		if (r->handler->methods & (1u << M_GET))
+			strcat(allow, "GET, HEAD");
+		if (r->handler->methods & (1u << M_POST))
+			strcat(allow, *allow ? ", POST" : "POST");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+	}
+	return embd_reply(r, status, resp, (uint64_t)n);
+}
+
+enum MHD_Result embd_reply_charge_error(struct req *r, int rc, const char *what)
+{
+	embd_metrics *m = &r->srv->metrics;
+	if (rc == EMBD_ETOOBIG) {
+		atomic_fetch_add(&m->rejected[REJ_REQUEST_BYTES], 1);
+		return embd_reply_error(r, rc,
+					"%s needs this request to hold %" PRIu64
+					" bytes; limits.request_bytes is %" PRIu64,
+					what, r->acct.need, r->acct.limit);
+	}
+	if (rc == EMBD_EBUSY) {
+		atomic_fetch_add(&m->rejected[REJ_INFLIGHT_BYTES], 1);
+		return embd_reply_error(r, rc,
+					"%s needs %" PRIu64 " bytes but requests in flight hold %" PRIu64
+					" of limits.inflight_bytes %" PRIu64 "; retry later",
+					what, r->acct.need, embd_budget_inflight(&r->srv->budget),
+					r->srv->budget.limit);
+	}
+	return embd_reply_error(r, rc, "%s: %s", what, embd_strerror(rc));
+}
+
+/* The first call for a request with a body: refuse what can be refused before reading it. */
+static int body_start(struct req *r)
+{
+	embd_config *cfg = &r->srv->cfg;
+	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	size_t want = 4096;
+	if (cl != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long long n = strtoull(cl, &end, 10);
+		if (errno == 0 && *end == '\0' && n > (unsigned long long)cfg->max_body_bytes) {
+			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
+			embd_reply_error(r, EMBD_EBODYTOOBIG,
+					 "the body is %llu bytes; limits.max_body_bytes is %" PRId64, n,
+					 cfg->max_body_bytes);
+			return -1;
+		}
+		want = (size_t)n;
+	}
+	if (want == 0)
+		return 0;
+	int rc = embd_acct_alloc(&r->acct, want, (void **)&r->body);
+	if (rc != 0) {
+		r->body = NULL;
+		embd_reply_charge_error(r, rc, "the request body");
+		return -1;
+	}
+	r->body_cap = want;
+	return 0;
+}
+
+/* More body bytes; a chunked body grows its buffer. Refusals are answered once the body has arrived. */
+static void body_take(struct req *r, const char *data, size_t n)
+{
+	embd_config *cfg = &r->srv->cfg;
+	if (r->body_error)
+		return;
+	if (r->body_len + n > (uint64_t)cfg->max_body_bytes) {
+		r->body_error = EMBD_EBODYTOOBIG;
+		snprintf(r->body_msg, sizeof r->body_msg, "the body is over limits.max_body_bytes %" PRId64,
+			 cfg->max_body_bytes);
+		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
+		return;
+	}
+	if (r->body_len + n > r->body_cap) {
+		size_t cap = r->body_cap ? r->body_cap : 4096;
+		while (cap < r->body_len + n)
+			cap *= 2;
+		if (cap > (size_t)cfg->max_body_bytes)
+			cap = (size_t)cfg->max_body_bytes;
+		char *nb;
+		int rc = embd_acct_alloc(&r->acct, cap, (void **)&nb);
+		if (rc != 0) {
+			r->body_error = rc;
+			snprintf(r->body_msg, sizeof r->body_msg, "the request body");
+			return;
+		}
+		if (r->body_len)
+			memcpy(nb, r->body, r->body_len);
+		embd_acct_free(&r->acct, r->body);
+		r->body = nb;
+		r->body_cap = cap;
+	}
+	memcpy(r->body + r->body_len, data, n);
+	r->body_len += n;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	(void)version;
+	embd_server *s = cls;
+	struct req *r = *con_cls;
+	if (r == NULL) {
+		r = req_new(s, c, url, method);
+		if (r == NULL)
+			return MHD_NO; /* out of memory: drop the connection */
+		*con_cls = r;
+		r->handler = embd_route_find(url);
+		if (r->handler == NULL)
+			return embd_reply_error(r, EMBD_ENOTFOUND, "no such path: %s", url);
+		r->route = r->handler->id;
+		if (!(r->handler->methods & (1u << r->method)))
+			return embd_reply_error(r, EMBD_EMETHOD, "%s is not allowed on %s", method, url);
+		if (r->method == M_POST) {
+			if (body_start(r) != 0)
+				return MHD_YES;
+			return MHD_YES; /* the body follows */
+		}
+		return r->handler->fn(r);
+	}
+	if (r->status != 0) { /* already answered; let the rest of the body go by */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		body_take(r, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (r->body_error == EMBD_EBODYTOOBIG)
+		return embd_reply_error(r, r->body_error, "%s", r->body_msg);
+	if (r->body_error != 0)
+		return embd_reply_charge_error(r, r->body_error, r->body_msg);
+	return r->handler->fn(r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char line[512];
+	vsnprintf(line, sizeof line, fmt, ap);
+	size_t n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	embd_log("libmicrohttpd: %s", line);
+}
+
+int embd_http_start(embd_server *s, char *msg, size_t cap)
+{
+	embd_config *cfg = &s->cfg;
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, cfg->listen_address, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)cfg->listen_port);
+	} else if (inet_pton(AF_INET6, cfg->listen_address, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)cfg->listen_port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		snprintf(msg, cap, "listen.address: '%s' is not an IPv4 or IPv6 address", cfg->listen_address);
+		return -1;
+	}
+	unsigned threads = (unsigned)cfg->threads;
+	if (threads == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = n > 0 ? (unsigned)n : 1;
+	}
+	s->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
+		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+	if (s->daemon == NULL) {
+		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
+			 cfg->listen_address, cfg->listen_port);
+		return -1;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = info != NULL ? info->port : (uint16_t)cfg->listen_port;
+	return 0;
+}
+
+void embd_http_stop(embd_server *s)
+{
+	if (s->daemon != NULL)
+		MHD_stop_daemon(s->daemon);
+	s->daemon = NULL;
+}

@@ -1,0 +1,274 @@
+/* embd's command line: serve, info, --help, --version. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "matrix.h"
+#include "ops.h"
+#include "server.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
+		"\n"
+		"usage:\n"
+		"  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy or raw); no FILE: the demo matrix\n"
+		"  embd info FILE [--dim N --dtype T ...]         print a matrix file's shape and dtype, and check it\n"
+		"  embd --version | --help\n"
+		"\n"
+		"serve options (each is also a key of the JSON config file; flags win over the file):\n"
+		"  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
+		"  --print-config                         print the effective configuration as JSON and exit\n",
+		EMBD_VERSION);
+	embd_config_help(out);
+	fprintf(out, "\nSizes take a suffix: 64MiB, 512K, 1G. Booleans: --populate or --populate=false.\n");
+}
+
+/* Apply argv (after the subcommand) to cfg. Returns 0, 1 (exit 0: --help/--print-config) or -1. */
+static int parse_args(int argc, char **argv, embd_config *cfg, int *print_config)
+{
+	char msg[512];
+	/* The config file first, so that every other flag overrides it wherever it stands. */
+	for (int i = 0; i < argc; i++) {
+		const char *path = NULL;
+		if (strcmp(argv[i], "--config") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "embd: --config needs a file\n");
+				return -1;
+			}
+			path = argv[i + 1];
+		} else if (strncmp(argv[i], "--config=", 9) == 0) {
+			path = argv[i] + 9;
+		}
+		if (path != NULL && embd_config_load(cfg, path, msg, sizeof msg) != 0) {
+			fprintf(stderr, "embd: %s\n", msg);
+			return -1;
+		}
+	}
+	int positional = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return 1;
+		}
+		if (strcmp(a, "--print-config") == 0) {
+			*print_config = 1;
+			continue;
+		}
+		if (strcmp(a, "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strncmp(a, "--config=", 9) == 0)
+			continue;
+		if (strncmp(a, "--", 2) != 0) {
+			if (positional++ != 0) {
+				fprintf(stderr, "embd: one matrix file at a time ('%s' is a second one)\n", a);
+				return -1;
+			}
+			if (embd_config_set(cfg, "matrix.path", a, msg, sizeof msg) != 0) {
+				fprintf(stderr, "embd: %s\n", msg);
+				return -1;
+			}
+			continue;
+		}
+		char name[128];
+		const char *value = NULL;
+		const char *eq = strchr(a + 2, '=');
+		snprintf(name, sizeof name, "%.*s", (int)(eq ? (size_t)(eq - a - 2) : strlen(a + 2)), a + 2);
+		int is_bool = 0;
+		if (!embd_config_known(name, &is_bool)) {
+			fprintf(stderr, "embd: unknown option '%s' (see embd serve --help)\n", a);
+			return -1;
+		}
+		if (eq != NULL)
+			value = eq + 1;
+		else if (is_bool)
+			value = "true";
+		else if (i + 1 < argc)
+			value = argv[++i];
+		else {
+			fprintf(stderr, "embd: %s needs a value\n", a);
+			return -1;
+		}
+		if (embd_config_set(cfg, name, value, msg, sizeof msg) != 0) {
+			fprintf(stderr, "embd: %s\n", msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The matrix spec the configuration describes. Returns 0 or -1 with a message printed. */
+static int spec_from_config(const embd_config *cfg, embd_matrix_spec *spec)
+{
+	memset(spec, 0, sizeof *spec);
+	spec->path = cfg->matrix_path;
+	if (embd_format_parse(cfg->matrix_format, &spec->format) != 0) {
+		fprintf(stderr, "embd: matrix.format: '%s' is not auto, npy, raw or demo\n", cfg->matrix_format);
+		return -1;
+	}
+	if (embd_dtype_parse(cfg->matrix_dtype, &spec->dtype) != 0) {
+		fprintf(stderr, "embd: matrix.dtype: '%s' is not f32, f16 or bf16\n", cfg->matrix_dtype);
+		return -1;
+	}
+	if (embd_advice_parse(cfg->matrix_advice, &spec->advice) != 0) {
+		fprintf(stderr, "embd: matrix.advice: '%s' is not normal, random, willneed or sequential\n",
+			cfg->matrix_advice);
+		return -1;
+	}
+	if (spec->format == EMBD_FORMAT_RAW && cfg->matrix_dim == 0) {
+		fprintf(stderr, "embd: matrix.format raw needs matrix.dim (--dim N)\n");
+		return -1;
+	}
+	spec->rows = (uint64_t)cfg->matrix_rows;
+	spec->dim = (uint64_t)cfg->matrix_dim;
+	spec->offset = (uint64_t)cfg->matrix_offset;
+	spec->populate = cfg->matrix_populate;
+	spec->lock = cfg->matrix_mlock;
+	return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	static embd_server srv; /* large; lives for the whole process */
+	embd_server *s = &srv;
+	int print_config = 0;
+	embd_config_defaults(&s->cfg);
+	int rc = parse_args(argc, argv, &s->cfg, &print_config);
+	if (rc != 0)
+		return rc < 0 ? 2 : 0;
+	if (print_config) {
+		embd_config_dump(&s->cfg, stdout);
+		return 0;
+	}
+	if (embd_log_open(s->cfg.log_file) != 0) {
+		fprintf(stderr, "embd: log.file: %s: %s\n", s->cfg.log_file, strerror(errno));
+		return 2;
+	}
+	embd_matrix_spec spec;
+	if (spec_from_config(&s->cfg, &spec) != 0)
+		return 2;
+	embd_metrics_init(&s->metrics);
+	spec.generation = 1;
+	spec.live = &s->metrics.generations_live;
+	embd_matrix *m;
+	embd_err e;
+	uint64_t t0 = embd_now_ns();
+	if (embd_matrix_open(&spec, &m, &e) != 0) {
+		fprintf(stderr, "embd: %s\n", e.msg);
+		return 1;
+	}
+	uint64_t t1 = embd_now_ns();
+	atomic_store(&s->metrics.generation, 1);
+	embd_matrix_slot_init(&s->slot, m);
+	embd_budget_init(&s->budget, (uint64_t)s->cfg.inflight_bytes);
+	embd_pool_init(&s->pool, (uint64_t)s->cfg.pool_bytes);
+	s->plan.iov_max_segments = (size_t)s->cfg.iov_max_segments;
+	s->plan.iov_min_run_bytes = (size_t)s->cfg.iov_min_run_bytes;
+	embd_ops_set_threads(1);
+
+	/* Signals are taken by sigwait in this thread only; libmicrohttpd's threads inherit the mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	char msg[512];
+	if (embd_http_start(s, msg, sizeof msg) != 0) {
+		fprintf(stderr, "embd: %s\n", msg);
+		embd_matrix_slot_destroy(&s->slot);
+		return 1;
+	}
+	const embd_matrix_info *info = embd_matrix_info_get(m);
+	const char *addr = s->cfg.listen_address;
+	int v6 = strchr(addr, ':') != NULL;
+	embd_log("embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64 " bytes, mapped in %.3f ms) on http://%s%s%s:%u/",
+		 EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
+		 embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
+		 v6 ? "]" : "", s->port);
+	for (;;) {
+		int sig;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			embd_log("SIGHUP: hot reload is not in this version; still serving generation %" PRIu64,
+				 info->generation);
+			continue;
+		}
+		embd_log("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		break;
+	}
+	/* MHD_stop_daemon closes every connection and lets every response's callbacks run. */
+	embd_http_stop(s);
+	embd_matrix_slot_destroy(&s->slot);
+	uint64_t left = embd_budget_inflight(&s->budget);
+	embd_pool_destroy(&s->pool);
+	embd_log("stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld", left,
+		 atomic_load(&s->metrics.generations_live));
+	return left == 0 ? 0 : 1;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+	embd_config cfg;
+	int print_config = 0;
+	embd_config_defaults(&cfg);
+	int rc = parse_args(argc, argv, &cfg, &print_config);
+	if (rc != 0)
+		return rc < 0 ? 2 : 0;
+	if (cfg.matrix_path[0] == '\0' && strcmp(cfg.matrix_format, "demo") != 0) {
+		fprintf(stderr, "embd info: name a matrix file\n");
+		return 2;
+	}
+	embd_matrix_spec spec;
+	if (spec_from_config(&cfg, &spec) != 0)
+		return 2;
+	embd_matrix *m;
+	embd_err e;
+	if (embd_matrix_open(&spec, &m, &e) != 0) {
+		fprintf(stderr, "embd: %s\n", e.msg);
+		return 1;
+	}
+	const embd_matrix_info *i = embd_matrix_info_get(m);
+	printf("source: %s\nformat: %s\nrows: %" PRIu64 "\ndim: %" PRIu64 "\ndtype: %s\nrow_bytes: %zu\n"
+	       "data_bytes: %" PRIu64 "\nfile_bytes: %" PRIu64 "\n",
+	       i->source, embd_format_name(i->format), i->rows, i->dim, embd_dtype_name(i->dtype), i->row_bytes,
+	       i->data_bytes, i->file_bytes);
+	embd_matrix_release(m);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+		printf("embd %s\n", EMBD_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "serve") == 0)
+		return cmd_serve(argc - 2, argv + 2);
+	if (strcmp(cmd, "info") == 0)
+		return cmd_info(argc - 2, argv + 2);
+	fprintf(stderr, "embd: unknown command '%s'\n\n", cmd);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,153 @@
+/* Prometheus metrics: counters and their text exposition. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
+static const char *const route_names[R_COUNT] = {"info", "row", "rows", "healthz", "metrics", "other"};
+static const char *const reject_names[REJ_COUNT] = {"request_bytes", "inflight_bytes", "max_ids",
+						    "max_body_bytes"};
+static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+						      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5};
+
+void embd_metrics_init(embd_metrics *m)
+{
+	memset(m, 0, sizeof *m);
+}
+
+const char *embd_route_name(enum route_id route)
+{
+	return route_names[route];
+}
+
+void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint64_t duration_ns)
+{
+	int s = METRICS_STATUSES - 1; /* the "other" slot */
+	for (int i = 0; i < METRICS_STATUSES - 1; i++)
+		if (statuses[i] == status)
+			s = i;
+	atomic_fetch_add_explicit(&m->requests[route][s], 1, memory_order_relaxed);
+	double secs = (double)duration_ns / 1e9;
+	int b = METRICS_BUCKETS - 1;
+	for (int i = 0; i < METRICS_BUCKETS - 1; i++) {
+		if (secs <= bucket_s[i]) {
+			b = i;
+			break;
+		}
+	}
+	atomic_fetch_add_explicit(&m->duration_buckets[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->duration_count, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->duration_sum_ns, duration_ns, memory_order_relaxed);
+}
+
+struct out {
+	char *buf;
+	size_t cap, len;
+	int overflow;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= o->cap - o->len)
+		o->overflow = 1;
+	else
+		o->len += (size_t)n;
+}
+
+static uint64_t rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long long size = 0, resident = 0;
+	if (f != NULL) {
+		if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+size_t embd_metrics_bound(void)
+{
+	return 16384;
+}
+
+size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, const embd_pool *pool, char *buf,
+			   size_t cap)
+{
+	embd_metrics *m = (embd_metrics *)cm;
+	struct out o = {buf, cap, 0, 0};
+	put(&o, "# HELP embd_requests_total Requests answered, by route and status.\n"
+		"# TYPE embd_requests_total counter\n");
+	for (int r = 0; r < R_COUNT; r++) {
+		for (int s = 0; s < METRICS_STATUSES; s++) {
+			unsigned long long n = atomic_load(&m->requests[r][s]);
+			if (n == 0)
+				continue;
+			if (statuses[s] != 0)
+				put(&o, "embd_requests_total{route=\"%s\",status=\"%d\"} %llu\n", route_names[r],
+				    statuses[s], n);
+			else
+				put(&o, "embd_requests_total{route=\"%s\",status=\"other\"} %llu\n", route_names[r], n);
+		}
+	}
+	put(&o, "# HELP embd_request_duration_seconds Time from a request's first byte to its last response byte.\n"
+		"# TYPE embd_request_duration_seconds histogram\n");
+	unsigned long long cumulative = 0;
+	for (int b = 0; b < METRICS_BUCKETS; b++) {
+		cumulative += atomic_load(&m->duration_buckets[b]);
+		if (b < METRICS_BUCKETS - 1)
+			put(&o, "embd_request_duration_seconds_bucket{le=\"%g\"} %llu\n", bucket_s[b], cumulative);
+		else
+			put(&o, "embd_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cumulative);
+	}
+	put(&o, "embd_request_duration_seconds_sum %.9f\n", (double)atomic_load(&m->duration_sum_ns) / 1e9);
+	put(&o, "embd_request_duration_seconds_count %llu\n", (unsigned long long)atomic_load(&m->duration_count));
+	put(&o,
+	    "# HELP embd_zerocopy_bytes_total Response bytes sent straight from the mapped matrix.\n"
+	    "# TYPE embd_zerocopy_bytes_total counter\n"
+	    "embd_zerocopy_bytes_total %llu\n"
+	    "# HELP embd_copied_bytes_total Response bytes written into request buffers (gathered, converted, encoded).\n"
+	    "# TYPE embd_copied_bytes_total counter\n"
+	    "embd_copied_bytes_total %llu\n",
+	    (unsigned long long)atomic_load(&m->zerocopy_bytes), (unsigned long long)atomic_load(&m->copied_bytes));
+	put(&o,
+	    "# HELP embd_inflight_accounted_bytes Bytes charged to requests in flight now.\n"
+	    "# TYPE embd_inflight_accounted_bytes gauge\n"
+	    "embd_inflight_accounted_bytes %llu\n"
+	    "# HELP embd_accounted_bytes_peak Most bytes ever charged to requests in flight at once.\n"
+	    "# TYPE embd_accounted_bytes_peak gauge\n"
+	    "embd_accounted_bytes_peak %llu\n"
+	    "# HELP embd_inflight_budget_bytes The in-flight budget (limits.inflight_bytes).\n"
+	    "# TYPE embd_inflight_budget_bytes gauge\n"
+	    "embd_inflight_budget_bytes %llu\n",
+	    (unsigned long long)embd_budget_inflight(budget), (unsigned long long)embd_budget_peak(budget),
+	    (unsigned long long)budget->limit);
+	put(&o, "# HELP embd_rejected_total Requests refused for a limit, by the limit.\n"
+		"# TYPE embd_rejected_total counter\n");
+	for (int i = 0; i < REJ_COUNT; i++)
+		put(&o, "embd_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
+		    (unsigned long long)atomic_load(&m->rejected[i]));
+	put(&o,
+	    "# HELP embd_pool_bytes Memory held by the request buffer pool, idle or in use.\n"
+	    "# TYPE embd_pool_bytes gauge\n"
+	    "embd_pool_bytes %llu\n"
+	    "# HELP embd_generations_live Matrix generations still mapped (the current one and any pinned by responses).\n"
+	    "# TYPE embd_generations_live gauge\n"
+	    "embd_generations_live %ld\n"
+	    "# HELP embd_matrix_generation The current generation's number.\n"
+	    "# TYPE embd_matrix_generation gauge\n"
+	    "embd_matrix_generation %llu\n"
+	    "# HELP process_resident_memory_bytes Resident set size.\n"
+	    "# TYPE process_resident_memory_bytes gauge\n"
+	    "process_resident_memory_bytes %llu\n",
+	    (unsigned long long)atomic_load(&((embd_pool *)pool)->allocated_bytes), atomic_load(&m->generations_live),
+	    (unsigned long long)atomic_load(&m->generation), (unsigned long long)rss_bytes());
+	return o.overflow ? 0 : o.len;
+}

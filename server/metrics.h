@@ -1,0 +1,48 @@
+/* Prometheus metrics: lock-free counters updated per request, rendered as text on /metrics. */
+#ifndef EMBD_METRICS_H
+#define EMBD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "acct.h"
+
+enum route_id { R_INFO, R_ROW, R_ROWS, R_HEALTHZ, R_METRICS, R_OTHER, R_COUNT };
+
+enum reject_reason { REJ_REQUEST_BYTES, REJ_INFLIGHT_BYTES, REJ_MAX_IDS, REJ_MAX_BODY_BYTES, REJ_COUNT };
+
+#define METRICS_STATUSES 12
+#define METRICS_BUCKETS 16
+
+typedef struct embd_metrics {
+	atomic_ullong requests[R_COUNT][METRICS_STATUSES];
+	atomic_ullong duration_buckets[METRICS_BUCKETS]; /* cumulative on output only */
+	atomic_ullong duration_count;
+	atomic_ullong duration_sum_ns;
+	atomic_ullong zerocopy_bytes;
+	atomic_ullong copied_bytes;
+	atomic_ullong rejected[REJ_COUNT];
+	atomic_long generations_live;
+	atomic_ullong generation;
+} embd_metrics;
+
+void embd_metrics_init(embd_metrics *m);
+
+/* Count one finished request. Thread-safe. */
+void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint64_t duration_ns);
+
+const char *embd_route_name(enum route_id route);
+
+/*
+ * Render the text exposition into buf (cap bytes); the budget gives the
+ * accounting gauges and the pool its size. Returns the length, or 0 if cap
+ * is too small.
+ */
+size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool, char *buf,
+			   size_t cap);
+
+/* Bytes embd_metrics_render can need at most. */
+size_t embd_metrics_bound(void);
+
+#endif
