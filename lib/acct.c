@@ -126,13 +126,19 @@ int embd_acct_charge(embd_acct *a, uint64_t n)
 		a->need = n > UINT64_MAX - a->held ? UINT64_MAX : a->held + n;
 		return EMBD_ETOOBIG;
 	}
+	/*
+	 * Compare-and-swap rather than add-then-undo, so that the in-flight total
+	 * never reads above the limit, not even for an instant.
+	 */
 	embd_budget *b = a->budget;
-	uint64_t now = atomic_fetch_add(&b->inflight, n) + n;
-	if (b->limit != 0 && now > b->limit) {
-		atomic_fetch_sub(&b->inflight, n);
-		a->need = a->held + n;
-		return EMBD_EBUSY;
-	}
+	uint64_t was = atomic_load_explicit(&b->inflight, memory_order_relaxed), now;
+	do {
+		if (n > UINT64_MAX - was || (b->limit != 0 && was + n > b->limit)) {
+			a->need = a->held + n;
+			return EMBD_EBUSY;
+		}
+		now = was + n;
+	} while (!atomic_compare_exchange_weak(&b->inflight, &was, now));
 	uint64_t peak = atomic_load_explicit(&b->peak, memory_order_relaxed);
 	while (now > peak && !atomic_compare_exchange_weak(&b->peak, &peak, now))
 		;

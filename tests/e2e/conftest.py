@@ -1,0 +1,114 @@
+"""Fixtures for the end-to-end tests: matrix files made with NumPy, and a real embd on a free port."""
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+EMBD = os.environ.get("EMBD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "embd"))
+
+
+class Daemon:
+    """One running embd, started with the given arguments on 127.0.0.1 and a free port."""
+
+    def __init__(self, args, tmpdir):
+        self.log_path = os.path.join(tmpdir, "embd-%d.log" % id(self))
+        self.log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen([EMBD, "serve", "--port", "0", *args], stdout=self.log, stderr=self.log)
+        self.port = None
+        for _ in range(500):
+            self.log.seek(0)
+            m = re.search(r"on http://127\.0\.0\.1:(\d+)/", self.log.read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None:
+                break
+            threading.Event().wait(0.01)
+        if self.port is None:
+            self.proc.kill()
+            raise RuntimeError("embd did not start: " + self.output())
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def request(self, method, path, body=None, headers=None):
+        """(status, headers as a lower-cased dict, body bytes) of one request on a new connection."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def json(self, path):
+        status, _, body = self.get(path)
+        assert status == 200, body
+        return json.loads(body)
+
+    def metrics(self):
+        status, _, body = self.get("/metrics")
+        assert status == 200
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def stop(self):
+        """SIGTERM; the daemon must exit 0 (it exits 1 if any accounted bytes were left in flight)."""
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        out = self.output()
+        self.log.close()
+        assert "ERROR: AddressSanitizer" not in out and "runtime error:" not in out, out
+        assert "LeakSanitizer" not in out, out
+        assert rc == 0, "embd exited %d:\n%s" % (rc, out[-4000:])
+        return out
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """Matrix files and the arrays NumPy reads from them."""
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(20261122)
+    f32 = rng.standard_normal((1000, 48)).astype(np.float32)
+    f32[5] = [0.1, 1e-5, -0.0, 3.4028235e38, 1.0, 7.063] * 8  # values with known shortest forms
+    f16 = rng.standard_normal((300, 32)).astype(np.float16)
+    raw = rng.standard_normal((200, 16)).astype(np.float32)
+    np.save(d / "f32.npy", f32)
+    np.save(d / "f16.npy", f16)
+    raw.tofile(d / "raw.f32")
+    return {"dir": str(d), "f32": f32, "f16": f16, "raw": raw,
+            "f32_path": str(d / "f32.npy"), "f16_path": str(d / "f16.npy"), "raw_path": str(d / "raw.f32")}
+
+
+@pytest.fixture
+def start(tmp_path):
+    """start(args...) -> Daemon; every daemon started is stopped and checked at the end of the test."""
+    daemons = []
+
+    def _start(*args):
+        d = Daemon(list(args), str(tmp_path))
+        daemons.append(d)
+        return d
+
+    yield _start
+    for d in daemons:
+        d.stop()
+
+
+@pytest.fixture
+def f32d(start, data):
+    return start(data["f32_path"])

@@ -1,0 +1,211 @@
+/* Unit tests of the encoders: shortest float text, f16/bf16 conversions, JSON rows, escaping, the error table. */
+#include "fixture.h"
+
+#include <math.h>
+
+#include "dtype.h"
+#include "encode.h"
+
+static const char *shortest(float v)
+{
+	static char buf[EMBD_F32_TEXT_MAX + 1];
+	size_t n = embd_f32_shortest(v, buf);
+	buf[n] = '\0';
+	return buf;
+}
+
+static void shortest_known_values(void **state)
+{
+	(void)state;
+	assert_string_equal(shortest(0.1f), "0.1");
+	assert_string_equal(shortest(7.063f), "7.063");
+	assert_string_equal(shortest(1.0f), "1");
+	assert_string_equal(shortest(-2.5f), "-2.5");
+	assert_string_equal(shortest(1e-5f), "1e-05");
+	assert_string_equal(shortest(0.0f), "0");
+	assert_string_equal(shortest(-0.0f), "-0.0");
+	assert_string_equal(shortest(16777216.0f), "16777216");
+	assert_string_equal(shortest(3.4028235e38f), "3.4028235e+38");
+	assert_string_equal(shortest(NAN), "null");
+	assert_string_equal(shortest(INFINITY), "null");
+	assert_string_equal(shortest(-INFINITY), "null");
+}
+
+/* Fewest significant digits that read back to v, by brute force. */
+static int min_digits(float v)
+{
+	char buf[32];
+	for (int p = 1; p <= 9; p++) {
+		snprintf(buf, sizeof buf, "%.*g", p, (double)v);
+		if (strtof(buf, NULL) == v)
+			return p;
+	}
+	return 99;
+}
+
+static int digits_of(const char *s)
+{
+	int n = 0, leading = 1;
+	for (; *s && *s != 'e'; s++) {
+		if (*s < '0' || *s > '9')
+			continue;
+		if (*s == '0' && leading)
+			continue;
+		leading = 0;
+		n++;
+	}
+	/* Trailing zeros of an integer written out in full are not significant. */
+	return n;
+}
+
+static void shortest_round_trips_and_is_shortest(void **state)
+{
+	(void)state;
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	for (int i = 0; i < 300000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint32_t bits = (uint32_t)x;
+		if (i % 3 == 0) /* also powers of two, where the round-trip interval is lopsided */
+			bits &= 0xff800000u;
+		float v;
+		memcpy(&v, &bits, 4);
+		if (!isfinite(v) || v == 0.0f)
+			continue;
+		const char *s = shortest(v);
+		if (strtof(s, NULL) != v)
+			fail_msg("%s does not read back to %a", s, (double)v);
+		char full[128];
+		snprintf(full, sizeof full, "%.*g", min_digits(v), (double)v);
+		if (strcmp(s, full) != 0 && digits_of(s) > min_digits(v))
+			fail_msg("%s for %a is not the shortest (%s)", s, (double)v, full);
+	}
+}
+
+static void f16_exhaustive(void **state)
+{
+	(void)state;
+	for (uint32_t h = 0; h < 65536; h++) {
+		float f = embd_f16_to_f32((uint16_t)h);
+		uint16_t back = embd_f32_to_f16(f);
+		if (isnan(f))
+			assert_true((back & 0x7c00) == 0x7c00 && (back & 0x3ff) != 0);
+		else if (back != h)
+			fail_msg("half 0x%04x -> %a -> 0x%04x", h, (double)f, back);
+	}
+	assert_int_equal(embd_f32_to_f16(1.0f), 0x3c00);
+	assert_int_equal(embd_f32_to_f16(0.1f), 0x2e66);
+	assert_int_equal(embd_f32_to_f16(65504.0f), 0x7bff);
+	assert_int_equal(embd_f32_to_f16(65520.0f), 0x7c00);   /* rounds to infinity */
+	assert_int_equal(embd_f32_to_f16(65519.0f), 0x7bff);   /* rounds down */
+	assert_int_equal(embd_f32_to_f16(0x1p-24f), 0x0001);   /* smallest subnormal */
+	assert_int_equal(embd_f32_to_f16(0x1p-25f), 0x0000);   /* tie to even: zero */
+	assert_int_equal(embd_f32_to_f16(0x1.8p-25f), 0x0001); /* above the tie */
+	assert_int_equal(embd_f32_to_f16(-2.0f), 0xc000);
+	/* Ties to even between 1 and the next half (1 + 2^-10). */
+	assert_int_equal(embd_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);
+	assert_int_equal(embd_f32_to_f16(1.0f + 0x1p-10f + 0x1p-11f), 0x3c02);
+}
+
+static void bf16(void **state)
+{
+	(void)state;
+	assert_int_equal(embd_f32_to_bf16(1.0f), 0x3f80);
+	assert_true(embd_bf16_to_f32(0x3f80) == 1.0f);
+	assert_int_equal(embd_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);            /* tie: down to even */
+	assert_int_equal(embd_f32_to_bf16(1.0f + 0x1p-7f + 0x1p-8f), 0x3f82); /* tie: up to even */
+	assert_true(isnan(embd_bf16_to_f32(embd_f32_to_bf16(NAN))));
+	embd_dtype t;
+	assert_int_equal(embd_dtype_parse("bfloat16", &t), 0);
+	assert_int_equal(t, EMBD_BF16);
+	assert_int_equal(embd_dtype_parse("f64", &t), EMBD_EBADPARAM);
+	assert_null(embd_dtype_npy_descr(EMBD_BF16));
+	assert_string_equal(embd_dtype_npy_descr(EMBD_F16), "<f2");
+}
+
+static void json_rows(void **state)
+{
+	(void)state;
+	float data[3][2] = {{0.1f, -2}, {3e-7f, 4}, {NAN, 1e20f}};
+	embd_matrix_info m = {.data = (const unsigned char *)data, .rows = 3, .dim = 2, .dtype = EMBD_F32, .row_bytes = 8};
+	embd_run runs[] = {{2, 1}, {0, 1}};
+	int64_t idv[] = {2, 0};
+	embd_ids ids = {(const unsigned char *)idv, 2, 8};
+	embd_encode_opts o = {EMBD_F32, 0};
+	char out[512];
+	float scratch[2];
+	assert_true(embd_json_rows_bound(2, 2, 2) < sizeof out);
+	size_t n = embd_json_rows_write(out, &m, runs, 2, &ids, &o, scratch);
+	out[n] = '\0';
+	assert_string_equal(out, "{\"shape\":[2,2],\"dtype\":\"f32\",\"ids\":[2,0],\"rows\":[[null,1e+20],[0.1,-2]]}");
+	runs[0] = (embd_run){1, 1};
+	o.dtype = EMBD_F16;
+	n = embd_json_rows_write(out, &m, runs, 1, NULL, &o, scratch);
+	out[n] = '\0';
+	/* 3e-7 is a half subnormal: 5 * 2^-24 = 2.98023224e-07. */
+	assert_string_equal(out, "{\"shape\":[1,2],\"dtype\":\"f16\",\"rows\":[[2.9802322e-07,4]]}");
+}
+
+static void converts_and_normalizes(void **state)
+{
+	(void)state;
+	float data[2][2] = {{3, 4}, {0, 0}};
+	embd_matrix_info m = {.data = (const unsigned char *)data, .rows = 2, .dim = 2, .dtype = EMBD_F32, .row_bytes = 8};
+	embd_run runs[] = {{0, 2}};
+	embd_encode_opts o = {EMBD_F32, 1};
+	float out[4], scratch[2];
+	assert_true(embd_encode_transforms(&m, &o));
+	embd_rows_convert(out, &m, runs, 1, &o, scratch);
+	assert_true(fabsf(out[0] - 0.6f) < 1e-7f && fabsf(out[1] - 0.8f) < 1e-7f);
+	assert_true(out[2] == 0.0f && out[3] == 0.0f); /* a zero row stays zero */
+	o = (embd_encode_opts){EMBD_F16, 0};
+	uint16_t half[4];
+	embd_rows_convert(half, &m, runs, 1, &o, scratch);
+	assert_int_equal(half[0], 0x4200); /* 3.0 */
+	assert_int_equal(half[1], 0x4400); /* 4.0 */
+	o.dtype = EMBD_F32;
+	assert_false(embd_encode_transforms(&m, &o));
+}
+
+static void escapes_json(void **state)
+{
+	(void)state;
+	char out[64];
+	embd_json_escape(out, sizeof out, "a\"b\\c\n\x01");
+	assert_string_equal(out, "a\\\"b\\\\c\\u000a\\u0001");
+	embd_json_escape(out, sizeof out, "caf\xc3\xa9 \xff!");
+	assert_string_equal(out, "caf\xc3\xa9 \\ufffd!");
+	embd_json_escape(out, 5, "abcdefgh");
+	assert_string_equal(out, "abcd");
+}
+
+static void error_table(void **state)
+{
+	(void)state;
+	assert_int_equal(embd_error_status(EMBD_ERANGE), 400);
+	assert_string_equal(embd_error_code(EMBD_ERANGE), "id_out_of_range");
+	assert_int_equal(embd_error_status(EMBD_ENOROW), 404);
+	assert_int_equal(embd_error_status(EMBD_EBUSY), 503);
+	assert_int_equal(embd_error_status(EMBD_ETOOMANYIDS), 413);
+	assert_int_equal(embd_error_status(EMBD_EMEDIATYPE), 415);
+	assert_int_equal(embd_error_status(EMBD_EACCEPT), 406);
+	assert_int_equal(embd_error_status(-2), 500);
+	assert_string_equal(embd_strerror(-2), "No such file or directory");
+	assert_string_equal(embd_error_code(-2), "internal");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(shortest_known_values),
+	    cmocka_unit_test(shortest_round_trips_and_is_shortest),
+	    cmocka_unit_test(f16_exhaustive),
+	    cmocka_unit_test(bf16),
+	    cmocka_unit_test(json_rows),
+	    cmocka_unit_test(converts_and_normalizes),
+	    cmocka_unit_test(escapes_json),
+	    cmocka_unit_test(error_table),
+	};
+	return cmocka_run_group_tests_name("encode", tests, NULL, NULL);
+}

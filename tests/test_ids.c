@@ -1,0 +1,203 @@
+/* Unit tests of id parsing from query strings, JSON, .npy and raw bodies. */
+#include "fixture.h"
+
+#include "ids.h"
+#include "npy.h"
+
+static int parse_list(const char *s, int64_t *out, size_t *n, embd_err *e)
+{
+	int rc = embd_ids_parse_list(s, strlen(s), NULL, n, e);
+	if (rc != 0)
+		return rc;
+	return embd_ids_parse_list(s, strlen(s), out, n, e);
+}
+
+static void list_ok(void **state)
+{
+	(void)state;
+	int64_t out[8];
+	size_t n;
+	assert_int_equal(parse_list("3,17,42", out, &n, NULL), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(out[0], 3);
+	assert_int_equal(out[2], 42);
+	assert_int_equal(parse_list(" 0 , 9223372036854775807 ", out, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[1], INT64_MAX);
+}
+
+static void list_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int code;
+		const char *fragment;
+	} cases[] = {
+	    {"", EMBD_EEMPTY, "empty"},
+	    {"  ", EMBD_EEMPTY, "empty"},
+	    {"3,,4", EMBD_EBADID, "empty id at item 1"},
+	    {"3,4,", EMBD_EBADID, "empty id at item 2"},
+	    {"-1", EMBD_EBADID, "'-1' is negative"},
+	    {"abc", EMBD_EBADID, "'abc' is not"},
+	    {"1.5", EMBD_EBADID, "'1.5' is not"},
+	    {"0x10", EMBD_EBADID, "'0x10' is not"},
+	    {"1 2", EMBD_EBADID, "'1 2' is not"},
+	    {"9223372036854775808", EMBD_EBADID, "64-bit"},
+	    {"99999999999999999999999", EMBD_EBADID, "64-bit"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int64_t out[8];
+		size_t n;
+		embd_err e = {{0}};
+		int rc = parse_list(cases[i].in, out, &n, &e);
+		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
+			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
+				 cases[i].fragment);
+	}
+}
+
+static int parse_json(const char *s, int64_t *out, size_t *n, embd_err *e)
+{
+	int rc = embd_ids_parse_json(s, strlen(s), NULL, n, e);
+	if (rc != 0)
+		return rc;
+	return embd_ids_parse_json(s, strlen(s), out, n, e);
+}
+
+static void json_ok(void **state)
+{
+	(void)state;
+	int64_t out[8];
+	size_t n;
+	assert_int_equal(parse_json("{\"ids\":[3,17,42]}", out, &n, NULL), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(out[1], 17);
+	assert_int_equal(parse_json(" \n{ \"ids\" : [ 0 ,\t5 ] }\n", out, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[1], 5);
+	assert_int_equal(parse_json("{\"\\u0069ds\":[1]}", out, &n, NULL), 0); /* escaped key */
+}
+
+static void json_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int code;
+		const char *fragment;
+	} cases[] = {
+	    {"", EMBD_EJSON, "empty"},
+	    {"{\"ids\":[1,2", EMBD_EJSON, "ends"},
+	    {"{\"ids\":[1 2]}", EMBD_EJSON, "byte 10: expected ',' or ']'"},
+	    {"{ids:[1]}", EMBD_EJSON, "a key in quotes"},
+	    {"{\"ids\":[1]} x", EMBD_EJSON, "data after"},
+	    {"{\"ids\":[01]}", EMBD_EJSON, "leading zero"},
+	    {"{\"ids\":[1,]}", EMBD_EJSON, "a number"},
+	    {"{\"ids\":[-]}", EMBD_EJSON, "a digit"},
+	    {"{\"ids\":[\"3\"]}", EMBD_EJSONTYPE, "ids[0] is a string"},
+	    {"{\"ids\":[1,1.5]}", EMBD_EJSONTYPE, "ids[1] is 1.5, not an integer"},
+	    {"{\"ids\":[1e3]}", EMBD_EJSONTYPE, "not an integer"},
+	    {"{\"ids\":[true]}", EMBD_EJSONTYPE, "a boolean"},
+	    {"{\"ids\":[null]}", EMBD_EJSONTYPE, "null"},
+	    {"{\"ids\":[[1]]}", EMBD_EJSONTYPE, "an array"},
+	    {"{\"ids\":[{}]}", EMBD_EJSONTYPE, "an object"},
+	    {"{\"ids\":\"1,2\"}", EMBD_EJSONTYPE, "\"ids\" is a string"},
+	    {"{\"ids\":7}", EMBD_EJSONTYPE, "\"ids\" is a number"},
+	    {"[1,2]", EMBD_EJSONTYPE, "the body is an array"},
+	    {"{\"ids\":[-3]}", EMBD_EBADID, "ids[0] is -3"},
+	    {"{\"ids\":[99999999999999999999]}", EMBD_EBADID, "64-bit"},
+	    {"{\"ids\":[]}", EMBD_EEMPTY, "empty"},
+	    {"{}", EMBD_EBADBODY, "no \"ids\""},
+	    {"{\"idz\":[1]}", EMBD_EBADBODY, "unknown key \"idz\""},
+	    {"{\"ids\":[1],\"ids\":[2]}", EMBD_EBADBODY, "twice"},
+	    {"{\"ids\":[1],}", EMBD_EJSON, "a key in quotes"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int64_t out[8];
+		size_t n;
+		embd_err e = {{0}};
+		int rc = parse_json(cases[i].in, out, &n, &e);
+		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
+			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
+				 cases[i].fragment);
+	}
+}
+
+static void json_deep_nesting_is_not_recursed(void **state)
+{
+	(void)state;
+	size_t depth = 100000;
+	char *s = malloc(depth + 16);
+	strcpy(s, "{\"ids\":");
+	memset(s + 7, '[', depth);
+	s[7 + depth] = '\0';
+	size_t n;
+	embd_err e;
+	assert_int_equal(embd_ids_parse_json(s, strlen(s), NULL, &n, &e), EMBD_EJSONTYPE);
+	free(s);
+}
+
+static void npy_bodies(void **state)
+{
+	(void)state;
+	unsigned char buf[256];
+	uint64_t shape[1] = {3};
+	size_t h = embd_npy_header_write((char *)buf, sizeof buf, "<i4", shape, 1);
+	int32_t v32[3] = {5, 6, -1};
+	memcpy(buf + h, v32, sizeof v32);
+	embd_ids ids;
+	embd_err e;
+	assert_int_equal(embd_ids_from_npy(buf, h + 12, &ids, &e), 0);
+	assert_int_equal(ids.n, 3);
+	assert_int_equal(ids.width, 4);
+	assert_int_equal(embd_ids_at(&ids, 1), 6);
+	assert_int_equal(embd_ids_at(&ids, 2), -1); /* sign kept; the planner refuses it */
+	assert_int_equal(embd_ids_from_npy(buf, h + 11, &ids, &e), EMBD_EBADBODY);
+	assert_non_null(strstr(e.msg, "3 ids but 11 bytes"));
+	assert_int_equal(embd_ids_from_npy(buf, h + 13, &ids, &e), EMBD_EBADBODY);
+
+	h = embd_npy_header_write((char *)buf, sizeof buf, "<f8", shape, 1);
+	assert_int_equal(embd_ids_from_npy(buf, h + 24, &ids, &e), EMBD_EBADBODY);
+	assert_non_null(strstr(e.msg, "'<f8'"));
+
+	uint64_t shape2[2] = {1, 2};
+	h = embd_npy_header_write((char *)buf, sizeof buf, "<i8", shape2, 2);
+	assert_int_equal(embd_ids_from_npy(buf, h + 16, &ids, &e), EMBD_EBADBODY);
+	assert_non_null(strstr(e.msg, "1-D"));
+
+	uint64_t zero[1] = {0};
+	h = embd_npy_header_write((char *)buf, sizeof buf, "<i8", zero, 1);
+	assert_int_equal(embd_ids_from_npy(buf, h, &ids, &e), EMBD_EEMPTY);
+	assert_int_equal(embd_ids_from_npy("{\"ids\":[1]}", 11, &ids, &e), EMBD_EBADBODY);
+}
+
+static void raw_bodies(void **state)
+{
+	(void)state;
+	int64_t v[2] = {9, 10};
+	embd_ids ids;
+	embd_err e;
+	assert_int_equal(embd_ids_from_raw(v, 16, 8, &ids, &e), 0);
+	assert_int_equal(ids.n, 2);
+	assert_int_equal(embd_ids_at(&ids, 1), 10);
+	assert_int_equal(embd_ids_from_raw(v, 16, 4, &ids, &e), 0);
+	assert_int_equal(ids.n, 4);
+	assert_int_equal(embd_ids_from_raw(v, 12, 8, &ids, &e), EMBD_EBADBODY);
+	assert_non_null(strstr(e.msg, "12 bytes"));
+	assert_int_equal(embd_ids_from_raw(v, 0, 8, &ids, &e), EMBD_EEMPTY);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(list_ok),
+	    cmocka_unit_test(list_errors),
+	    cmocka_unit_test(json_ok),
+	    cmocka_unit_test(json_errors),
+	    cmocka_unit_test(json_deep_nesting_is_not_recursed),
+	    cmocka_unit_test(npy_bodies),
+	    cmocka_unit_test(raw_bodies),
+	};
+	return cmocka_run_group_tests_name("ids", tests, NULL, NULL);
+}

@@ -1,0 +1,225 @@
+/* Unit tests of opening, validating and refcounting matrices. */
+#include "fixture.h"
+
+#include <errno.h>
+
+#include "matrix.h"
+
+/* A .npy file of the given dict followed by data_len bytes of data; returns its path. */
+static const char *npy_file(int slot, const char *dict, const void *data, size_t data_len)
+{
+	unsigned char buf[4096];
+	size_t n = npy_header_v1(buf, dict);
+	memcpy(buf + n, data, data_len);
+	return fixture_file(slot, buf, n + data_len);
+}
+
+static int open_path(const char *path, embd_matrix **m, embd_err *e)
+{
+	embd_matrix_spec spec = {.path = path, .generation = 7};
+	return embd_matrix_open(&spec, m, e);
+}
+
+static void opens_f32_npy(void **state)
+{
+	(void)state;
+	float data[12];
+	for (int i = 0; i < 12; i++)
+		data[i] = (float)i * 0.5f;
+	const char *p = npy_file(0, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }", data, sizeof data);
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(open_path(p, &m, &e), 0);
+	const embd_matrix_info *i = embd_matrix_info_get(m);
+	assert_int_equal(i->rows, 3);
+	assert_int_equal(i->dim, 4);
+	assert_int_equal(i->dtype, EMBD_F32);
+	assert_int_equal(i->row_bytes, 16);
+	assert_int_equal(i->generation, 7);
+	assert_int_equal(i->format, EMBD_FORMAT_NPY);
+	assert_memory_equal(i->data, data, sizeof data);
+	assert_string_equal(i->source, p);
+	embd_matrix_release(m);
+	unlink(p);
+}
+
+static void opens_f16_npy_with_extra_trailing_bytes(void **state)
+{
+	(void)state;
+	uint16_t data[9] = {0x3c00, 0, 0, 0, 0x3c00, 0, 0, 0, 0x3c00};
+	const char *p = npy_file(0, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", data, sizeof data);
+	embd_matrix *m;
+	assert_int_equal(open_path(p, &m, NULL), 0);
+	assert_int_equal(embd_matrix_info_get(m)->dtype, EMBD_F16);
+	assert_int_equal(embd_matrix_info_get(m)->row_bytes, 8);
+	embd_matrix_release(m);
+	unlink(p);
+}
+
+static void expect_open_error(const char *dict, size_t data_len, int code, const char *fragment)
+{
+	static unsigned char zeros[2048];
+	const char *p = npy_file(1, dict, zeros, data_len);
+	embd_matrix *m = NULL;
+	embd_err e;
+	assert_int_equal(open_path(p, &m, &e), code);
+	assert_null(m);
+	if (strstr(e.msg, fragment) == NULL)
+		fail_msg("message '%s' lacks '%s'", e.msg, fragment);
+	assert_non_null(strstr(e.msg, p)); /* every message names the file */
+	unlink(p);
+}
+
+static void rejects_bad_files(void **state)
+{
+	(void)state;
+	/* A header that lies about its shape: 10 x 4 floats need 160 bytes, 100 follow. */
+	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (10, 4), }", 100, EMBD_ETRUNC,
+			  "needs 160 data bytes");
+	expect_open_error("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16, EMBD_EFORMAT,
+			  "Fortran order");
+	expect_open_error("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", 32, EMBD_EDTYPE, "'<f8'");
+	expect_open_error("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 2), }", 16, EMBD_EDTYPE, "'<i4'");
+	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (16,), }", 64, EMBD_EFORMAT,
+			  "1 dimensions");
+	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", 32, EMBD_EFORMAT,
+			  "3 dimensions");
+	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }",
+			  16, EMBD_EOVERFLOW, "overflows");
+	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }", 0, EMBD_EFORMAT, "empty");
+}
+
+static void truncated_inside_header(void **state)
+{
+	(void)state;
+	unsigned char buf[128];
+	size_t n = npy_header_v1(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }");
+	const char *p = fixture_file(2, buf, n / 2);
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(open_path(p, &m, &e), EMBD_ETRUNC);
+	unlink(p);
+	p = fixture_file(2, "", 0);
+	assert_int_equal(open_path(p, &m, &e), EMBD_ETRUNC);
+	assert_non_null(strstr(e.msg, "empty"));
+	unlink(p);
+}
+
+static void missing_file_is_errno(void **state)
+{
+	(void)state;
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(open_path("/nonexistent/embd.npy", &m, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "/nonexistent/embd.npy"));
+	assert_int_equal(open_path("/tmp", &m, &e), EMBD_EFORMAT);
+}
+
+static void raw_files(void **state)
+{
+	(void)state;
+	float data[6] = {1, 2, 3, 4, 5, 6};
+	const char *p = fixture_file(3, data, sizeof data);
+	embd_matrix_spec spec = {.path = p, .format = EMBD_FORMAT_RAW, .dim = 3, .dtype = EMBD_F32};
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	assert_int_equal(embd_matrix_info_get(m)->rows, 2); /* derived from the size */
+	assert_int_equal(embd_matrix_info_get(m)->format, EMBD_FORMAT_RAW);
+	embd_matrix_release(m);
+
+	spec.format = EMBD_FORMAT_AUTO; /* a dim makes a non-.npy file raw */
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	embd_matrix_release(m);
+
+	spec.dim = 4; /* 24 bytes is not whole 16-byte rows */
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "whole number"));
+
+	spec.dim = 3;
+	spec.rows = 3; /* more rows than the file holds */
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ETRUNC);
+
+	spec.rows = 1;
+	spec.offset = 12; /* skip a 3-float header: one row left */
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	float first;
+	memcpy(&first, embd_matrix_info_get(m)->data, 4);
+	assert_true(first == 4.0f);
+	embd_matrix_release(m);
+
+	spec.offset = 100;
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ETRUNC);
+
+	spec = (embd_matrix_spec){.path = p, .format = EMBD_FORMAT_RAW, .dtype = EMBD_F32};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ECONFIG);
+
+	spec.format = EMBD_FORMAT_AUTO; /* neither .npy nor a dim: say what is missing */
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "--dim"));
+	unlink(p);
+}
+
+static void demo_matrix(void **state)
+{
+	(void)state;
+	embd_matrix_spec spec = {0};
+	embd_matrix *m;
+	assert_int_equal(embd_matrix_open(&spec, &m, NULL), 0);
+	const embd_matrix_info *i = embd_matrix_info_get(m);
+	assert_int_equal(i->rows, EMBD_DEMO_ROWS);
+	assert_int_equal(i->dim, EMBD_DEMO_DIM);
+	assert_string_equal(i->source, "builtin:demo");
+	const float *f = (const float *)i->data;
+	assert_true(f[7 * EMBD_DEMO_DIM + 63] == 7.0f + 63.0f / 1000.0f);
+	embd_matrix_release(m);
+}
+
+static void refcount_and_slot(void **state)
+{
+	(void)state;
+	atomic_long live;
+	atomic_init(&live, 0);
+	embd_matrix_spec spec = {.live = &live, .generation = 1};
+	embd_matrix *a, *b;
+	assert_int_equal(embd_matrix_open(&spec, &a, NULL), 0);
+	spec.generation = 2;
+	assert_int_equal(embd_matrix_open(&spec, &b, NULL), 0);
+	assert_int_equal(atomic_load(&live), 2);
+
+	embd_matrix_slot slot;
+	embd_matrix_slot_init(&slot, a);
+	embd_matrix *pinned = embd_matrix_slot_acquire(&slot); /* like an in-flight zero-copy response */
+	assert_ptr_equal(pinned, a);
+	assert_int_equal(embd_matrix_refs(a), 2);
+
+	embd_matrix_slot_swap(&slot, b);
+	/* The old generation lives on while the response pins it... */
+	assert_int_equal(atomic_load(&live), 2);
+	assert_int_equal(embd_matrix_refs(a), 1);
+	assert_int_equal(embd_matrix_info_get(pinned)->generation, 1);
+	embd_matrix *now = embd_matrix_slot_acquire(&slot);
+	assert_int_equal(embd_matrix_info_get(now)->generation, 2);
+	embd_matrix_release(now);
+	/* ...and is unmapped when the last one lets go. */
+	embd_matrix_release(pinned);
+	assert_int_equal(atomic_load(&live), 1);
+	embd_matrix_slot_destroy(&slot);
+	assert_int_equal(atomic_load(&live), 0);
+	embd_matrix_release(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(opens_f32_npy),
+	    cmocka_unit_test(opens_f16_npy_with_extra_trailing_bytes),
+	    cmocka_unit_test(rejects_bad_files),
+	    cmocka_unit_test(truncated_inside_header),
+	    cmocka_unit_test(missing_file_is_errno),
+	    cmocka_unit_test(raw_files),
+	    cmocka_unit_test(demo_matrix),
+	    cmocka_unit_test(refcount_and_slot),
+	};
+	return cmocka_run_group_tests_name("matrix", tests, NULL, NULL);
+}
