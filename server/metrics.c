@@ -78,8 +78,8 @@ size_t embd_metrics_bound(void)
 	return 16384;
 }
 
-size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, const embd_pool *pool, char *buf,
-			   size_t cap)
+size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, const embd_pool *pool,
+			   uint64_t self_bytes, char *buf, size_t cap)
 {
 	embd_metrics *m = (embd_metrics *)cm;
 	struct out o = {buf, cap, 0, 0};
@@ -118,7 +118,7 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "embd_copied_bytes_total %llu\n",
 	    (unsigned long long)atomic_load(&m->zerocopy_bytes), (unsigned long long)atomic_load(&m->copied_bytes));
 	put(&o,
-	    "# HELP embd_inflight_accounted_bytes Bytes charged to requests in flight now.\n"
+	    "# HELP embd_inflight_accounted_bytes Bytes charged to requests in flight now (this scrape left out).\n"
 	    "# TYPE embd_inflight_accounted_bytes gauge\n"
 	    "embd_inflight_accounted_bytes %llu\n"
 	    "# HELP embd_accounted_bytes_peak Most bytes ever charged to requests in flight at once.\n"
@@ -127,7 +127,7 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# HELP embd_inflight_budget_bytes The in-flight budget (limits.inflight_bytes).\n"
 	    "# TYPE embd_inflight_budget_bytes gauge\n"
 	    "embd_inflight_budget_bytes %llu\n",
-	    (unsigned long long)embd_budget_inflight(budget), (unsigned long long)embd_budget_peak(budget),
+	    (unsigned long long)(embd_budget_inflight(budget) - self_bytes), (unsigned long long)embd_budget_peak(budget),
 	    (unsigned long long)budget->limit);
 	put(&o, "# HELP embd_rejected_total Requests refused for a limit, by the limit.\n"
 		"# TYPE embd_rejected_total counter\n");

@@ -36,11 +36,12 @@ const char *embd_route_name(enum route_id route);
 
 /*
  * Render the text exposition into buf (cap bytes); the budget gives the
- * accounting gauges and the pool its size. Returns the length, or 0 if cap
- * is too small.
+ * accounting gauges and the pool its size. self_bytes, what the scrape itself
+ * holds, is left out of the in-flight gauge, so that an idle daemon reads 0.
+ * Returns the length, or 0 if cap is too small.
  */
-size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool, char *buf,
-			   size_t cap);
+size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool,
+			   uint64_t self_bytes, char *buf, size_t cap);
 
 /* Bytes embd_metrics_render can need at most. */
 size_t embd_metrics_bound(void);

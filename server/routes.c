@@ -102,7 +102,7 @@ static enum MHD_Result h_metrics(struct req *r)
 	int rc = embd_req_alloc(r, cap, (void **)&buf);
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the metrics page");
-	size_t n = embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, buf, cap);
+	size_t n = embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->acct.held, buf, cap);
 	if (n == 0)
 		return embd_reply_error(r, EMBD_EINTERNAL, "the metrics page outgrew its buffer");
 	return embd_reply_buffer(r, 200, "text/plain; version=0.0.4", buf, n);

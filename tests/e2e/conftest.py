@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -65,6 +66,16 @@ class Daemon:
                 name, value = line.rsplit(" ", 1)
                 out[name] = float(value)
         return out
+
+    def settled(self, timeout=10.0):
+        """Metrics once nothing is in flight: a request is counted and released when the daemon has finished
+        it, which can be a moment after the client has read its last byte."""
+        end = time.time() + timeout
+        while True:
+            m = self.metrics()
+            if m["embd_inflight_accounted_bytes"] == 0 or time.time() > end:
+                return m
+            time.sleep(0.01)
 
     def stop(self):
         """SIGTERM; the daemon must exit 0 (it exits 1 if any accounted bytes were left in flight)."""

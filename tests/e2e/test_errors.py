@@ -1,0 +1,178 @@
+"""Every bad input gets the JSON error body with the right status, code and message, and the daemon keeps serving."""
+import io
+import json
+
+import numpy as np
+import pytest
+
+JSON = {"Content-Type": "application/json"}
+RAW = {"Content-Type": "application/octet-stream"}
+NPY = {"Content-Type": "application/x-npy"}
+
+
+def npy(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+# (method, path, body, headers) -> (status, code, a fragment of the message); the f32 matrix has 1000 rows.
+CASES = [
+    ("GET", "/v1/rows/1000", None, {}, 404, "row_not_found", "id 1000 is out of range [0, 1000)"),
+    ("GET", "/v1/rows/-1", None, {}, 400, "bad_id", "'-1' is negative"),
+    ("GET", "/v1/rows/abc", None, {}, 400, "bad_id", "'abc' is not a non-negative decimal integer"),
+    ("GET", "/v1/rows/", None, {}, 400, "bad_id", "the path names no id"),
+    ("GET", "/v1/rows/1,2", None, {}, 400, "bad_id", "is not one id"),
+    ("GET", "/v1/rows/1/2", None, {}, 404, "not_found", "no such path: /v1/rows/1/2"),
+    ("GET", "/v1/rows/99999999999999999999", None, {}, 400, "bad_id", "does not fit in a 64-bit id"),
+    ("GET", "/v1/rows?ids=1,1000", None, {}, 400, "id_out_of_range", "id 1000 is out of range [0, 1000)"),
+    ("GET", "/v1/rows?ids=5,-3", None, {}, 400, "bad_id", "'-3' is negative"),
+    ("GET", "/v1/rows?ids=a,b", None, {}, 400, "bad_id", "'a' is not"),
+    ("GET", "/v1/rows?ids=1.5", None, {}, 400, "bad_id", "'1.5' is not"),
+    ("GET", "/v1/rows?ids=", None, {}, 400, "empty_batch", "the id list is empty"),
+    ("GET", "/v1/rows?ids=1,,2", None, {}, 400, "bad_id", "empty id at item 1"),
+    ("GET", "/v1/rows?ids=1%2C2%2Cx", None, {}, 400, "bad_id", "'x' is not"),
+    ("GET", "/v1/rows?start=5&stop=2", None, {}, 400, "bad_slice", "start 5 is after stop 2"),
+    ("GET", "/v1/rows?start=0&stop=1001", None, {}, 400, "id_out_of_range", "stop 1001 is past the end: rows are [0, 1000)"),
+    ("GET", "/v1/rows?start=1000", None, {}, 400, "empty_batch", "the slice [1000, 1000) is empty"),
+    ("GET", "/v1/rows?start=x&stop=2", None, {}, 400, "bad_slice", "start 'x' is not a non-negative integer"),
+    ("GET", "/v1/rows?start=-1&stop=2", None, {}, 400, "bad_slice", "start '-1' is not"),
+    ("GET", "/v1/rows?start=99999999999999999999999", None, {}, 400, "bad_slice", "64-bit"),
+    ("GET", "/v1/rows?start=5&stop=5", None, {}, 400, "empty_batch", "[5, 5) is empty"),
+    ("GET", "/v1/rows", None, {}, 400, "bad_parameter", "name the rows"),
+    ("GET", "/v1/rows?id=3", None, {}, 400, "bad_parameter", "unknown query parameter 'id'"),
+    ("GET", "/v1/rows?ids=1&start=0", None, {}, 400, "bad_parameter", "not both"),
+    ("GET", "/v1/rows?ids=1&id_dtype=int32", None, {}, 400, "bad_parameter", "id_dtype goes with a binary POST"),
+    ("GET", "/v1/rows/1?format=xml", None, {}, 400, "bad_parameter", "format 'xml' is not one of json, bin, npy"),
+    ("GET", "/v1/rows/1?dtype=f64", None, {}, 400, "bad_parameter", "dtype 'f64' is not one of f32, f16, bf16"),
+    ("GET", "/v1/rows/1?normalize=l1", None, {}, 400, "bad_parameter", "normalize 'l1' is not l2 or none"),
+    ("GET", "/v1/rows/1?dtype=bf16&format=npy", None, {}, 400, "bad_parameter", "NumPy has no bf16 dtype"),
+    ("GET", "/v1/rows/1", None, {"Accept": "text/html"}, 406, "not_acceptable", "Accept 'text/html' names no format"),
+    ("GET", "/v1/rows/1", None, {"Accept": "application/json;q=0"}, 406, "not_acceptable", "names no format"),
+    ("GET", "/nope", None, {}, 404, "not_found", "no such path: /nope"),
+    ("GET", "/v1/info?verbose=1", None, {}, 400, "bad_parameter", "unknown query parameter 'verbose'; this path takes none"),
+    ("DELETE", "/v1/rows", None, {}, 405, "method_not_allowed", "DELETE is not allowed on /v1/rows"),
+    ("POST", "/v1/info", b"{}", JSON, 405, "method_not_allowed", "POST is not allowed on /v1/info"),
+    ("PUT", "/v1/rows/1", b"x", {}, 405, "method_not_allowed", "PUT is not allowed"),
+    ("POST", "/v1/rows", b'{"ids":[1,"a"]}', JSON, 400, "wrong_json_type", "ids[1] is a string"),
+    ("POST", "/v1/rows", b'{"ids":[1,2', JSON, 400, "bad_json", "the body ends"),
+    ("POST", "/v1/rows", b'{"ids":[1 2]}', JSON, 400, "bad_json", "at byte 10: expected ',' or ']'"),
+    ("POST", "/v1/rows", b'{"ids":[1.5]}', JSON, 400, "wrong_json_type", "ids[0] is 1.5, not an integer"),
+    ("POST", "/v1/rows", b'{"ids":{"a":1}}', JSON, 400, "wrong_json_type", "\"ids\" is an object"),
+    ("POST", "/v1/rows", b'{"ids":[]}', JSON, 400, "empty_batch", "\"ids\" is an empty list"),
+    ("POST", "/v1/rows", b'{"idz":[1]}', JSON, 400, "bad_body", "unknown key \"idz\""),
+    ("POST", "/v1/rows", b'{"ids":[1,1000]}', JSON, 400, "id_out_of_range", "id 1000 is out of range"),
+    ("POST", "/v1/rows", b'{"ids":[-4]}', JSON, 400, "bad_id", "ids[0] is -4"),
+    ("POST", "/v1/rows", b"[1,2]", JSON, 400, "wrong_json_type", "the body is an array"),
+    ("POST", "/v1/rows", b"", JSON, 400, "empty_batch", "the request body is empty"),
+    ("POST", "/v1/rows", b"1,2", {"Content-Type": "text/plain"}, 415, "unsupported_media_type", "'text/plain' is not supported"),
+    ("POST", "/v1/rows", b"ids=1", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", "x-www-form-urlencoded"),
+    ("POST", "/v1/rows", b"{}", {}, 415, "unsupported_media_type", "'(none)'"),
+    ("POST", "/v1/rows", b"\x01" * 12, RAW, 400, "bad_body", "12 bytes is not a whole number of 8-byte int64 ids"),
+    ("POST", "/v1/rows?id_dtype=int16", b"\x01\x00", RAW, 400, "bad_parameter", "id_dtype 'int16' is not int32 or int64"),
+    ("POST", "/v1/rows?id_dtype=int32", b'{"ids":[1]}', JSON, 400, "bad_parameter", "id_dtype goes with an application/octet-stream body"),
+    ("POST", "/v1/rows?ids=1", b'{"ids":[1]}', JSON, 400, "bad_parameter", "a POST names its ids in the body"),
+    ("POST", "/v1/rows", np.array([1, 2], np.int32).tobytes() + b"\xff\xff\xff\xff", {**RAW, "X": "y"}, 400, "bad_body", "not a whole number"),
+    ("POST", "/v1/rows?id_dtype=int32", np.array([1, -2], np.int32).tobytes(), RAW, 400, "bad_id", "id -2 at position 1 is negative"),
+    ("POST", "/v1/rows", np.array([3, 1000], np.int64).tobytes(), RAW, 400, "id_out_of_range", "id 1000 is out of range"),
+    ("POST", "/v1/rows", npy(np.array([1.0, 2.0])), NPY, 400, "bad_body", "dtype '<f8'; ids must be int32 or int64"),
+    ("POST", "/v1/rows", npy(np.array([[1, 2]])), NPY, 400, "bad_body", "ids must be 1-D"),
+    ("POST", "/v1/rows", npy(np.array([1, 2]))[:-3], NPY, 400, "bad_body", "2 ids but 13 bytes follow"),
+    ("POST", "/v1/rows", npy(np.array([], np.int64)), NPY, 400, "empty_batch", "the .npy array is empty"),
+    ("POST", "/v1/rows", b"\x93NUMPY\x01\x00\xff\xff{", NPY, 400, "bad_body", "announces 65535 bytes"),
+    ("POST", "/v1/rows", b'{"ids":[1]}', NPY, 400, "bad_body", "not a .npy file"),
+]
+
+
+def check_error(status, headers, body, want_status, code, fragment):
+    assert status == want_status, body
+    assert headers["content-type"] == "application/json"
+    doc = json.loads(body)
+    assert set(doc) == {"error"} and set(doc["error"]) == {"status", "code", "message"}
+    assert doc["error"]["status"] == want_status
+    assert doc["error"]["code"] == code, doc
+    assert fragment in doc["error"]["message"], doc
+
+
+def test_bad_inputs(f32d):
+    for method, path, body, headers, want, code, fragment in CASES:
+        status, h, b = f32d.request(method, path, body, headers)
+        try:
+            check_error(status, h, b, want, code, fragment)
+        except AssertionError as e:
+            raise AssertionError("%s %s %r: %s" % (method, path, body, e)) from None
+    # Still serving, and every one of them was counted.
+    assert f32d.json("/healthz")["status"] == "ok"
+    m = f32d.settled()
+    assert sum(v for k, v in m.items() if k.startswith("embd_requests_total") and 'status="200"' not in k) == len(CASES)
+    assert m["embd_inflight_accounted_bytes"] == 0
+
+
+def test_405_says_what_is_allowed(f32d):
+    s, h, _ = f32d.request("DELETE", "/v1/rows")
+    assert s == 405 and h["allow"] == "GET, HEAD, POST"
+    s, h, _ = f32d.request("POST", "/metrics", b"x", JSON)
+    assert s == 405 and h["allow"] == "GET, HEAD"
+
+
+def test_limits_answer_413_with_the_figures(start, data):
+    d = start(data["f32_path"], "--limits.max_ids", "10", "--limits.max_body_bytes", "1000",
+              "--limits.request_bytes", "64KiB")
+    ids = ",".join(str(i) for i in range(11))
+    check_error(*d.get("/v1/rows?ids=" + ids), 413, "too_many_ids", "?ids= names 11 ids; limits.max_ids is 10")
+    check_error(*d.request("POST", "/v1/rows", json.dumps({"ids": list(range(11))}), JSON), 413, "too_many_ids",
+                "the body names 11 ids; limits.max_ids is 10")
+    check_error(*d.request("POST", "/v1/rows", npy(np.arange(11)), NPY), 413, "too_many_ids",
+                "the request names 11 ids; limits.max_ids is 10")
+    check_error(*d.request("POST", "/v1/rows", b"1" * 2000, JSON), 413, "body_too_large",
+                "the body is 2000 bytes; limits.max_body_bytes is 1000")
+    # 1000 rows x 48 floats as JSON needs ~800 KB: refused before any work, saying what and how much.
+    s, h, b = d.get("/v1/rows?start=0&stop=1000")
+    check_error(s, h, b, 413, "request_too_large", "limits.request_bytes is 65536")
+    assert "the JSON response needs this request to hold" in json.loads(b)["error"]["message"]
+    # The same rows as binary go out zero-copy: no buffer, so no limit to hit.
+    s, h, b = d.get("/v1/rows?start=0&stop=1000&format=bin")
+    assert s == 200 and h["x-embd-path"] == "zero-copy" and b == data["f32"].tobytes()
+    assert int(h["x-embd-accounted-bytes"]) < 4096
+    # Gathering 10 rows fits; the response says what it was charged.
+    s, h, b = d.get("/v1/rows?ids=9,7,5,3,1,0,2,4,6,8&format=bin")
+    assert s == 200 and h["x-embd-path"] == "gather"
+    assert int(h["x-embd-accounted-bytes"]) >= 10 * 48 * 4
+    m = d.settled()
+    assert m['embd_rejected_total{reason="max_ids"}'] == 3
+    assert m['embd_rejected_total{reason="max_body_bytes"}'] == 1
+    assert m['embd_rejected_total{reason="request_bytes"}'] == 1
+    assert m["embd_inflight_accounted_bytes"] == 0
+
+
+def test_start_up_errors_name_the_problem(tmp_path, data):
+    import subprocess
+    from conftest import EMBD
+
+    def run(*args):
+        p = subprocess.run([EMBD, *args], capture_output=True, text=True, timeout=30)
+        return p.returncode, p.stderr
+
+    bad = tmp_path / "lying.npy"
+    raw = open(data["f32_path"], "rb").read()
+    bad.write_bytes(raw[: len(raw) // 2])
+    rc, err = run("serve", str(bad), "--port", "0")
+    assert rc == 1 and "lying.npy: header says shape (1000, 48)" in err and "needs 192000 data bytes" in err
+    rc, err = run("serve", "/nonexistent.npy")
+    assert rc == 1 and "/nonexistent.npy: No such file or directory" in err
+    rc, err = run("serve", "--limits.max_ids", "many")
+    assert rc == 2 and "limits.max_ids: 'many' is not an integer" in err
+    rc, err = run("serve", "--bogus")
+    assert rc == 2 and "unknown option '--bogus'" in err
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"limits": {"max_idz": 3}}')
+    rc, err = run("serve", "--config", str(cfg))
+    assert rc == 2 and "c.json: limits.max_idz: unknown key" in err
+    cfg.write_text('{"listen": {"port": "eighty"}}')
+    rc, err = run("serve", "--config", str(cfg))
+    assert rc == 2 and "c.json: listen.port: must be an integer" in err
+    cfg.write_text('{"listen": {"port": 80,}}')
+    rc, err = run("serve", "--config", str(cfg))
+    assert rc == 2 and "c.json:1:" in err
+    rc, err = run("serve", data["raw_path"])
+    assert rc == 1 and "not a .npy file; for a raw matrix give --dim and --dtype" in err
