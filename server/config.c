@@ -57,9 +57,9 @@ static const struct key keys[] = {
 	 "libmicrohttpd's per-connection buffer (request line and headers must fit)"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
-    INT("plan.iov_max_segments", NULL, iov_max_segments, "16", 1, 1024,
-	"scattered runs sent zero-copy as an I/O vector at most; more runs are gathered"),
-    SIZE("plan.iov_min_run_bytes", NULL, iov_min_run_bytes, "64KiB", 0,
+    INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
+	"scattered runs sent zero-copy as an I/O vector at most; more runs are gathered (loadtest/results/iov_threshold.md)"),
+    SIZE("plan.iov_min_run_bytes", NULL, iov_min_run_bytes, "3KiB", 0,
 	 "mean bytes per run below which scattered runs are gathered rather than sent as an I/O vector"),
     SIZE("plan.pool_bytes", NULL, pool_bytes, "128MiB", 0,
 	 "idle request buffers kept warm for reuse (not charged to requests)"),
@@ -296,6 +296,20 @@ void embd_config_dump(const embd_config *c, FILE *out)
 			json_object_set_new(root, section, obj);
 		}
 		const char *field = (const char *)c + k->offset;
+		if (k->type == T_SIZE) {
+			/* Sizes read best the way people write them: "64MiB", not 67108864. */
+			int64_t n = *(const int64_t *)field;
+			static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+			int u = -1;
+			while (u < 3 && n != 0 && n % 1024 == 0) {
+				n /= 1024;
+				u++;
+			}
+			char text[32];
+			snprintf(text, sizeof text, "%lld%s", (long long)n, u >= 0 ? units[u] : "");
+			json_object_set_new(obj, dot + 1, u >= 0 ? json_string(text) : json_integer(n));
+			continue;
+		}
 		json_t *v = k->type == T_STR ? json_string(field)
 			    : k->type == T_BOOL ? json_boolean(*(const int *)field)
 						: json_integer(*(const int64_t *)field);
