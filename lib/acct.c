@@ -6,12 +6,12 @@
 
 /* Every accounted buffer starts with this header; the caller sees what follows. */
 struct hdr {
-	uint64_t charged;  /* bytes charged for it now */
-	uint32_t klass;    /* pool class, or UINT32_MAX for plain malloc */
+	uint64_t charged; /* bytes charged for it now */
+	uint32_t klass;   /* pool class, or UINT32_MAX for plain malloc */
 	uint32_t magic;
 };
 #define HDR_MAGIC 0xacc7b0f5u
-#define HDR_SIZE 16
+#define HDR_SIZE  16
 _Static_assert(sizeof(struct hdr) == HDR_SIZE, "header keeps 16-byte alignment");
 
 void embd_pool_init(embd_pool *p, uint64_t keep_bytes)
@@ -49,8 +49,7 @@ static uint32_t class_of(size_t total)
 /* A block of at least total bytes (header included); *klass tells where it goes back. */
 static void *pool_get(embd_pool *p, size_t total, uint32_t *klass)
 {
-	if (p == NULL || total < ((size_t)1 << EMBD_POOL_MIN_SHIFT) ||
-	    total > ((size_t)1 << EMBD_POOL_MAX_SHIFT)) {
+	if (p == NULL || total < ((size_t)1 << EMBD_POOL_MIN_SHIFT) || total > ((size_t)1 << EMBD_POOL_MAX_SHIFT)) {
 		*klass = UINT32_MAX;
 		return malloc(total);
 	}

@@ -19,7 +19,7 @@
  */
 #define EMBD_POOL_MIN_SHIFT 12 /* 4 KiB: below this, plain malloc */
 #define EMBD_POOL_MAX_SHIFT 30 /* 1 GiB: above this, plain malloc */
-#define EMBD_POOL_CLASSES (EMBD_POOL_MAX_SHIFT - EMBD_POOL_MIN_SHIFT + 1)
+#define EMBD_POOL_CLASSES   (EMBD_POOL_MAX_SHIFT - EMBD_POOL_MIN_SHIFT + 1)
 
 typedef struct embd_pool {
 	pthread_mutex_t lock;

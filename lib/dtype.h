@@ -5,12 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum embd_dtype {
-	EMBD_F32 = 0,
-	EMBD_F16 = 1,
-	EMBD_BF16 = 2,
-	EMBD_DTYPE_COUNT
-} embd_dtype;
+typedef enum embd_dtype { EMBD_F32 = 0, EMBD_F16 = 1, EMBD_BF16 = 2, EMBD_DTYPE_COUNT } embd_dtype;
 
 /* Bytes per element. */
 size_t embd_dtype_size(embd_dtype t);

@@ -71,12 +71,12 @@ static void load_row(const embd_matrix_info *m, uint64_t r, const embd_encode_op
 }
 
 size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-			    const embd_ids *ids, const embd_encode_opts *o, float *scratch)
+                            const embd_ids *ids, const embd_encode_opts *o, float *scratch)
 {
 	char *p = dst;
 	uint64_t nrows = embd_plan_rows(runs, nruns);
 	p += sprintf(p, "{\"shape\":[%llu,%llu],\"dtype\":\"%s\"", (unsigned long long)nrows,
-		     (unsigned long long)m->dim, embd_dtype_name(o->dtype));
+	             (unsigned long long)m->dim, embd_dtype_name(o->dtype));
 	if (ids != NULL) {
 		memcpy(p, ",\"ids\":[", 8);
 		p += 8;
@@ -113,7 +113,7 @@ size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run
 }
 
 void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-		       const embd_encode_opts *o, float *scratch)
+                       const embd_encode_opts *o, float *scratch)
 {
 	unsigned char *d = dst;
 	size_t out_row = m->dim * embd_dtype_size(o->dtype);

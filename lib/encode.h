@@ -36,14 +36,14 @@ uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids);
  * member). scratch: room for dim floats. Returns the length.
  */
 size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-			    const embd_ids *ids, const embd_encode_opts *o, float *scratch);
+                            const embd_ids *ids, const embd_encode_opts *o, float *scratch);
 
 /*
  * Write the runs' rows, row-major, converted to o->dtype and normalised if
  * asked, into dst (room for nrows * dim * dtype size). scratch: dim floats.
  */
 void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-		       const embd_encode_opts *o, float *scratch);
+                       const embd_encode_opts *o, float *scratch);
 
 /* Does this response need its bytes changed, i.e. can it not be sent as stored? */
 int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o);

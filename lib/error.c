@@ -15,7 +15,7 @@ struct entry {
 
 static const struct entry entries[] = {
 #define EMBD_X_ENTRY(name, value, status, code, message) {value, status, code, message},
-	EMBD_ERRORS(EMBD_X_ENTRY)
+    EMBD_ERRORS(EMBD_X_ENTRY)
 #undef EMBD_X_ENTRY
 };
 

@@ -9,31 +9,31 @@
  * lib functions return 0 or a negative code from this table; system errors
  * pass through as -errno (which is never in this range: see EMBD_EBASE).
  */
-#define EMBD_ERRORS(X)                                                                    \
-	X(EMBD_EBADREQ, 1, 400, "bad_request", "malformed request")                      \
-	X(EMBD_EBADID, 2, 400, "bad_id", "ids must be non-negative decimal integers")    \
-	X(EMBD_ERANGE, 3, 400, "id_out_of_range", "id out of range")                     \
-	X(EMBD_EBADSLICE, 4, 400, "bad_slice", "bad slice")                              \
-	X(EMBD_EJSON, 5, 400, "bad_json", "malformed JSON")                              \
-	X(EMBD_EJSONTYPE, 6, 400, "wrong_json_type", "wrong JSON type")                  \
-	X(EMBD_EEMPTY, 7, 400, "empty_batch", "the batch names no ids")                  \
-	X(EMBD_EBADPARAM, 8, 400, "bad_parameter", "bad query parameter")                \
-	X(EMBD_EBADBODY, 9, 400, "bad_body", "malformed request body")                   \
-	X(EMBD_ENOTFOUND, 10, 404, "not_found", "no such path")                          \
-	X(EMBD_ENOROW, 11, 404, "row_not_found", "no such row")                          \
-	X(EMBD_EMETHOD, 12, 405, "method_not_allowed", "method not allowed")             \
-	X(EMBD_EACCEPT, 13, 406, "not_acceptable", "no acceptable response format")      \
-	X(EMBD_ETOOBIG, 14, 413, "request_too_large", "over the per-request memory limit") \
-	X(EMBD_ETOOMANYIDS, 15, 413, "too_many_ids", "too many ids")                     \
-	X(EMBD_EBODYTOOBIG, 16, 413, "body_too_large", "request body too large")         \
-	X(EMBD_EMEDIATYPE, 17, 415, "unsupported_media_type", "unsupported Content-Type") \
-	X(EMBD_EBUSY, 18, 503, "overloaded", "the in-flight memory budget is exhausted") \
-	X(EMBD_ENOMEM, 19, 503, "out_of_memory", "out of memory")                        \
-	X(EMBD_EFORMAT, 20, 500, "bad_matrix_file", "malformed matrix file")             \
-	X(EMBD_ETRUNC, 21, 500, "truncated_file", "file is truncated")                   \
-	X(EMBD_EDTYPE, 22, 500, "unsupported_dtype", "unsupported dtype")                \
-	X(EMBD_EOVERFLOW, 23, 500, "size_overflow", "size overflows")                    \
-	X(EMBD_ECONFIG, 24, 500, "bad_config", "bad configuration")                      \
+#define EMBD_ERRORS(X)                                                                                                 \
+	X(EMBD_EBADREQ, 1, 400, "bad_request", "malformed request")                                                    \
+	X(EMBD_EBADID, 2, 400, "bad_id", "ids must be non-negative decimal integers")                                  \
+	X(EMBD_ERANGE, 3, 400, "id_out_of_range", "id out of range")                                                   \
+	X(EMBD_EBADSLICE, 4, 400, "bad_slice", "bad slice")                                                            \
+	X(EMBD_EJSON, 5, 400, "bad_json", "malformed JSON")                                                            \
+	X(EMBD_EJSONTYPE, 6, 400, "wrong_json_type", "wrong JSON type")                                                \
+	X(EMBD_EEMPTY, 7, 400, "empty_batch", "the batch names no ids")                                                \
+	X(EMBD_EBADPARAM, 8, 400, "bad_parameter", "bad query parameter")                                              \
+	X(EMBD_EBADBODY, 9, 400, "bad_body", "malformed request body")                                                 \
+	X(EMBD_ENOTFOUND, 10, 404, "not_found", "no such path")                                                        \
+	X(EMBD_ENOROW, 11, 404, "row_not_found", "no such row")                                                        \
+	X(EMBD_EMETHOD, 12, 405, "method_not_allowed", "method not allowed")                                           \
+	X(EMBD_EACCEPT, 13, 406, "not_acceptable", "no acceptable response format")                                    \
+	X(EMBD_ETOOBIG, 14, 413, "request_too_large", "over the per-request memory limit")                             \
+	X(EMBD_ETOOMANYIDS, 15, 413, "too_many_ids", "too many ids")                                                   \
+	X(EMBD_EBODYTOOBIG, 16, 413, "body_too_large", "request body too large")                                       \
+	X(EMBD_EMEDIATYPE, 17, 415, "unsupported_media_type", "unsupported Content-Type")                              \
+	X(EMBD_EBUSY, 18, 503, "overloaded", "the in-flight memory budget is exhausted")                               \
+	X(EMBD_ENOMEM, 19, 503, "out_of_memory", "out of memory")                                                      \
+	X(EMBD_EFORMAT, 20, 500, "bad_matrix_file", "malformed matrix file")                                           \
+	X(EMBD_ETRUNC, 21, 500, "truncated_file", "file is truncated")                                                 \
+	X(EMBD_EDTYPE, 22, 500, "unsupported_dtype", "unsupported dtype")                                              \
+	X(EMBD_EOVERFLOW, 23, 500, "size_overflow", "size overflows")                                                  \
+	X(EMBD_ECONFIG, 24, 500, "bad_config", "bad configuration")                                                    \
 	X(EMBD_EINTERNAL, 25, 500, "internal", "internal error")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */

@@ -31,8 +31,7 @@ static int item_error(embd_err *e, const char *s, size_t start, size_t len, cons
 	while (end < len && s[end] != ',')
 		end++;
 	int shown = (int)(end - start > 40 ? 40 : end - start);
-	return embd_err_set(e, EMBD_EBADID, "id '%.*s'%s %s", shown, s + start,
-			    end - start > 40 ? "..." : "", why);
+	return embd_err_set(e, EMBD_EBADID, "id '%.*s'%s %s", shown, s + start, end - start > 40 ? "..." : "", why);
 }
 
 int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
@@ -58,8 +57,8 @@ int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd
 			return item_error(e, s, start, len, "is negative; ids count from 0");
 		if (i == len || s[i] < '0' || s[i] > '9')
 			return i == len || s[i] == ','
-				       ? embd_err_set(e, EMBD_EBADID, "empty id at item %zu of the list", k)
-				       : item_error(e, s, start, len, "is not a non-negative decimal integer");
+			           ? embd_err_set(e, EMBD_EBADID, "empty id at item %zu of the list", k)
+			           : item_error(e, s, start, len, "is not a non-negative decimal integer");
 		if (digits(s, len, &i, &out[k]) != 0)
 			return item_error(e, s, start, len, "does not fit in a 64-bit id");
 		while (i < len && is_space(s[i]))
@@ -109,8 +108,8 @@ static int json_string(struct json *j, char *key, size_t cap)
 			return 0;
 		}
 		if (c < 0x20)
-			return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: control character in a string",
-					    j->i - 1);
+			return embd_err_set(j->e, EMBD_EJSON,
+			                    "malformed JSON at byte %zu: control character in a string", j->i - 1);
 		if (c == '\\') {
 			if (j->i >= j->len)
 				break;
@@ -122,9 +121,9 @@ static int json_string(struct json *j, char *key, size_t cap)
 				for (int d = 0; d < 4; d++, j->i++) {
 					char h = j->i < j->len ? j->s[j->i] : '\0';
 					int v = h >= '0' && h <= '9'   ? h - '0'
-						: h >= 'a' && h <= 'f' ? h - 'a' + 10
-						: h >= 'A' && h <= 'F' ? h - 'A' + 10
-								       : -1;
+					        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+					        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+					                               : -1;
 					if (v < 0)
 						return syntax(j, "four hex digits after \\u");
 					cp = cp * 16 + (unsigned)v;
@@ -177,18 +176,19 @@ static int json_id(struct json *j, size_t index, int64_t *out)
 		if (j->i == d0)
 			return syntax(j, "a digit");
 		if (j->s[d0] == '0' && j->i - d0 > 1)
-			return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: a number has a leading zero", d0);
+			return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: a number has a leading zero",
+			                    d0);
 		int frac = j->i < j->len && (j->s[j->i] == '.' || j->s[j->i] == 'e' || j->s[j->i] == 'E');
 		if (frac) {
 			/* Valid JSON, but not an integer: consume it to quote it. */
 			while (j->i < j->len && strchr("0123456789.eE+-", j->s[j->i]) != NULL)
 				j->i++;
 			return embd_err_set(j->e, EMBD_EJSONTYPE, "ids[%zu] is %.*s, not an integer", index,
-					    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
+			                    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
 		}
 		if (neg)
 			return embd_err_set(j->e, EMBD_EBADID, "ids[%zu] is %.*s: ids count from 0", index,
-					    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
+			                    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
 		if (rc != 0)
 			return embd_err_set(j->e, EMBD_EBADID, "ids[%zu] does not fit in a 64-bit id", index);
 		if (out != NULL)
@@ -243,10 +243,10 @@ int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON: the body is empty");
 	if (s[j.i] != '{')
 		return strchr("\"[tfn-0123456789", s[j.i]) != NULL
-			       ? embd_err_set(e, EMBD_EJSONTYPE, "the body is %s; send an object {\"ids\": [...]}",
-					      s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number"
-												   : type_name(s[j.i]))
-			       : syntax(&j, "'{'");
+		           ? embd_err_set(e, EMBD_EJSONTYPE, "the body is %s; send an object {\"ids\": [...]}",
+		                          s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number"
+		                                                                            : type_name(s[j.i]))
+		           : syntax(&j, "'{'");
 	j.i++;
 	ws(&j);
 	if (j.i < j.len && s[j.i] == '}')
@@ -272,7 +272,8 @@ int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd
 			return embd_err_set(e, EMBD_EBADBODY, "\"ids\" appears twice");
 		if (s[j.i] != '[')
 			return embd_err_set(e, EMBD_EJSONTYPE, "\"ids\" is %s; it must be an array of integers",
-					    s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number" : type_name(s[j.i]));
+			                    s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number"
+			                                                                      : type_name(s[j.i]));
 		rc = json_ids_array(&j, out, n);
 		if (rc != 0)
 			return rc;
@@ -304,13 +305,15 @@ int embd_ids_from_npy(const void *body, size_t len, embd_ids *out, embd_err *e)
 	if (h.kind != 'i' || (h.itemsize != 4 && h.itemsize != 8))
 		return embd_err_set(e, EMBD_EBADBODY, "ids body: .npy dtype '%s'; ids must be int32 or int64", h.descr);
 	if (h.ndim != 1)
-		return embd_err_set(e, EMBD_EBADBODY, "ids body: .npy array has %d dimensions; ids must be 1-D", h.ndim);
+		return embd_err_set(e, EMBD_EBADBODY, "ids body: .npy array has %d dimensions; ids must be 1-D",
+		                    h.ndim);
 	if (h.shape[0] > (len - h.data_offset) / h.itemsize)
 		return embd_err_set(e, EMBD_EBADBODY, "ids body: .npy header says %llu ids but %zu bytes follow it",
-				    (unsigned long long)h.shape[0], len - h.data_offset);
+		                    (unsigned long long)h.shape[0], len - h.data_offset);
 	if (h.shape[0] * h.itemsize != len - h.data_offset)
-		return embd_err_set(e, EMBD_EBADBODY, "ids body: %zu bytes follow the %llu ids the .npy header announces",
-				    len - h.data_offset - (size_t)h.shape[0] * h.itemsize, (unsigned long long)h.shape[0]);
+		return embd_err_set(
+		    e, EMBD_EBADBODY, "ids body: %zu bytes follow the %llu ids the .npy header announces",
+		    len - h.data_offset - (size_t)h.shape[0] * h.itemsize, (unsigned long long)h.shape[0]);
 	if (h.shape[0] == 0)
 		return embd_err_set(e, EMBD_EEMPTY, "ids body: the .npy array is empty");
 	out->p = (const unsigned char *)body + h.data_offset;
@@ -324,8 +327,9 @@ int embd_ids_from_raw(const void *body, size_t len, unsigned width, embd_ids *ou
 	if (len == 0)
 		return embd_err_set(e, EMBD_EEMPTY, "ids body is empty");
 	if (len % width != 0)
-		return embd_err_set(e, EMBD_EBADBODY, "ids body of %zu bytes is not a whole number of %u-byte int%u ids", len,
-				    width, width * 8);
+		return embd_err_set(e, EMBD_EBADBODY,
+		                    "ids body of %zu bytes is not a whole number of %u-byte int%u ids", len, width,
+		                    width * 8);
 	out->p = body;
 	out->n = len / width;
 	out->width = width;

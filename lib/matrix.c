@@ -96,26 +96,28 @@ static int layout_npy(embd_matrix *m, embd_err *e)
 	if (rc != 0)
 		return embd_err_set(e, rc, "%s: %s", src, why.msg);
 	if (npy_dtype(&h, &m->info.dtype) != 0)
-		return embd_err_set(e, EMBD_EDTYPE, "%s: dtype '%s' is not supported (float32 '<f4' and float16 '<f2' are)",
-				    src, h.descr);
+		return embd_err_set(e, EMBD_EDTYPE,
+		                    "%s: dtype '%s' is not supported (float32 '<f4' and float16 '<f2' are)", src,
+		                    h.descr);
 	if (h.fortran_order)
-		return embd_err_set(e, EMBD_EFORMAT, "%s: array is in Fortran order; save it C-contiguous (np.ascontiguousarray)",
-				    src);
+		return embd_err_set(e, EMBD_EFORMAT,
+		                    "%s: array is in Fortran order; save it C-contiguous (np.ascontiguousarray)", src);
 	if (h.ndim != 2)
 		return embd_err_set(e, EMBD_EFORMAT, "%s: array has %d dimensions; a matrix needs 2 (rows, dim)", src,
-				    h.ndim);
+		                    h.ndim);
 	m->info.rows = h.shape[0];
 	m->info.dim = h.shape[1];
 	uint64_t need;
 	if (shape_bytes(h.shape[0], h.shape[1], h.itemsize, &need) != 0)
 		return embd_err_set(e, EMBD_EOVERFLOW, "%s: shape (%llu, %llu) x %u bytes overflows", src,
-				    (unsigned long long)h.shape[0], (unsigned long long)h.shape[1], h.itemsize);
+		                    (unsigned long long)h.shape[0], (unsigned long long)h.shape[1], h.itemsize);
 	if (need > m->map_len - h.data_offset)
 		return embd_err_set(e, EMBD_ETRUNC,
-				    "%s: header says shape (%llu, %llu) of '%s', which needs %llu data bytes, but the file has %llu after its %zu-byte header",
-				    src, (unsigned long long)h.shape[0], (unsigned long long)h.shape[1], h.descr,
-				    (unsigned long long)need, (unsigned long long)(m->map_len - h.data_offset),
-				    h.data_offset);
+		                    "%s: header says shape (%llu, %llu) of '%s', which needs %llu data bytes, but the "
+		                    "file has %llu after its %zu-byte header",
+		                    src, (unsigned long long)h.shape[0], (unsigned long long)h.shape[1], h.descr,
+		                    (unsigned long long)need, (unsigned long long)(m->map_len - h.data_offset),
+		                    h.data_offset);
 	m->info.data = (const unsigned char *)m->map + h.data_offset;
 	return 0;
 }
@@ -128,26 +130,30 @@ static int layout_raw(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 		return embd_err_set(e, EMBD_ECONFIG, "%s: a raw matrix needs its dim (--dim N)", src);
 	if (spec->offset > m->map_len)
 		return embd_err_set(e, EMBD_ETRUNC, "%s: offset %llu is past the end of the %zu-byte file", src,
-				    (unsigned long long)spec->offset, m->map_len);
+		                    (unsigned long long)spec->offset, m->map_len);
 	uint64_t avail = m->map_len - spec->offset, row_bytes, need;
 	if (shape_bytes(1, spec->dim, item, &row_bytes) != 0)
 		return embd_err_set(e, EMBD_EOVERFLOW, "%s: dim %llu overflows", src, (unsigned long long)spec->dim);
+	if (row_bytes == 0)
+		return embd_err_set(e, EMBD_ECONFIG, "%s: rows of 0 bytes", src);
 	uint64_t rows = spec->rows;
 	if (rows == 0) {
 		if (avail % row_bytes != 0)
-			return embd_err_set(e, EMBD_EFORMAT,
-					    "%s: %llu data bytes is not a whole number of %llu-byte rows (dim %llu, %s)", src,
-					    (unsigned long long)avail, (unsigned long long)row_bytes,
-					    (unsigned long long)spec->dim, embd_dtype_name(spec->dtype));
+			return embd_err_set(
+			    e, EMBD_EFORMAT,
+			    "%s: %llu data bytes is not a whole number of %llu-byte rows (dim %llu, %s)", src,
+			    (unsigned long long)avail, (unsigned long long)row_bytes, (unsigned long long)spec->dim,
+			    embd_dtype_name(spec->dtype));
 		rows = avail / row_bytes;
 	}
 	if (shape_bytes(rows, spec->dim, item, &need) != 0)
 		return embd_err_set(e, EMBD_EOVERFLOW, "%s: shape (%llu, %llu) overflows", src,
-				    (unsigned long long)rows, (unsigned long long)spec->dim);
+		                    (unsigned long long)rows, (unsigned long long)spec->dim);
 	if (need > avail)
-		return embd_err_set(e, EMBD_ETRUNC, "%s: shape (%llu, %llu) of %s needs %llu bytes but the file has %llu",
-				    src, (unsigned long long)rows, (unsigned long long)spec->dim,
-				    embd_dtype_name(spec->dtype), (unsigned long long)need, (unsigned long long)avail);
+		return embd_err_set(e, EMBD_ETRUNC,
+		                    "%s: shape (%llu, %llu) of %s needs %llu bytes but the file has %llu", src,
+		                    (unsigned long long)rows, (unsigned long long)spec->dim,
+		                    embd_dtype_name(spec->dtype), (unsigned long long)need, (unsigned long long)avail);
 	m->info.rows = rows;
 	m->info.dim = spec->dim;
 	m->info.dtype = spec->dtype;
@@ -226,7 +232,7 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 	int rc;
 	embd_format format = spec->format;
 	int demo = format == EMBD_FORMAT_DEMO || (format == EMBD_FORMAT_AUTO && (spec->path == NULL || !*spec->path));
-	snprintf(m->source, sizeof m->source, "%s", demo ? "builtin:demo" : spec->path);
+	snprintf(m->source, sizeof m->source, "%s", demo ? "builtin:demo" : spec->path ? spec->path : "");
 	if (demo) {
 		format = EMBD_FORMAT_DEMO;
 		rc = map_demo(m);
@@ -235,18 +241,24 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 			goto fail;
 		}
 	} else {
+		if (spec->path == NULL || *spec->path == '\0') {
+			rc = embd_err_set(e, EMBD_ECONFIG, "matrix format %s needs a file", embd_format_name(format));
+			goto fail;
+		}
 		rc = map_file(m, spec, e);
 		if (rc != 0)
 			goto fail;
 		if (format == EMBD_FORMAT_AUTO) {
-			int is_npy = m->map_len >= 6 && memcmp(m->map, "\x93NUMPY", 6) == 0;
-			if (is_npy || has_suffix(spec->path, ".npy"))
+			int is_npy = m->map != NULL && m->map_len >= 6 && memcmp(m->map, "\x93NUMPY", 6) == 0;
+			if (is_npy || has_suffix(m->source, ".npy"))
 				format = EMBD_FORMAT_NPY;
 			else if (spec->dim != 0)
 				format = EMBD_FORMAT_RAW;
 			else {
-				rc = embd_err_set(e, EMBD_EFORMAT,
-						  "%s: unknown format: not a .npy file; for a raw matrix give --dim and --dtype", spec->path);
+				rc = embd_err_set(
+				    e, EMBD_EFORMAT,
+				    "%s: unknown format: not a .npy file; for a raw matrix give --dim and --dtype",
+				    spec->path);
 				goto fail;
 			}
 		}
@@ -256,7 +268,7 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 	}
 	if (m->info.rows == 0 || m->info.dim == 0) {
 		rc = embd_err_set(e, EMBD_EFORMAT, "%s: matrix is empty (shape (%llu, %llu))", m->source,
-				  (unsigned long long)m->info.rows, (unsigned long long)m->info.dim);
+		                  (unsigned long long)m->info.rows, (unsigned long long)m->info.dim);
 		goto fail;
 	}
 	m->info.row_bytes = (size_t)(m->info.dim * embd_dtype_size(m->info.dtype));
@@ -271,8 +283,9 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 		(void)madvise(m->map, m->map_len, advice[spec->advice]); /* a hint: failure changes nothing */
 	if (spec->lock) {
 		if (mlock(m->map, m->map_len) != 0) {
-			rc = embd_err_set(e, -errno, "%s: mlock of %zu bytes: %s (raise RLIMIT_MEMLOCK or turn matrix.mlock off)",
-					  m->source, m->map_len, strerror(errno));
+			rc = embd_err_set(e, -errno,
+			                  "%s: mlock of %zu bytes: %s (raise RLIMIT_MEMLOCK or turn matrix.mlock off)",
+			                  m->source, m->map_len, strerror(errno));
 			goto fail;
 		}
 		m->locked = 1;

@@ -26,7 +26,7 @@ typedef enum embd_advice {
 
 /* What to open and how. Strings are borrowed for the call only. */
 typedef struct embd_matrix_spec {
-	const char *path;   /* NULL or "" with EMBD_FORMAT_DEMO or AUTO: the demo matrix */
+	const char *path; /* NULL or "" with EMBD_FORMAT_DEMO or AUTO: the demo matrix */
 	embd_format format;
 	/* raw only: rows may be 0 (derived from the file size), dim and dtype are required */
 	uint64_t rows;
@@ -36,8 +36,8 @@ typedef struct embd_matrix_spec {
 	int populate;    /* prefault every page at open (MAP_POPULATE) */
 	int lock;        /* mlock the mapping */
 	embd_advice advice;
-	uint64_t generation;    /* number stamped on this generation */
-	atomic_long *live;      /* optional, borrowed for the matrix's life: count of live generations */
+	uint64_t generation; /* number stamped on this generation */
+	atomic_long *live;   /* optional, borrowed for the matrix's life: count of live generations */
 } embd_matrix_spec;
 
 /* Read-only facts of an open matrix; valid while a reference is held. */
@@ -58,7 +58,7 @@ typedef struct embd_matrix embd_matrix;
 
 /* Demo matrix: DEMO_ROWS x DEMO_DIM float32 with E[i][j] = i + j / 1000. */
 #define EMBD_DEMO_ROWS 10000
-#define EMBD_DEMO_DIM 64
+#define EMBD_DEMO_DIM  64
 
 /*
  * Open, validate and map a matrix. On success *out is new with one reference.

@@ -77,10 +77,10 @@ static int parse_shape(struct cursor *c, embd_npy *h, embd_err *e)
 		if (eat(c, ')'))
 			return 0;
 		if (h->ndim == EMBD_NPY_MAX_NDIM)
-			return embd_err_set(e, EMBD_EFORMAT, ".npy header: more than %d dimensions",
-					    EMBD_NPY_MAX_NDIM);
+			return embd_err_set(e, EMBD_EFORMAT, ".npy header: more than %d dimensions", EMBD_NPY_MAX_NDIM);
 		if (parse_u64(c, &h->shape[h->ndim]) != 0)
-			return embd_err_set(e, EMBD_EFORMAT, ".npy header: 'shape' holds a non-integer or an overflowing integer");
+			return embd_err_set(e, EMBD_EFORMAT,
+			                    ".npy header: 'shape' holds a non-integer or an overflowing integer");
 		h->ndim++;
 		if (eat(c, ')'))
 			return 0;
@@ -94,7 +94,8 @@ static int parse_descr(const char *d, embd_npy *h, embd_err *e)
 	snprintf(h->descr, sizeof h->descr, "%s", d);
 	char order = d[0];
 	if (order == '>')
-		return embd_err_set(e, EMBD_EDTYPE, ".npy dtype '%s' is big-endian; only little-endian is supported", d);
+		return embd_err_set(e, EMBD_EDTYPE, ".npy dtype '%s' is big-endian; only little-endian is supported",
+		                    d);
 	if (order != '<' && order != '|' && order != '=')
 		return embd_err_set(e, EMBD_EDTYPE, ".npy dtype '%s' is not a plain numeric dtype", d);
 	char kind = d[1];
@@ -130,7 +131,9 @@ static int parse_dict(struct cursor *c, embd_npy *h, embd_err *e)
 		int rc;
 		if (strcmp(key, "descr") == 0) {
 			if (parse_str(c, val, sizeof val) != 0)
-				return embd_err_set(e, EMBD_EDTYPE, ".npy header: 'descr' is not a simple dtype string (structured dtypes are not supported)");
+				return embd_err_set(e, EMBD_EDTYPE,
+				                    ".npy header: 'descr' is not a simple dtype string (structured "
+				                    "dtypes are not supported)");
 			rc = parse_descr(val, h, e);
 			if (rc != 0)
 				return rc;
@@ -144,7 +147,8 @@ static int parse_dict(struct cursor *c, embd_npy *h, embd_err *e)
 				h->fortran_order = 0;
 				c->p += 5;
 			} else {
-				return embd_err_set(e, EMBD_EFORMAT, ".npy header: 'fortran_order' is not True or False");
+				return embd_err_set(e, EMBD_EFORMAT,
+				                    ".npy header: 'fortran_order' is not True or False");
 			}
 			seen_order = 1;
 		} else if (strcmp(key, "shape") == 0) {
@@ -162,7 +166,9 @@ static int parse_dict(struct cursor *c, embd_npy *h, embd_err *e)
 	}
 	if (!seen_descr || !seen_order || !seen_shape)
 		return embd_err_set(e, EMBD_EFORMAT, ".npy header lacks %s",
-				    !seen_descr ? "'descr'" : !seen_order ? "'fortran_order'" : "'shape'");
+		                    !seen_descr   ? "'descr'"
+		                    : !seen_order ? "'fortran_order'"
+		                                  : "'shape'");
 	return 0;
 }
 
@@ -172,8 +178,10 @@ int embd_npy_parse(const void *buf, size_t len, embd_npy *out, embd_err *e)
 	memset(out, 0, sizeof *out);
 	if (len < 10 || memcmp(b, magic, sizeof magic) != 0)
 		return len < 10 && (len == 0 || memcmp(b, magic, len < 6 ? len : 6) == 0)
-			       ? embd_err_set(e, EMBD_ETRUNC, ".npy file is truncated: %zu bytes, shorter than the magic and header length", len)
-			       : embd_err_set(e, EMBD_EFORMAT, "not a .npy file (no \\x93NUMPY magic)");
+		           ? embd_err_set(e, EMBD_ETRUNC,
+		                          ".npy file is truncated: %zu bytes, shorter than the magic and header length",
+		                          len)
+		           : embd_err_set(e, EMBD_EFORMAT, "not a .npy file (no \\x93NUMPY magic)");
 	out->version = b[6];
 	size_t hlen, start;
 	if (out->version == 1) {
@@ -185,11 +193,12 @@ int embd_npy_parse(const void *buf, size_t len, embd_npy *out, embd_err *e)
 		hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
 		start = 12;
 	} else {
-		return embd_err_set(e, EMBD_EFORMAT, ".npy version %d.%d is not supported (1.0 to 3.0 are)", b[6], b[7]);
+		return embd_err_set(e, EMBD_EFORMAT, ".npy version %d.%d is not supported (1.0 to 3.0 are)", b[6],
+		                    b[7]);
 	}
 	if (hlen > len - start)
 		return embd_err_set(e, EMBD_ETRUNC, ".npy header announces %zu bytes but only %zu follow", hlen,
-				    len - start);
+		                    len - start);
 	struct cursor c = {(const char *)b + start, (const char *)b + start + hlen};
 	int rc = parse_dict(&c, out, e);
 	if (rc != 0)
@@ -217,7 +226,7 @@ static int format_dict(char *dst, size_t cap, const char *descr, const uint64_t 
 	tuple[t++] = '(';
 	for (int i = 0; i < ndim; i++)
 		t += (size_t)snprintf(tuple + t, sizeof tuple - t, "%s%llu", i ? ", " : "",
-				      (unsigned long long)shape[i]);
+		                      (unsigned long long)shape[i]);
 	if (ndim == 1)
 		tuple[t++] = ',';
 	tuple[t++] = ')';

@@ -10,10 +10,10 @@
 #define EMBD_NPY_MAX_NDIM 8
 
 typedef struct embd_npy {
-	int version;        /* 1, 2 or 3 */
-	char kind;          /* 'f' float, 'i' signed int, 'u' unsigned int, 'b' bool, ... */
-	unsigned itemsize;  /* bytes per element */
-	int fortran_order;  /* 0 or 1 */
+	int version;       /* 1, 2 or 3 */
+	char kind;         /* 'f' float, 'i' signed int, 'u' unsigned int, 'b' bool, ... */
+	unsigned itemsize; /* bytes per element */
+	int fortran_order; /* 0 or 1 */
 	int ndim;
 	uint64_t shape[EMBD_NPY_MAX_NDIM];
 	size_t data_offset; /* bytes before the first element: magic + header */

@@ -11,10 +11,11 @@ int embd_plan_runs(const embd_ids *ids, uint64_t rows, embd_run *runs, size_t *n
 	for (size_t i = 0; i < ids->n; i++) {
 		int64_t id = embd_ids_at(ids, i);
 		if (id < 0)
-			return embd_err_set(e, EMBD_EBADID, "id %" PRId64 " at position %zu is negative; ids count from 0",
-					    id, i);
+			return embd_err_set(e, EMBD_EBADID,
+			                    "id %" PRId64 " at position %zu is negative; ids count from 0", id, i);
 		if ((uint64_t)id >= rows)
-			return embd_err_set(e, EMBD_ERANGE, "id %" PRId64 " is out of range [0, %" PRIu64 ")", id, rows);
+			return embd_err_set(e, EMBD_ERANGE, "id %" PRId64 " is out of range [0, %" PRIu64 ")", id,
+			                    rows);
 		if (count != 0 && (uint64_t)id == start + count) {
 			count++;
 			continue;
@@ -44,8 +45,7 @@ uint64_t embd_plan_rows(const embd_run *runs, size_t nruns)
 	return n;
 }
 
-embd_path embd_plan_choose(const embd_plan_cfg *cfg, size_t nruns, uint64_t nrows, size_t row_bytes,
-			   int transform)
+embd_path embd_plan_choose(const embd_plan_cfg *cfg, size_t nruns, uint64_t nrows, size_t row_bytes, int transform)
 {
 	if (transform)
 		return EMBD_PATH_GATHER;

@@ -41,8 +41,7 @@ uint64_t embd_plan_rows(const embd_run *runs, size_t nruns);
  * changed (JSON, dtype conversion, normalisation), so it must gather.
  * One run always goes zero-copy.
  */
-embd_path embd_plan_choose(const embd_plan_cfg *cfg, size_t nruns, uint64_t nrows, size_t row_bytes,
-			   int transform);
+embd_path embd_plan_choose(const embd_plan_cfg *cfg, size_t nruns, uint64_t nrows, size_t row_bytes, int transform);
 
 /* Copy the rows of the runs, back to back, into dst (room for their total bytes). */
 void embd_plan_gather(const embd_matrix_info *m, const embd_run *runs, size_t nruns, void *dst);

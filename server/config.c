@@ -20,49 +20,58 @@ struct key {
 	const char *doc;
 };
 
-#define STR(name, alias, field, def, doc) \
-	{name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc}
-#define INT(name, alias, field, def, min, max, doc) \
-	{name, alias, T_INT, offsetof(embd_config, field), 0, def, min, max, doc}
-#define SIZE(name, alias, field, def, min, doc) \
-	{name, alias, T_SIZE, offsetof(embd_config, field), 0, def, min, INT64_MAX, doc}
-#define BOOL(name, alias, field, def, doc) \
-	{name, alias, T_BOOL, offsetof(embd_config, field), 0, def, 0, 1, doc}
+#define STR(name, alias, field, def, doc)                                                                              \
+	{                                                                                                              \
+		name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc    \
+	}
+#define INT(name, alias, field, def, min, max, doc)                                                                    \
+	{                                                                                                              \
+		name, alias, T_INT, offsetof(embd_config, field), 0, def, min, max, doc                                \
+	}
+#define SIZE(name, alias, field, def, min, doc)                                                                        \
+	{                                                                                                              \
+		name, alias, T_SIZE, offsetof(embd_config, field), 0, def, min, INT64_MAX, doc                         \
+	}
+#define BOOL(name, alias, field, def, doc)                                                                             \
+	{                                                                                                              \
+		name, alias, T_BOOL, offsetof(embd_config, field), 0, def, 0, 1, doc                                   \
+	}
 
 static const struct key keys[] = {
     STR("listen.address", "listen", listen_address, "127.0.0.1",
-	"address to bind (IPv4 or IPv6 literal); 0.0.0.0 exposes the daemon to the network"),
+        "address to bind (IPv4 or IPv6 literal); 0.0.0.0 exposes the daemon to the network"),
     INT("listen.port", "port", listen_port, "8080", 0, 65535, "TCP port; 0 picks a free one and prints it"),
     INT("listen.threads", "threads", threads, "0", 0, 256, "request threads; 0: one per core"),
     STR("matrix.path", "matrix", matrix_path, "",
-	"matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
+        "matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
     STR("matrix.format", "format", matrix_format, "auto", "auto | npy | raw | demo"),
     INT("matrix.rows", "rows", matrix_rows, "0", 0, INT64_MAX, "raw only: rows; 0: as many as the file holds"),
     INT("matrix.dim", "dim", matrix_dim, "0", 0, INT64_MAX, "raw only: elements per row"),
     STR("matrix.dtype", "dtype", matrix_dtype, "f32", "raw only: f32 | f16 | bf16"),
     SIZE("matrix.offset", "offset", matrix_offset, "0", 0, "raw only: bytes to skip before row 0"),
     BOOL("matrix.populate", "populate", matrix_populate, "false",
-	 "fault every page in at start-up (MAP_POPULATE) instead of on first use"),
+         "fault every page in at start-up (MAP_POPULATE) instead of on first use"),
     BOOL("matrix.mlock", "mlock", matrix_mlock, "false", "lock the matrix in RAM (needs RLIMIT_MEMLOCK)"),
     STR("matrix.advice", "advice", matrix_advice, "normal", "madvise hint: normal | random | willneed | sequential"),
     SIZE("limits.request_bytes", NULL, request_bytes, "64MiB", 4096,
-	 "memory one request may hold (body, ids, buffers); more: 413"),
+         "memory one request may hold (body, ids, buffers); more: 413"),
     SIZE("limits.inflight_bytes", NULL, inflight_bytes, "512MiB", 4096,
-	 "memory all requests in flight may hold together; more: 503 with Retry-After"),
+         "memory all requests in flight may hold together; more: 503 with Retry-After"),
     INT("limits.max_ids", NULL, max_ids, "65536", 1, INT64_MAX, "ids one request may name; more: 413"),
     SIZE("limits.max_body_bytes", NULL, max_body_bytes, "16MiB", 1,
-	 "largest request body; a larger Content-Length is refused (413) before the body is read"),
+         "largest request body; a larger Content-Length is refused (413) before the body is read"),
     INT("limits.connections", NULL, connections, "512", 1, 1000000, "concurrent connections"),
     SIZE("limits.connection_memory", NULL, connection_memory, "64KiB", 8192,
-	 "libmicrohttpd's per-connection buffer (request line and headers must fit)"),
+         "libmicrohttpd's per-connection buffer (request line and headers must fit)"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
     INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
-	"scattered runs sent zero-copy as an I/O vector at most; more runs are gathered (loadtest/results/iov_threshold.md)"),
+        "scattered runs sent zero-copy as an I/O vector at most; more runs are gathered "
+        "(loadtest/results/iov_threshold.md)"),
     SIZE("plan.iov_min_run_bytes", NULL, iov_min_run_bytes, "3KiB", 0,
-	 "mean bytes per run below which scattered runs are gathered rather than sent as an I/O vector"),
+         "mean bytes per run below which scattered runs are gathered rather than sent as an I/O vector"),
     SIZE("plan.pool_bytes", NULL, pool_bytes, "128MiB", 0,
-	 "idle request buffers kept warm for reuse (not charged to requests)"),
+         "idle request buffers kept warm for reuse (not charged to requests)"),
     BOOL("log.access", "access-log", log_access, "true", "one access-log line per request"),
     STR("log.file", "log-file", log_file, "", "log file; empty: standard error"),
 };
@@ -88,8 +97,8 @@ static int parse_size(const char *s, int64_t *out)
 	static const struct {
 		const char *suffix;
 		int shift;
-	} units[] = {{"", 0}, {"B", 0}, {"K", 10}, {"KiB", 10}, {"KB", 10}, {"M", 20}, {"MiB", 20},
-		     {"MB", 20}, {"G", 30}, {"GiB", 30}, {"GB", 30}, {"T", 40}, {"TiB", 40}, {"TB", 40}};
+	} units[] = {{"", 0},    {"B", 0},  {"K", 10},   {"KiB", 10}, {"KB", 10}, {"M", 20},   {"MiB", 20},
+	             {"MB", 20}, {"G", 30}, {"GiB", 30}, {"GB", 30},  {"T", 40},  {"TiB", 40}, {"TB", 40}};
 	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
 		if (strcmp(end, units[i].suffix) == 0) {
 			if (v > (INT64_MAX >> units[i].shift))
@@ -137,12 +146,13 @@ static int set_text(embd_config *c, const struct key *k, const char *value, char
 		}
 		if (bad) {
 			snprintf(msg, cap, "%s: '%s' is not %s", k->name, value,
-				 k->type == T_SIZE ? "a size (bytes, or with K/M/G/T or KiB/MiB/GiB/TiB)" : "an integer");
+			         k->type == T_SIZE ? "a size (bytes, or with K/M/G/T or KiB/MiB/GiB/TiB)"
+			                           : "an integer");
 			return -1;
 		}
 		if (v < k->min || v > k->max) {
 			snprintf(msg, cap, "%s: %lld is outside [%lld, %lld]", k->name, (long long)v, (long long)k->min,
-				 (long long)k->max);
+			         (long long)k->max);
 			return -1;
 		}
 		*(int64_t *)field = v;
@@ -211,7 +221,7 @@ static int load_value(embd_config *c, const char *path, const struct key *k, jso
 	}
 	if (!ok) {
 		static const char *const want[] = {"a string", "an integer", "a size (integer or \"64MiB\")",
-						   "true or false"};
+		                                   "true or false"};
 		snprintf(msg, cap, "%s: %s: must be %s", path, k->name, want[k->type]);
 		return -1;
 	}
@@ -310,9 +320,9 @@ void embd_config_dump(const embd_config *c, FILE *out)
 			json_object_set_new(obj, dot + 1, u >= 0 ? json_string(text) : json_integer(n));
 			continue;
 		}
-		json_t *v = k->type == T_STR ? json_string(field)
-			    : k->type == T_BOOL ? json_boolean(*(const int *)field)
-						: json_integer(*(const int64_t *)field);
+		json_t *v = k->type == T_STR    ? json_string(field)
+		            : k->type == T_BOOL ? json_boolean(*(const int *)field)
+		                                : json_integer(*(const int64_t *)field);
 		json_object_set_new(obj, dot + 1, v);
 	}
 	json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

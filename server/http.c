@@ -69,17 +69,18 @@ static void req_finish(struct req *r)
 	embd_acct_uncharge(&r->acct, sizeof *r);
 	uint64_t leaked = embd_acct_close(&r->acct);
 	if (leaked != 0)
-		embd_log("BUG: request %s %s ended holding %" PRIu64 " unaccounted-for bytes", r->method_name,
-			 r->url, leaked);
+		embd_log("BUG: request %s %s ended holding %" PRIu64 " unaccounted-for bytes", r->method_name, r->url,
+		         leaked);
 	int status = r->status != 0 ? r->status : 499; /* nginx's "client closed request" */
 	embd_metrics_request(&s->metrics, r->route, status, dur);
 	if (s->cfg.log_access) {
-		static const char *const endings[] = {"ok", "error", "timeout", "shutdown", "read-error", "client-abort"};
+		static const char *const endings[] = {"ok",       "error",      "timeout",
+		                                      "shutdown", "read-error", "client-abort"};
 		const char *end = r->termination >= 0 && r->termination <= 5 ? endings[r->termination] : "-";
-		embd_log("access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64
-			 " gen=%" PRIu64 " %.3fms %s",
-			 r->method_name, r->url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied,
-			 peak, embd_matrix_info_get(r->gen)->generation, (double)dur / 1e6, end);
+		embd_log("access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
+		         " %.3fms %s",
+		         r->method_name, r->url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied,
+		         peak, embd_matrix_info_get(r->gen)->generation, (double)dur / 1e6, end);
 	}
 	embd_matrix_release(r->gen);
 	free(r);
@@ -126,7 +127,7 @@ const char *embd_arg(struct req *r, const char *name)
 struct MHD_Response *embd_response_pinned_buffer(struct req *r, const void *data, size_t len)
 {
 	struct MHD_Response *resp =
-		MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)data, response_done, r);
+	    MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)data, response_done, r);
 	if (resp != NULL)
 		atomic_fetch_add(&r->refs, 1);
 	return resp;
@@ -171,7 +172,7 @@ enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
 	embd_json_escape(esc, sizeof esc, msg);
 	int status = embd_error_status(code);
 	int n = snprintf(r->errbuf, sizeof r->errbuf, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}",
-			 status, embd_error_code(code), esc);
+	                 status, embd_error_code(code), esc);
 	struct MHD_Response *resp = embd_response_pinned_buffer(r, r->errbuf, (size_t)n);
 	if (resp == NULL)
 		return MHD_NO;
@@ -197,18 +198,17 @@ enum MHD_Result embd_reply_charge_error(struct req *r, int rc, const char *what)
 	embd_metrics *m = &r->srv->metrics;
 	if (rc == EMBD_ETOOBIG) {
 		atomic_fetch_add(&m->rejected[REJ_REQUEST_BYTES], 1);
-		return embd_reply_error(r, rc,
-					"%s needs this request to hold %" PRIu64
-					" bytes; limits.request_bytes is %" PRIu64,
-					what, r->acct.need, r->acct.limit);
+		return embd_reply_error(
+		    r, rc, "%s needs this request to hold %" PRIu64 " bytes; limits.request_bytes is %" PRIu64, what,
+		    r->acct.need, r->acct.limit);
 	}
 	if (rc == EMBD_EBUSY) {
 		atomic_fetch_add(&m->rejected[REJ_INFLIGHT_BYTES], 1);
 		return embd_reply_error(r, rc,
-					"%s needs %" PRIu64 " bytes but requests in flight hold %" PRIu64
-					" of limits.inflight_bytes %" PRIu64 "; retry later",
-					what, r->acct.need, embd_budget_inflight(&r->srv->budget),
-					r->srv->budget.limit);
+		                        "%s needs %" PRIu64 " bytes but requests in flight hold %" PRIu64
+		                        " of limits.inflight_bytes %" PRIu64 "; retry later",
+		                        what, r->acct.need, embd_budget_inflight(&r->srv->budget),
+		                        r->srv->budget.limit);
 	}
 	return embd_reply_error(r, rc, "%s: %s", what, embd_strerror(rc));
 }
@@ -226,8 +226,8 @@ static int body_start(struct req *r)
 		if (errno == 0 && *end == '\0' && n > (unsigned long long)cfg->max_body_bytes) {
 			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
 			embd_reply_error(r, EMBD_EBODYTOOBIG,
-					 "the body is %llu bytes; limits.max_body_bytes is %" PRId64, n,
-					 cfg->max_body_bytes);
+			                 "the body is %llu bytes; limits.max_body_bytes is %" PRId64, n,
+			                 cfg->max_body_bytes);
 			return -1;
 		}
 		want = (size_t)n;
@@ -253,7 +253,7 @@ static void body_take(struct req *r, const char *data, size_t n)
 	if (r->body_len + n > (uint64_t)cfg->max_body_bytes) {
 		r->body_error = EMBD_EBODYTOOBIG;
 		snprintf(r->body_msg, sizeof r->body_msg, "the body is over limits.max_body_bytes %" PRId64,
-			 cfg->max_body_bytes);
+		         cfg->max_body_bytes);
 		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
 		return;
 	}
@@ -281,8 +281,8 @@ static void body_take(struct req *r, const char *data, size_t n)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-				  const char *version, const char *upload_data, size_t *upload_data_size,
-				  void **con_cls)
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
 {
 	(void)version;
 	embd_server *s = cls;
@@ -357,15 +357,14 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		threads = n > 0 ? (unsigned)n : 1;
 	}
 	s->daemon = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
-		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
-			 cfg->listen_address, cfg->listen_port);
+		         cfg->listen_address, cfg->listen_port);
 		return -1;
 	}
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);

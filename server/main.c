@@ -15,17 +15,17 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
-		"\n"
-		"usage:\n"
-		"  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy or raw); no FILE: the demo matrix\n"
-		"  embd info FILE [--dim N --dtype T ...]         print a matrix file's shape and dtype, and check it\n"
-		"  embd --version | --help\n"
-		"\n"
-		"serve options (each is also a key of the JSON config file; flags win over the file):\n"
-		"  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
-		"  --print-config                         print the effective configuration as JSON and exit\n",
-		EMBD_VERSION);
+	        "embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
+	        "\n"
+	        "usage:\n"
+	        "  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy or raw); no FILE: the demo matrix\n"
+	        "  embd info FILE [--dim N --dtype T ...]         print a matrix file's shape and dtype, and check it\n"
+	        "  embd --version | --help\n"
+	        "\n"
+	        "serve options (each is also a key of the JSON config file; flags win over the file):\n"
+	        "  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
+	        "  --print-config                         print the effective configuration as JSON and exit\n",
+	        EMBD_VERSION);
 	embd_config_help(out);
 	fprintf(out, "\nSizes take a suffix: 64MiB, 512K, 1G. Booleans: --populate or --populate=false.\n");
 }
@@ -37,6 +37,7 @@ static int parse_args(int argc, char **argv, embd_config *cfg, int *print_config
 	/* The config file first, so that every other flag overrides it wherever it stands. */
 	for (int i = 0; i < argc; i++) {
 		const char *path = NULL;
+		// NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): argv[i] is set for every i < argc
 		if (strcmp(argv[i], "--config") == 0) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "embd: --config needs a file\n");
@@ -121,7 +122,7 @@ static int spec_from_config(const embd_config *cfg, embd_matrix_spec *spec)
 	}
 	if (embd_advice_parse(cfg->matrix_advice, &spec->advice) != 0) {
 		fprintf(stderr, "embd: matrix.advice: '%s' is not normal, random, willneed or sequential\n",
-			cfg->matrix_advice);
+		        cfg->matrix_advice);
 		return -1;
 	}
 	if (spec->format == EMBD_FORMAT_RAW && cfg->matrix_dim == 0) {
@@ -193,17 +194,18 @@ static int cmd_serve(int argc, char **argv)
 	const embd_matrix_info *info = embd_matrix_info_get(m);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
-	embd_log("embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64 " bytes, mapped in %.3f ms) on http://%s%s%s:%u/",
-		 EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
-		 embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
-		 v6 ? "]" : "", s->port);
+	embd_log("embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64
+	         " bytes, mapped in %.3f ms) on http://%s%s%s:%u/",
+	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
+	         embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
+	         v6 ? "]" : "", s->port);
 	for (;;) {
 		int sig;
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
 			embd_log("SIGHUP: hot reload is not in this version; still serving generation %" PRIu64,
-				 info->generation);
+			         info->generation);
 			continue;
 		}
 		embd_log("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -215,7 +217,7 @@ static int cmd_serve(int argc, char **argv)
 	uint64_t left = embd_budget_inflight(&s->budget);
 	embd_pool_destroy(&s->pool);
 	embd_log("stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld", left,
-		 atomic_load(&s->metrics.generations_live));
+	         atomic_load(&s->metrics.generations_live));
 	return left == 0 ? 0 : 1;
 }
 

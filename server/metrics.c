@@ -3,15 +3,15 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
 static const char *const route_names[R_COUNT] = {"info", "row", "rows", "healthz", "metrics", "other"};
-static const char *const reject_names[REJ_COUNT] = {"request_bytes", "inflight_bytes", "max_ids",
-						    "max_body_bytes"};
-static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-						      0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5};
+static const char *const reject_names[REJ_COUNT] = {"request_bytes", "inflight_bytes", "max_ids", "max_body_bytes"};
+static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                     0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
 
 void embd_metrics_init(embd_metrics *m)
 {
@@ -63,13 +63,17 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
 
 static uint64_t rss_bytes(void)
 {
+	/* statm: "size resident shared ..." in pages. */
+	char line[128] = "";
 	FILE *f = fopen("/proc/self/statm", "r");
-	unsigned long long size = 0, resident = 0;
 	if (f != NULL) {
-		if (fscanf(f, "%llu %llu", &size, &resident) != 2)
-			resident = 0;
+		if (fgets(line, sizeof line, f) == NULL)
+			line[0] = '\0';
 		fclose(f);
 	}
+	char *end;
+	strtoull(line, &end, 10);
+	unsigned long long resident = strtoull(end, NULL, 10);
 	return resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
@@ -79,12 +83,12 @@ size_t embd_metrics_bound(void)
 }
 
 size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, const embd_pool *pool,
-			   uint64_t self_bytes, char *buf, size_t cap)
+                           uint64_t self_bytes, char *buf, size_t cap)
 {
 	embd_metrics *m = (embd_metrics *)cm;
 	struct out o = {buf, cap, 0, 0};
 	put(&o, "# HELP embd_requests_total Requests answered, by route and status.\n"
-		"# TYPE embd_requests_total counter\n");
+	        "# TYPE embd_requests_total counter\n");
 	for (int r = 0; r < R_COUNT; r++) {
 		for (int s = 0; s < METRICS_STATUSES; s++) {
 			unsigned long long n = atomic_load(&m->requests[r][s]);
@@ -98,7 +102,7 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 		}
 	}
 	put(&o, "# HELP embd_request_duration_seconds Time from a request's first byte to its last response byte.\n"
-		"# TYPE embd_request_duration_seconds histogram\n");
+	        "# TYPE embd_request_duration_seconds histogram\n");
 	unsigned long long cumulative = 0;
 	for (int b = 0; b < METRICS_BUCKETS; b++) {
 		cumulative += atomic_load(&m->duration_buckets[b]);
@@ -113,7 +117,8 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# HELP embd_zerocopy_bytes_total Response bytes sent straight from the mapped matrix.\n"
 	    "# TYPE embd_zerocopy_bytes_total counter\n"
 	    "embd_zerocopy_bytes_total %llu\n"
-	    "# HELP embd_copied_bytes_total Response bytes written into request buffers (gathered, converted, encoded).\n"
+	    "# HELP embd_copied_bytes_total Response bytes written into request buffers (gathered, converted, "
+	    "encoded).\n"
 	    "# TYPE embd_copied_bytes_total counter\n"
 	    "embd_copied_bytes_total %llu\n",
 	    (unsigned long long)atomic_load(&m->zerocopy_bytes), (unsigned long long)atomic_load(&m->copied_bytes));
@@ -127,10 +132,10 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# HELP embd_inflight_budget_bytes The in-flight budget (limits.inflight_bytes).\n"
 	    "# TYPE embd_inflight_budget_bytes gauge\n"
 	    "embd_inflight_budget_bytes %llu\n",
-	    (unsigned long long)(embd_budget_inflight(budget) - self_bytes), (unsigned long long)embd_budget_peak(budget),
-	    (unsigned long long)budget->limit);
+	    (unsigned long long)(embd_budget_inflight(budget) - self_bytes),
+	    (unsigned long long)embd_budget_peak(budget), (unsigned long long)budget->limit);
 	put(&o, "# HELP embd_rejected_total Requests refused for a limit, by the limit.\n"
-		"# TYPE embd_rejected_total counter\n");
+	        "# TYPE embd_rejected_total counter\n");
 	for (int i = 0; i < REJ_COUNT; i++)
 		put(&o, "embd_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
 		    (unsigned long long)atomic_load(&m->rejected[i]));
@@ -138,7 +143,8 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# HELP embd_pool_bytes Memory held by the request buffer pool, idle or in use.\n"
 	    "# TYPE embd_pool_bytes gauge\n"
 	    "embd_pool_bytes %llu\n"
-	    "# HELP embd_generations_live Matrix generations still mapped (the current one and any pinned by responses).\n"
+	    "# HELP embd_generations_live Matrix generations still mapped (the current one and any pinned by "
+	    "responses).\n"
 	    "# TYPE embd_generations_live gauge\n"
 	    "embd_generations_live %ld\n"
 	    "# HELP embd_matrix_generation The current generation's number.\n"

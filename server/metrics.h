@@ -13,7 +13,7 @@ enum route_id { R_INFO, R_ROW, R_ROWS, R_HEALTHZ, R_METRICS, R_OTHER, R_COUNT };
 enum reject_reason { REJ_REQUEST_BYTES, REJ_INFLIGHT_BYTES, REJ_MAX_IDS, REJ_MAX_BODY_BYTES, REJ_COUNT };
 
 #define METRICS_STATUSES 12
-#define METRICS_BUCKETS 16
+#define METRICS_BUCKETS  16
 
 typedef struct embd_metrics {
 	atomic_ullong requests[R_COUNT][METRICS_STATUSES];
@@ -40,8 +40,8 @@ const char *embd_route_name(enum route_id route);
  * holds, is left out of the in-flight gauge, so that an idle daemon reads 0.
  * Returns the length, or 0 if cap is too small.
  */
-size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool,
-			   uint64_t self_bytes, char *buf, size_t cap);
+size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool, uint64_t self_bytes,
+                           char *buf, size_t cap);
 
 /* Bytes embd_metrics_render can need at most. */
 size_t embd_metrics_bound(void);

@@ -15,7 +15,7 @@ enum fmt { F_JSON, F_BIN, F_NPY };
 static const char *const fmt_types[] = {"application/json", "application/octet-stream", "application/x-npy"};
 static const char *const fmt_names[] = {"json", "bin", "npy"};
 
-#define BIT(m) (1u << (m))
+#define BIT(m)   (1u << (m))
 #define GET_ONLY (BIT(M_GET) | BIT(M_HEAD))
 
 static enum MHD_Result h_info(struct req *r);
@@ -25,10 +25,8 @@ static enum MHD_Result h_healthz(struct req *r);
 static enum MHD_Result h_metrics(struct req *r);
 
 static const struct route routes[] = {
-    {"/v1/info", 0, R_INFO, GET_ONLY, h_info},
-    {"/v1/rows", 0, R_ROWS, GET_ONLY | BIT(M_POST), h_rows},
-    {"/v1/rows/", 1, R_ROW, GET_ONLY, h_row},
-    {"/healthz", 0, R_HEALTHZ, GET_ONLY, h_healthz},
+    {"/v1/info", 0, R_INFO, GET_ONLY, h_info},       {"/v1/rows", 0, R_ROWS, GET_ONLY | BIT(M_POST), h_rows},
+    {"/v1/rows/", 1, R_ROW, GET_ONLY, h_row},        {"/healthz", 0, R_HEALTHZ, GET_ONLY, h_healthz},
     {"/metrics", 0, R_METRICS, GET_ONLY, h_metrics},
 };
 
@@ -72,7 +70,7 @@ static int check_params(struct req *r, const char *const *allowed)
 			strcat(list, *a);
 		}
 		embd_reply_error(r, EMBD_EBADPARAM, "unknown query parameter '%s'%s%s", pc.bad,
-				 *list ? "; this path takes " : "; this path takes none", list);
+		                 *list ? "; this path takes " : "; this path takes none", list);
 		return -1;
 	}
 	return 0;
@@ -88,7 +86,7 @@ static enum MHD_Result h_healthz(struct req *r)
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the response");
 	int n = snprintf(buf, 64, "{\"status\":\"ok\",\"generation\":%" PRIu64 "}",
-			 embd_matrix_info_get(r->gen)->generation);
+	                 embd_matrix_info_get(r->gen)->generation);
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }
 
@@ -122,11 +120,11 @@ static enum MHD_Result h_info(struct req *r)
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the response");
 	int n = snprintf(buf, cap,
-			 "{\"rows\":%" PRIu64 ",\"dim\":%" PRIu64 ",\"dtype\":\"%s\",\"row_bytes\":%zu,"
-			 "\"source\":\"%s\",\"format\":\"%s\",\"vocab\":false,\"generation\":%" PRIu64
-			 ",\"bytes\":%" PRIu64 ",\"data_bytes\":%" PRIu64 ",\"version\":\"%s\"}",
-			 m->rows, m->dim, embd_dtype_name(m->dtype), m->row_bytes, src, embd_format_name(m->format),
-			 m->generation, m->file_bytes, m->data_bytes, EMBD_VERSION);
+	                 "{\"rows\":%" PRIu64 ",\"dim\":%" PRIu64 ",\"dtype\":\"%s\",\"row_bytes\":%zu,"
+	                 "\"source\":\"%s\",\"format\":\"%s\",\"vocab\":false,\"generation\":%" PRIu64
+	                 ",\"bytes\":%" PRIu64 ",\"data_bytes\":%" PRIu64 ",\"version\":\"%s\"}",
+	                 m->rows, m->dim, embd_dtype_name(m->dtype), m->row_bytes, src, embd_format_name(m->format),
+	                 m->generation, m->file_bytes, m->data_bytes, EMBD_VERSION);
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }
 
@@ -199,8 +197,9 @@ static int negotiate(struct req *r, enum fmt *out)
 	}
 	if (best < 0) {
 		embd_reply_error(r, EMBD_EACCEPT,
-				 "Accept '%s' names no format embd serves: application/json, application/octet-stream, application/x-npy",
-				 accept);
+		                 "Accept '%s' names no format embd serves: application/json, application/octet-stream, "
+		                 "application/x-npy",
+		                 accept);
 		return -1;
 	}
 	*out = (enum fmt)best;
@@ -300,7 +299,7 @@ static enum MHD_Result send_rows(struct req *r, struct rows_req *q, enum fmt fmt
 		}
 		for (size_t i = 0; i < q->nruns; i++)
 			iov[k++] = (struct MHD_IoVec){m->data + q->runs[i].start * m->row_bytes,
-						      (size_t)q->runs[i].count * m->row_bytes};
+			                              (size_t)q->runs[i].count * m->row_bytes};
 		body_len = hdr_len + data_len;
 		copied = hdr_len;
 		resp = embd_response_pinned_iovec(r, iov, n);
@@ -348,8 +347,9 @@ static int response_opts(struct req *r, enum fmt *fmt, embd_encode_opts *o)
 	if (negotiate(r, fmt) != 0)
 		return -1;
 	if (*fmt == F_NPY && embd_dtype_npy_descr(o->dtype) == NULL) {
-		embd_reply_error(r, EMBD_EBADPARAM, "NumPy has no %s dtype, so it cannot go out as .npy; use format=bin",
-				 embd_dtype_name(o->dtype));
+		embd_reply_error(r, EMBD_EBADPARAM,
+		                 "NumPy has no %s dtype, so it cannot go out as .npy; use format=bin",
+		                 embd_dtype_name(o->dtype));
 		return -1;
 	}
 	return 0;
@@ -377,7 +377,7 @@ static enum MHD_Result h_row(struct req *r)
 		rc = embd_ids_parse_list(s, strlen(s), &id, &n, &e);
 	if (rc != 0)
 		return embd_reply_error(r, rc == EMBD_EEMPTY ? EMBD_EBADID : rc, "%s",
-					rc == EMBD_EEMPTY ? "the path names no id" : e.msg);
+		                        rc == EMBD_EEMPTY ? "the path names no id" : e.msg);
 	if ((uint64_t)id >= m->rows)
 		return embd_reply_error(r, EMBD_ENOROW, "id %" PRId64 " is out of range [0, %" PRIu64 ")", id, m->rows);
 	enum fmt fmt;
@@ -416,7 +416,7 @@ static int body_ids(struct req *r, embd_ids *ids, int64_t **parsed)
 		if (rc == 0 && n > (uint64_t)r->srv->cfg.max_ids) {
 			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
 			embd_reply_error(r, EMBD_ETOOMANYIDS, "the body names %zu ids; limits.max_ids is %" PRId64, n,
-					 r->srv->cfg.max_ids);
+			                 r->srv->cfg.max_ids);
 			return -1;
 		}
 		if (rc == 0) {
@@ -441,8 +441,9 @@ static int body_ids(struct req *r, embd_ids *ids, int64_t **parsed)
 		rc = embd_ids_from_raw(r->body, r->body_len, width, ids, &e);
 	} else {
 		embd_reply_error(r, EMBD_EMEDIATYPE,
-				 "Content-Type '%s' is not supported; send application/json {\"ids\": [...]}, application/x-npy or application/octet-stream (int64, or int32 with ?id_dtype=int32)",
-				 ct != NULL ? ct : "(none)");
+		                 "Content-Type '%s' is not supported; send application/json {\"ids\": [...]}, "
+		                 "application/x-npy or application/octet-stream (int64, or int32 with ?id_dtype=int32)",
+		                 ct != NULL ? ct : "(none)");
 		return -1;
 	}
 	if (rc != 0) {
@@ -467,7 +468,8 @@ static enum MHD_Result h_rows(struct req *r)
 	int rc;
 	if (r->method == M_POST) {
 		if (has_slice || ids_arg != NULL)
-			return embd_reply_error(r, EMBD_EBADPARAM, "a POST names its ids in the body, not in ?ids= or ?start=");
+			return embd_reply_error(r, EMBD_EBADPARAM,
+			                        "a POST names its ids in the body, not in ?ids= or ?start=");
 		if (body_ids(r, &ids, &parsed) != 0)
 			return MHD_YES;
 		q.ids = &ids;
@@ -482,8 +484,8 @@ static enum MHD_Result h_rows(struct req *r)
 			return embd_reply_error(r, rc, "%s", e.msg);
 		if (n > (uint64_t)r->srv->cfg.max_ids) {
 			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
-			return embd_reply_error(r, EMBD_ETOOMANYIDS, "?ids= names %zu ids; limits.max_ids is %" PRId64, n,
-						r->srv->cfg.max_ids);
+			return embd_reply_error(r, EMBD_ETOOMANYIDS, "?ids= names %zu ids; limits.max_ids is %" PRId64,
+			                        n, r->srv->cfg.max_ids);
 		}
 		rc = embd_req_alloc(r, n * sizeof(int64_t), (void **)&parsed);
 		if (rc != 0)
@@ -500,24 +502,28 @@ static enum MHD_Result h_rows(struct req *r)
 		if (arg_u64(r, "start", &start) < 0 || arg_u64(r, "stop", &stop) < 0)
 			return MHD_YES;
 		if (start > stop)
-			return embd_reply_error(r, EMBD_EBADSLICE, "start %" PRIu64 " is after stop %" PRIu64, start, stop);
+			return embd_reply_error(r, EMBD_EBADSLICE, "start %" PRIu64 " is after stop %" PRIu64, start,
+			                        stop);
 		if (stop > m->rows)
-			return embd_reply_error(r, EMBD_ERANGE, "stop %" PRIu64 " is past the end: rows are [0, %" PRIu64 ")",
-						stop, m->rows);
+			return embd_reply_error(r, EMBD_ERANGE,
+			                        "stop %" PRIu64 " is past the end: rows are [0, %" PRIu64 ")", stop,
+			                        m->rows);
 		if (start == stop)
-			return embd_reply_error(r, EMBD_EEMPTY, "the slice [%" PRIu64 ", %" PRIu64 ") is empty", start, stop);
+			return embd_reply_error(r, EMBD_EEMPTY, "the slice [%" PRIu64 ", %" PRIu64 ") is empty", start,
+			                        stop);
 		q.one = (embd_run){start, stop - start};
 		q.runs = &q.one;
 		q.nruns = 1;
 	} else {
 		return embd_reply_error(r, EMBD_EBADPARAM,
-					"name the rows: ?start=A&stop=B, ?ids=3,17,42, /v1/rows/{id} or a POST body");
+		                        "name the rows: ?start=A&stop=B, ?ids=3,17,42, /v1/rows/{id} or a POST body");
 	}
 	if (q.ids != NULL) {
 		if (q.ids->n > (uint64_t)r->srv->cfg.max_ids) {
 			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
-			return embd_reply_error(r, EMBD_ETOOMANYIDS, "the request names %zu ids; limits.max_ids is %" PRId64,
-						q.ids->n, r->srv->cfg.max_ids);
+			return embd_reply_error(r, EMBD_ETOOMANYIDS,
+			                        "the request names %zu ids; limits.max_ids is %" PRId64, q.ids->n,
+			                        r->srv->cfg.max_ids);
 		}
 		rc = embd_plan_runs(q.ids, m->rows, NULL, &q.nruns, &e);
 		if (rc != 0)

@@ -44,7 +44,7 @@ struct req {
 	embd_matrix *gen; /* retained for the whole request */
 	enum route_id route;
 	enum method method;
-	const char *url;    /* libmicrohttpd's, valid for the request */
+	const char *url; /* libmicrohttpd's, valid for the request */
 	const char *method_name;
 	const struct route *handler;
 	char *body;
@@ -66,7 +66,7 @@ struct req {
 typedef enum MHD_Result (*handler_fn)(struct req *r);
 
 struct route {
-	const char *path;  /* exact path, or a prefix when prefix is set */
+	const char *path; /* exact path, or a prefix when prefix is set */
 	int prefix;
 	enum route_id id;
 	unsigned methods; /* bit (1 << enum method) */
@@ -77,8 +77,7 @@ struct route {
 const struct route *embd_route_find(const char *url);
 
 /* Answer with the JSON error body for code (an EMBD_E code) and a message. */
-enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Answer with an accounted buffer the request holds (freed when the request ends). */
 enum MHD_Result embd_reply_buffer(struct req *r, int status, const char *content_type, void *buf, size_t len);

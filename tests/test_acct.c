@@ -21,7 +21,7 @@ static void charges_and_limits(void **state)
 	embd_acct other;
 	embd_acct_init(&other, &b, NULL, 0);
 	assert_int_equal(embd_acct_charge(&other, 501), EMBD_EBUSY); /* 500 + 501 > 1000 */
-	assert_int_equal(embd_budget_inflight(&b), 500);              /* nothing charged */
+	assert_int_equal(embd_budget_inflight(&b), 500);             /* nothing charged */
 	assert_int_equal(embd_acct_charge(&other, 500), 0);
 	assert_int_equal(embd_budget_peak(&b), 1000);
 

@@ -113,7 +113,7 @@ static void bf16(void **state)
 	(void)state;
 	assert_int_equal(embd_f32_to_bf16(1.0f), 0x3f80);
 	assert_true(embd_bf16_to_f32(0x3f80) == 1.0f);
-	assert_int_equal(embd_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);            /* tie: down to even */
+	assert_int_equal(embd_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);           /* tie: down to even */
 	assert_int_equal(embd_f32_to_bf16(1.0f + 0x1p-7f + 0x1p-8f), 0x3f82); /* tie: up to even */
 	assert_true(isnan(embd_bf16_to_f32(embd_f32_to_bf16(NAN))));
 	embd_dtype t;
@@ -128,7 +128,8 @@ static void json_rows(void **state)
 {
 	(void)state;
 	float data[3][2] = {{0.1f, -2}, {3e-7f, 4}, {NAN, 1e20f}};
-	embd_matrix_info m = {.data = (const unsigned char *)data, .rows = 3, .dim = 2, .dtype = EMBD_F32, .row_bytes = 8};
+	embd_matrix_info m = {
+	    .data = (const unsigned char *)data, .rows = 3, .dim = 2, .dtype = EMBD_F32, .row_bytes = 8};
 	embd_run runs[] = {{2, 1}, {0, 1}};
 	int64_t idv[] = {2, 0};
 	embd_ids ids = {(const unsigned char *)idv, 2, 8};
@@ -151,7 +152,8 @@ static void converts_and_normalizes(void **state)
 {
 	(void)state;
 	float data[2][2] = {{3, 4}, {0, 0}};
-	embd_matrix_info m = {.data = (const unsigned char *)data, .rows = 2, .dim = 2, .dtype = EMBD_F32, .row_bytes = 8};
+	embd_matrix_info m = {
+	    .data = (const unsigned char *)data, .rows = 2, .dim = 2, .dtype = EMBD_F32, .row_bytes = 8};
 	embd_run runs[] = {{0, 2}};
 	embd_encode_opts o = {EMBD_F32, 1};
 	float out[4], scratch[2];

@@ -53,7 +53,7 @@ static void list_errors(void **state)
 		int rc = parse_list(cases[i].in, out, &n, &e);
 		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
 			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
-				 cases[i].fragment);
+			         cases[i].fragment);
 	}
 }
 
@@ -120,7 +120,7 @@ static void json_errors(void **state)
 		int rc = parse_json(cases[i].in, out, &n, &e);
 		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
 			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
-				 cases[i].fragment);
+			         cases[i].fragment);
 	}
 }
 

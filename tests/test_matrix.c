@@ -75,17 +75,18 @@ static void rejects_bad_files(void **state)
 	(void)state;
 	/* A header that lies about its shape: 10 x 4 floats need 160 bytes, 100 follow. */
 	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (10, 4), }", 100, EMBD_ETRUNC,
-			  "needs 160 data bytes");
+	                  "needs 160 data bytes");
 	expect_open_error("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16, EMBD_EFORMAT,
-			  "Fortran order");
+	                  "Fortran order");
 	expect_open_error("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", 32, EMBD_EDTYPE, "'<f8'");
 	expect_open_error("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 2), }", 16, EMBD_EDTYPE, "'<i4'");
 	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (16,), }", 64, EMBD_EFORMAT,
-			  "1 dimensions");
+	                  "1 dimensions");
 	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", 32, EMBD_EFORMAT,
-			  "3 dimensions");
-	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }",
-			  16, EMBD_EOVERFLOW, "overflows");
+	                  "3 dimensions");
+	expect_open_error(
+	    "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }", 16,
+	    EMBD_EOVERFLOW, "overflows");
 	expect_open_error("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }", 0, EMBD_EFORMAT, "empty");
 }
 
@@ -212,14 +213,10 @@ static void refcount_and_slot(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(opens_f32_npy),
-	    cmocka_unit_test(opens_f16_npy_with_extra_trailing_bytes),
-	    cmocka_unit_test(rejects_bad_files),
-	    cmocka_unit_test(truncated_inside_header),
-	    cmocka_unit_test(missing_file_is_errno),
-	    cmocka_unit_test(raw_files),
-	    cmocka_unit_test(demo_matrix),
-	    cmocka_unit_test(refcount_and_slot),
+	    cmocka_unit_test(opens_f32_npy),         cmocka_unit_test(opens_f16_npy_with_extra_trailing_bytes),
+	    cmocka_unit_test(rejects_bad_files),     cmocka_unit_test(truncated_inside_header),
+	    cmocka_unit_test(missing_file_is_errno), cmocka_unit_test(raw_files),
+	    cmocka_unit_test(demo_matrix),           cmocka_unit_test(refcount_and_slot),
 	};
 	return cmocka_run_group_tests_name("matrix", tests, NULL, NULL);
 }
