@@ -390,6 +390,17 @@ static enum MHD_Result h_row(struct req *r)
 	return send_rows(r, &q, fmt, &o);
 }
 
+/* Refuse a request naming more than limits.max_ids ids (before anything is allocated for them): 1 if refused. */
+static int too_many_ids(struct req *r, size_t n, const char *who)
+{
+	if (n <= (uint64_t)r->srv->cfg.max_ids)
+		return 0;
+	atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
+	embd_reply_error(r, EMBD_ETOOMANYIDS, "%s names %zu ids; limits.max_ids is %" PRId64, who, n,
+	                 r->srv->cfg.max_ids);
+	return 1;
+}
+
 /* The ids of a POST body, by Content-Type; -1: replied with an error. */
 static int body_ids(struct req *r, embd_ids *ids, int64_t **parsed)
 {
@@ -413,12 +424,8 @@ static int body_ids(struct req *r, embd_ids *ids, int64_t **parsed)
 	if (strcasecmp(type, "application/json") == 0) {
 		size_t n;
 		rc = embd_ids_parse_json(r->body, r->body_len, NULL, &n, &e);
-		if (rc == 0 && n > (uint64_t)r->srv->cfg.max_ids) {
-			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
-			embd_reply_error(r, EMBD_ETOOMANYIDS, "the body names %zu ids; limits.max_ids is %" PRId64, n,
-			                 r->srv->cfg.max_ids);
+		if (rc == 0 && too_many_ids(r, n, "the body"))
 			return -1;
-		}
 		if (rc == 0) {
 			rc = embd_req_alloc(r, n * sizeof(int64_t), (void **)parsed);
 			if (rc != 0) {
@@ -482,11 +489,8 @@ static enum MHD_Result h_rows(struct req *r)
 		rc = embd_ids_parse_list(ids_arg, strlen(ids_arg), NULL, &n, &e);
 		if (rc != 0)
 			return embd_reply_error(r, rc, "%s", e.msg);
-		if (n > (uint64_t)r->srv->cfg.max_ids) {
-			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
-			return embd_reply_error(r, EMBD_ETOOMANYIDS, "?ids= names %zu ids; limits.max_ids is %" PRId64,
-			                        n, r->srv->cfg.max_ids);
-		}
+		if (too_many_ids(r, n, "?ids="))
+			return MHD_YES;
 		rc = embd_req_alloc(r, n * sizeof(int64_t), (void **)&parsed);
 		if (rc != 0)
 			return embd_reply_charge_error(r, rc, "the parsed ids");
@@ -519,12 +523,8 @@ static enum MHD_Result h_rows(struct req *r)
 		                        "name the rows: ?start=A&stop=B, ?ids=3,17,42, /v1/rows/{id} or a POST body");
 	}
 	if (q.ids != NULL) {
-		if (q.ids->n > (uint64_t)r->srv->cfg.max_ids) {
-			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
-			return embd_reply_error(r, EMBD_ETOOMANYIDS,
-			                        "the request names %zu ids; limits.max_ids is %" PRId64, q.ids->n,
-			                        r->srv->cfg.max_ids);
-		}
+		if (too_many_ids(r, q.ids->n, "the request"))
+			return MHD_YES;
 		rc = embd_plan_runs(q.ids, m->rows, NULL, &q.nruns, &e);
 		if (rc != 0)
 			return embd_reply_error(r, rc, "%s", e.msg);

@@ -4,6 +4,28 @@
 #include "ids.h"
 #include "npy.h"
 
+struct error_case {
+	const char *in;
+	int code;
+	const char *fragment;
+};
+
+typedef int (*parse_fn)(const char *s, int64_t *out, size_t *n, embd_err *e);
+
+/* Each input must fail with its code and a message holding its fragment. */
+static void expect_errors(parse_fn parse, const struct error_case *cases, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		int64_t out[8];
+		size_t n;
+		embd_err e = {{0}};
+		int rc = parse(cases[i].in, out, &n, &e);
+		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
+			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
+			         cases[i].fragment);
+	}
+}
+
 static int parse_list(const char *s, int64_t *out, size_t *n, embd_err *e)
 {
 	int rc = embd_ids_parse_list(s, strlen(s), NULL, n, e);
@@ -29,11 +51,7 @@ static void list_ok(void **state)
 static void list_errors(void **state)
 {
 	(void)state;
-	static const struct {
-		const char *in;
-		int code;
-		const char *fragment;
-	} cases[] = {
+	static const struct error_case cases[] = {
 	    {"", EMBD_EEMPTY, "empty"},
 	    {"  ", EMBD_EEMPTY, "empty"},
 	    {"3,,4", EMBD_EBADID, "empty id at item 1"},
@@ -46,15 +64,7 @@ static void list_errors(void **state)
 	    {"9223372036854775808", EMBD_EBADID, "64-bit"},
 	    {"99999999999999999999999", EMBD_EBADID, "64-bit"},
 	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		int64_t out[8];
-		size_t n;
-		embd_err e = {{0}};
-		int rc = parse_list(cases[i].in, out, &n, &e);
-		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
-			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
-			         cases[i].fragment);
-	}
+	expect_errors(parse_list, cases, sizeof cases / sizeof cases[0]);
 }
 
 static int parse_json(const char *s, int64_t *out, size_t *n, embd_err *e)
@@ -82,11 +92,7 @@ static void json_ok(void **state)
 static void json_errors(void **state)
 {
 	(void)state;
-	static const struct {
-		const char *in;
-		int code;
-		const char *fragment;
-	} cases[] = {
+	static const struct error_case cases[] = {
 	    {"", EMBD_EJSON, "empty"},
 	    {"{\"ids\":[1,2", EMBD_EJSON, "ends"},
 	    {"{\"ids\":[1 2]}", EMBD_EJSON, "byte 10: expected ',' or ']'"},
@@ -113,15 +119,7 @@ static void json_errors(void **state)
 	    {"{\"ids\":[1],\"ids\":[2]}", EMBD_EBADBODY, "twice"},
 	    {"{\"ids\":[1],}", EMBD_EJSON, "a key in quotes"},
 	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		int64_t out[8];
-		size_t n;
-		embd_err e = {{0}};
-		int rc = parse_json(cases[i].in, out, &n, &e);
-		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
-			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
-			         cases[i].fragment);
-	}
+	expect_errors(parse_json, cases, sizeof cases / sizeof cases[0]);
 }
 
 static void json_deep_nesting_is_not_recursed(void **state)
