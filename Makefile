@@ -1,6 +1,6 @@
 # embd: build, run, test. `make run` and `make test` install missing Debian packages first.
 .DEFAULT_GOAL := all
-.PHONY: all run test check unit e2e deps deps-test clean format lint bench print-config
+.PHONY: all run test check unit e2e deps deps-test deps-bench clean format lint bench print-config
 
 SANITIZE ?=
 ifeq ($(SANITIZE),)
@@ -61,6 +61,9 @@ deps:
 deps-test:
 	@sh scripts/deps.sh test
 
+deps-bench:
+	@sh scripts/deps.sh bench
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	./embd serve --config config/embd.json
@@ -83,6 +86,12 @@ E2E_BIN := $(CURDIR)/$(BUILD)/embd
 e2e: $(BUILD)/embd
 endif
 	EMBD_BIN=$(E2E_BIN) ASAN_OPTIONS=detect_leaks=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+# The side-by-side benchmark (loadtest/results/RESULTS.md); QUICK=1 for the short version.
+QUICK ?=
+bench: deps-bench
+	@$(MAKE) --no-print-directory all
+	QUICK=$(QUICK) $(PYTHON) loadtest/bench.py
 
 print-config: embd
 	./embd serve --print-config

@@ -1,0 +1,80 @@
+-- One wrk script for every workload and peer, set by environment variables:
+--   PEER embd|nginx|flask, MODE row|slice|gather, FMT bin|json (row), N rows (slice/gather), ROWS, DIM, SEED.
+-- Requests are built in init() from a seeded generator (one stream per wrk thread) and cycled, so that wrk
+-- spends its time on the wire, not in Lua.
+local peer = os.getenv("PEER") or "embd"
+local mode = os.getenv("MODE") or "row"
+local fmt = os.getenv("FMT") or "bin"
+local n = tonumber(os.getenv("N") or "1")
+local rows = tonumber(os.getenv("ROWS") or "200000")
+local dim = tonumber(os.getenv("DIM") or "768")
+local seed = tonumber(os.getenv("SEED") or "1")
+local row_bytes = dim * 4
+local pool_size = 512
+local threads = {}
+local pool, cursor = {}, 0
+
+local function int64le(v)
+  local b = {}
+  for i = 1, 8 do
+    b[i] = string.char(v % 256)
+    v = math.floor(v / 256)
+  end
+  return table.concat(b)
+end
+
+local function build()
+  if mode == "row" then
+    local id = math.random(0, rows - 1)
+    if peer == "embd" then
+      return wrk.format("GET", "/v1/rows/" .. id .. (fmt == "bin" and "?format=bin" or ""))
+    elseif peer == "nginx" then
+      local a = id * row_bytes
+      return wrk.format("GET", "/matrix.raw", {Range = "bytes=" .. a .. "-" .. (a + row_bytes - 1)})
+    else
+      return wrk.format("GET", "/rows/" .. id .. (fmt == "bin" and "?format=bin" or ""))
+    end
+  elseif mode == "slice" then
+    local a = math.random(0, rows - n)
+    if peer == "embd" then
+      return wrk.format("GET", "/v1/rows?format=bin&start=" .. a .. "&stop=" .. (a + n))
+    elseif peer == "nginx" then
+      local s = a * row_bytes
+      return wrk.format("GET", "/matrix.raw", {Range = "bytes=" .. s .. "-" .. (s + n * row_bytes - 1)})
+    else
+      return wrk.format("GET", "/slice?start=" .. a .. "&stop=" .. (a + n))
+    end
+  else
+    local ids = {}
+    for i = 1, n do ids[i] = int64le(math.random(0, rows - 1)) end
+    local body = table.concat(ids)
+    local hdr = {["Content-Type"] = "application/octet-stream"}
+    if peer == "embd" then
+      return wrk.format("POST", "/v1/rows?format=bin", hdr, body)
+    else
+      return wrk.format("POST", "/gather", hdr, body)
+    end
+  end
+end
+
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(seed * 1000 + (tid or 1))
+  for i = 1, pool_size do pool[i] = build() end
+end
+
+function request()
+  cursor = cursor % pool_size + 1
+  return pool[cursor]
+end
+
+function done(summary, latency, requests)
+  io.write(string.format("RESULT duration_us=%d requests=%d bytes=%d errors_status=%d errors_other=%d p50_us=%d p99_us=%d\n", summary.duration,
+    summary.requests, summary.bytes, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end

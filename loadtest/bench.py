@@ -1,0 +1,395 @@
+#!/usr/bin/python3
+"""make bench: embd side by side with nginx (Range requests), a Flask/NumPy server under gunicorn, and gensim.
+
+Makes its data, starts every server on a loopback port, runs each workload against each peer with the same wrk
+settings in interleaved rounds, stops what it started, and writes loadtest/results/RESULTS.md, raw JSON and plots.
+QUICK=1 runs a short version (under 3 minutes). Only 127.0.0.1 is ever a target; every loop is bounded.
+"""
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DATA = os.path.join(HERE, "data")
+RESULTS = os.path.join(HERE, "results")
+QUICK = os.environ.get("QUICK", "") not in ("", "0")
+ROWS, DIM = 200_000, 768
+ROW_BYTES = DIM * 4
+DUR = 2 if QUICK else 5
+ROUNDS = 3 if QUICK else 5
+CONNS, THREADS = 32, 2
+PORTS = {"embd": 18301, "nginx": 18302, "flask": 18303}
+NPY = os.path.join(DATA, "matrix.npy")
+RAW = os.path.join(DATA, "matrix.raw")
+GLOVE = os.path.join(DATA, "glove-400k-100d.txt")
+
+# name, wrk environment, peers (the first is embd)
+WORKLOADS = [
+    ("row_bin", {"MODE": "row", "FMT": "bin", "N": "1"}, ["embd", "nginx", "flask"]),
+    ("row_json", {"MODE": "row", "FMT": "json", "N": "1"}, ["embd", "flask"]),
+    ("slice_256", {"MODE": "slice", "N": "256"}, ["embd", "nginx", "flask"]),
+    ("gather_1", {"MODE": "gather", "N": "1"}, ["embd", "flask"]),
+    ("gather_16", {"MODE": "gather", "N": "16"}, ["embd", "flask"]),
+    ("gather_256", {"MODE": "gather", "N": "256"}, ["embd", "flask"]),
+    ("gather_4096", {"MODE": "gather", "N": "4096"}, ["embd", "flask"]),
+]
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def ensure_data():
+    os.makedirs(DATA, exist_ok=True)
+    if not (os.path.exists(NPY) and os.path.exists(RAW)):
+        log("making the %d x %d float32 matrix (seeded), .npy and raw" % (ROWS, DIM))
+        subprocess.run([sys.executable, os.path.join(HERE, "make_matrix.py"), NPY, str(ROWS), str(DIM), RAW],
+                       check=True)
+    if not QUICK and not os.path.exists(GLOVE):
+        log("making a GloVe-sized 400000 x 100 text file")
+        import numpy as np
+        rng = np.random.default_rng(400)
+        with open(GLOVE + ".tmp", "w") as f:
+            for a in range(0, 400_000, 20_000):
+                block = rng.standard_normal((20_000, 100)).astype(np.float32)
+                lines = ["w%d %s\n" % (a + i, " ".join("%.5f" % v for v in row)) for i, row in enumerate(block)]
+                f.writelines(lines)
+        os.rename(GLOVE + ".tmp", GLOVE)
+
+
+def wait_port(port, proc, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("server on port %d exited with %d" % (port, proc.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError("nothing listens on port %d" % port)
+
+
+class Servers:
+    def __init__(self):
+        self.procs = {}
+        self.run = tempfile.mkdtemp(prefix="embd-bench-")
+
+    def start(self, name):
+        port = PORTS[name]
+        if name == "embd":
+            cmd = [os.path.join(ROOT, "embd"), "serve", NPY, "--port", str(port), "--access-log=false"]
+            env = None
+        elif name == "nginx":
+            conf = open(os.path.join(HERE, "peers", "nginx.conf.in")).read()
+            conf = conf.replace("@RUN@", self.run).replace("@PORT@", str(port)).replace("@DATA@", DATA)
+            path = os.path.join(self.run, "nginx.conf")
+            open(path, "w").write(conf)
+            cmd = ["nginx", "-c", path, "-p", self.run, "-g", "daemon off;"]
+            env = None
+        else:
+            cmd = ["gunicorn", "-k", "gthread", "-w", "2", "--threads", "4", "-b", "127.0.0.1:%d" % port,
+                   "--chdir", os.path.join(HERE, "peers"), "--log-level", "warning", "flask_app:app"]
+            env = dict(os.environ, MATRIX=NPY)
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.run, name + ".log"), "w"),
+                             start_new_session=True)
+        self.procs[name] = p
+        wait_port(port, p)
+        return p
+
+    def stop(self, name):
+        p = self.procs.pop(name, None)
+        if p is None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.stop(name)
+        shutil.rmtree(self.run, ignore_errors=True)
+
+
+def wrk(peer, env, duration=DUR, conns=CONNS):
+    e = dict(os.environ, PEER=peer, ROWS=str(ROWS), DIM=str(DIM), SEED="7", **env)
+    cmd = ["wrk", "-t%d" % THREADS, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
+           "-s", os.path.join(HERE, "bench.lua"), "http://127.0.0.1:%d" % PORTS[peer]]
+    out = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=duration + 60).stdout
+    m = re.search(r"RESULT duration_us=(\d+) requests=(\d+) bytes=(\d+) errors_status=(\d+) errors_other=(\d+) "
+                  r"p50_us=(\d+) p99_us=(\d+)", out)
+    if not m:
+        raise RuntimeError("wrk printed no result:\n" + out)
+    d_us, reqs, nbytes, est, eoth, p50, p99 = map(int, m.groups())
+    secs = d_us / 1e6
+    return {"rps": reqs / secs, "MBps": nbytes / secs / 1e6, "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+            "errors": est + eoth, "requests": reqs}
+
+
+def first_response_s(start_cmd, url, env=None, stop=True):
+    """Seconds from exec to the first successful answer of url."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(start_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    r.read()
+                    return time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.001)
+        raise RuntimeError("no answer from " + url)
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait()
+
+
+def startup():
+    out = {}
+    embd = [os.path.join(ROOT, "embd"), "serve", NPY, "--port", str(PORTS["embd"]), "--access-log=false"]
+    out["embd"] = statistics.median(first_response_s(embd, "http://127.0.0.1:%d/v1/rows/0" % PORTS["embd"])
+                                    for _ in range(5))
+    gun = ["gunicorn", "-k", "gthread", "-w", "2", "-b", "127.0.0.1:%d" % PORTS["flask"], "--chdir",
+           os.path.join(HERE, "peers"), "flask_app:app"]
+    out["flask"] = statistics.median(first_response_s(gun, "http://127.0.0.1:%d/rows/0" % PORTS["flask"],
+                                                      env=dict(os.environ, MATRIX=NPY)) for _ in range(3))
+    code = ("import time, numpy as np; from gensim.models import KeyedVectors; t=time.perf_counter(); "
+            "E=np.load(%r, mmap_mode='r'); kv=KeyedVectors(%d); kv.add_vectors([str(i) for i in range(%d)], E); "
+            "kv[ '0' ]; print(time.perf_counter()-t)" % (NPY, DIM, ROWS))
+    out["gensim_npy"] = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                             timeout=600).stdout.strip())
+    if os.path.exists(GLOVE) and not QUICK:
+        code = ("import time; from gensim.models import KeyedVectors; t=time.perf_counter(); "
+                "kv=KeyedVectors.load_word2vec_format(%r, binary=False, no_header=True); kv['w0']; "
+                "print(time.perf_counter()-t)" % GLOVE)
+        out["gensim_glove_text"] = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                                        text=True, timeout=900).stdout.strip())
+    return out
+
+
+def limits():
+    exe = os.path.join(tempfile.gettempdir(), "embd-limits")
+    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(HERE, "limits.c"), "-lpthread"], check=True)
+    out = subprocess.run([exe, NPY, "128", str(ROW_BYTES)], capture_output=True, text=True, check=True).stdout
+    return {k: float(v) for k, v in (line.split() for line in out.splitlines())}
+
+
+def metrics(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        text = r.read().decode()
+    return {k: float(v) for k, v in re.findall(r"^(\w+) ([0-9.e+]+)$", text, re.M)}
+
+
+def soak(servers, seconds):
+    """Mixed load from many connections; RSS and in-flight accounted bytes sampled every 0.5 s."""
+    port = PORTS["embd"]
+    procs = []
+    for env, c in (({"MODE": "row", "FMT": "json", "N": "1"}, 24), ({"MODE": "gather", "N": "256"}, 24),
+                   ({"MODE": "slice", "N": "256"}, 16), ({"MODE": "gather", "N": "4096"}, 4)):
+        e = dict(os.environ, PEER="embd", ROWS=str(ROWS), DIM=str(DIM), SEED="11", **env)
+        procs.append(subprocess.Popen(["wrk", "-t1", "-c%d" % c, "-d%ds" % seconds, "-s",
+                                       os.path.join(HERE, "bench.lua"), "http://127.0.0.1:%d" % port],
+                                      env=e, stdout=subprocess.PIPE, text=True))
+    samples = []
+    t0 = time.time()
+    while any(p.poll() is None for p in procs) and time.time() - t0 < seconds + 30:
+        m = metrics(port)
+        samples.append((time.time() - t0, m["process_resident_memory_bytes"], m["embd_inflight_accounted_bytes"]))
+        time.sleep(0.5)
+    requests = 0
+    for p in procs:
+        out = p.communicate()[0]
+        requests += int(re.search(r"requests=(\d+)", out).group(1))
+    time.sleep(0.5)
+    m = metrics(port)
+    samples.append((time.time() - t0, m["process_resident_memory_bytes"], m["embd_inflight_accounted_bytes"]))
+    return samples, requests, m
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    os.makedirs(RESULTS, exist_ok=True)
+    t_start = time.time()
+    ensure_data()
+    log("page cache: reading the matrix once so every server starts warm")
+    for f in (NPY, RAW):
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    servers = Servers()
+    runs = []
+    try:
+        for name in PORTS:
+            servers.start(name)
+        for rnd in range(ROUNDS):
+            for wname, env, peers in WORKLOADS:
+                for peer in peers:
+                    r = wrk(peer, env)
+                    r.update(round=rnd, workload=wname, peer=peer)
+                    runs.append(r)
+                    log("round %d %-12s %-6s %9.0f req/s %8.1f MB/s p50 %.2f ms p99 %.2f ms errors %d" % (
+                        rnd, wname, peer, r["rps"], r["MBps"], r["p50_ms"], r["p99_ms"], r["errors"]))
+        servers.stop("nginx")
+        servers.stop("flask")
+        lim = limits()
+        log("limits", lim)
+        soak_s = 20 if QUICK else 60
+        samples, soak_requests, soak_end = soak(servers, soak_s)
+        servers.stop("embd")
+        log("start-up")
+        start = startup()
+    finally:
+        servers.stop_all()
+    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start)
+
+
+def ratio_stats(runs, w, a, b, key="rps", wb=None):
+    """Median over rounds of (a on workload w) / (b on workload wb or w), computed round by round."""
+    out = []
+    for rnd in range(ROUNDS):
+        x = [r[key] for r in runs if r["round"] == rnd and r["workload"] == w and r["peer"] == a]
+        y = [r[key] for r in runs if r["round"] == rnd and r["workload"] == (wb or w) and r["peer"] == b]
+        if x and y and y[0] > 0:
+            out.append(x[0] / y[0])
+    return median(out), out
+
+
+def report(runs, lim, start, samples, soak_requests, soak_end, elapsed):
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    raw = {"runs": runs, "limits": lim, "startup": start, "soak": samples, "quick": QUICK}
+    json.dump(raw, open(os.path.join(RESULTS, "raw.json"), "w"), indent=1)
+    L = []
+    L.append("# embd benchmark results\n")
+    L.append("Made by `make bench%s` on %s UTC in %.0f s. Machine: %d cores (%s), %s; wrk (-t%d -c%d, keep-alive, "
+             "%d s per run) shares the same cores with the server under test. %d interleaved rounds; every figure "
+             "is the median over rounds, every ratio is computed round by round and then its median taken.\n" % (
+                 " QUICK=1" if QUICK else "", time.strftime("%Y-%m-%d %H:%M"), elapsed, os.cpu_count(), cpu,
+                 platform.platform(), THREADS, CONNS, DUR, ROUNDS))
+    L.append("Data: a seeded %d x %d float32 matrix (`loadtest/make_matrix.py`), `.npy` for embd and Flask, the raw "
+             "file for nginx. Peers: nginx %s serving the raw file with HTTP Range requests (sendfile); "
+             "Flask + NumPy under gunicorn (gthread, 2 workers x 4 threads): `np.load(mmap_mode='r')`, `np.take`, "
+             "`tobytes`, `json` (`loadtest/peers/`).\n" % (ROWS, DIM, subprocess.run(
+                 ["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]))
+    L.append("## Throughput and latency\n")
+    L.append("| workload | peer | req/s | MB/s | p50 ms | p99 ms | errors |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for wname, _, peers in WORKLOADS:
+        for p in peers:
+            rs = [r for r in runs if r["workload"] == wname and r["peer"] == p]
+            L.append("| %s | %s | %.0f | %.1f | %.2f | %.2f | %d |" % (
+                wname, p, median([r["rps"] for r in rs]), median([r["MBps"] for r in rs]),
+                median([r["p50_ms"] for r in rs]), median([r["p99_ms"] for r in rs]), sum(r["errors"] for r in rs)))
+    L.append("\n## Ratios (embd / peer, run by run)\n")
+    L.append("| workload | vs | median ratio | per round |")
+    L.append("| --- | --- | ---: | --- |")
+    for wname, _, peers in WORKLOADS:
+        for p in peers[1:]:
+            med, per = ratio_stats(runs, wname, "embd", p)
+            L.append("| %s | %s | %.2f | %s |" % (wname, p, med, " ".join("%.2f" % x for x in per)))
+    L.append("\n## Targets\n")
+    L.append("| target | measured | met |")
+    L.append("| --- | ---: | :---: |")
+    targets = [
+        ("single row, binary: embd >= 1.0 x nginx Range", ratio_stats(runs, "row_bin", "embd", "nginx")[0], 1.0),
+        ("slice of 256 rows: embd >= 1.0 x nginx Range", ratio_stats(runs, "slice_256", "embd", "nginx")[0], 1.0),
+        ("gather 256: embd bytes/s >= 0.9 x nginx bytes/s on the slice",
+         ratio_stats(runs, "gather_256", "embd", "nginx", key="MBps", wb="slice_256")[0], 0.9),
+        ("gather 256: embd >= 1.5 x Flask/NumPy", ratio_stats(runs, "gather_256", "embd", "flask")[0], 1.5),
+        ("single row, JSON: embd >= 5 x Flask/NumPy", ratio_stats(runs, "row_json", "embd", "flask")[0], 5.0),
+    ]
+    for name, v, goal in targets:
+        L.append("| %s | %.2f | %s |" % (name, v, "yes" if v >= goal else "**no**"))
+    L.append("| start-up to first response, 614 MB .npy: <= 0.1 s | %.3f s | %s |" % (
+        start["embd"], "yes" if start["embd"] <= 0.1 else "**no**"))
+    L.append("\n## Start-up to first response\n")
+    L.append("| server | seconds (median) |")
+    L.append("| --- | ---: |")
+    names = {"embd": "embd serve matrix.npy (mmap), exec to first row", "flask": "gunicorn + Flask + np.load(mmap), exec to first row",
+             "gensim_npy": "gensim KeyedVectors built from the .npy (in-process, no HTTP)",
+             "gensim_glove_text": "gensim load_word2vec_format of the 400k x 100 GloVe text"}
+    for k, v in start.items():
+        L.append("| %s | %.3f |" % (names.get(k, k), v))
+    L.append("\n`embd convert` (text formats to .npy) does not exist yet, so there is no embd figure for the GloVe text.\n")
+    L.append("## Physical limits, same run\n")
+    L.append("| what | GB/s |")
+    L.append("| --- | ---: |")
+    L.append("| memcpy of a 786 KB (256-row) buffer, cache-warm | %.2f |" % lim["memcpy_GBps"])
+    L.append("| gather of 256 random 3 KiB rows from the page-cached mapping | %.2f |" % lim["gather256_GBps"])
+    L.append("| one loopback TCP stream, 1 MiB writes | %.2f |" % lim["loopback_tcp_GBps"])
+    rss = [s[1] for s in samples]
+    warm = [s for s in samples if s[0] >= samples[-1][0] * 0.25]
+    L.append("\n## Memory soak\n")
+    L.append("%d mixed requests (JSON rows, 256- and 4096-row gathers, slices) from 68 connections over %d s; "
+             "RSS and `embd_inflight_accounted_bytes` sampled every 0.5 s ([plot](soak.png)).\n" % (
+                 soak_requests, int(samples[-1][0])))
+    L.append("| | value |")
+    L.append("| --- | ---: |")
+    L.append("| RSS after the first quarter (min .. max) | %.1f .. %.1f MB |" % (
+        min(s[1] for s in warm) / 1e6, max(s[1] for s in warm) / 1e6))
+    L.append("| RSS drift, last sample - first sample after warm-up | %+.1f MB |" % ((warm[-1][1] - warm[0][1]) / 1e6))
+    L.append("| peak in-flight accounted bytes (sampled) | %.1f MB |" % (max(s[2] for s in samples) / 1e6))
+    L.append("| in-flight accounted bytes after the load | %d |" % int(soak_end["embd_inflight_accounted_bytes"]))
+    L.append("| embd_accounted_bytes_peak | %.1f MB |" % (soak_end["embd_accounted_bytes_peak"] / 1e6))
+    L.append("\n![throughput against batch size](throughput.png)\n")
+    L.append("Raw figures of every run: `loadtest/results/raw.json`. Re-run: `make bench` (or `make bench QUICK=1`).")
+    open(os.path.join(RESULTS, "RESULTS.md"), "w").write("\n".join(L) + "\n")
+    plots(runs, samples)
+    log("wrote", os.path.join(RESULTS, "RESULTS.md"))
+
+
+def plots(runs, samples):
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "tp.dat"), "w") as f:
+        for n in (1, 16, 256, 4096):
+            e = median([r["MBps"] for r in runs if r["workload"] == "gather_%d" % n and r["peer"] == "embd"])
+            fl = median([r["MBps"] for r in runs if r["workload"] == "gather_%d" % n and r["peer"] == "flask"])
+            f.write("%d %f %f\n" % (n, e, fl))
+    ng = median([r["MBps"] for r in runs if r["workload"] == "slice_256" and r["peer"] == "nginx"])
+    with open(os.path.join(d, "soak.dat"), "w") as f:
+        for t, rss, inflight in samples:
+            f.write("%f %f %f\n" % (t, rss / 1e6, inflight / 1e6))
+    script = """
+set terminal pngcairo size 900,500
+set output '%(out)s/throughput.png'
+set title 'Random gather: throughput against batch size (768-dim float32 rows, wrk c=32)'
+set logscale x 2
+set xlabel 'rows per request'
+set ylabel 'MB/s'
+set key top left
+plot '%(d)s/tp.dat' using 1:2 with linespoints title 'embd', '%(d)s/tp.dat' using 1:3 with linespoints title 'Flask + NumPy', %(ng)f title 'nginx Range, contiguous 256-row slice' with lines dt 2
+set output '%(out)s/soak.png'
+unset logscale x
+set title 'Memory soak: RSS and in-flight accounted bytes'
+set xlabel 'seconds'
+set ylabel 'MB'
+plot '%(d)s/soak.dat' using 1:2 with lines title 'RSS', '%(d)s/soak.dat' using 1:3 with lines title 'in-flight accounted'
+""" % {"out": RESULTS, "d": d, "ng": ng}
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
