@@ -15,7 +15,7 @@ static int round_trips(float v, int digits, char *buf, size_t *len)
 	return strtof(buf, NULL) == v;
 }
 
-size_t embd_f32_shortest(float v, char *buf)
+size_t embd_f32_shortest_ref(float v, char *buf)
 {
 	if (!isfinite(v)) {
 		memcpy(buf, "null", 4);
@@ -47,6 +47,215 @@ size_t embd_f32_shortest(float v, char *buf)
 			return len;
 	round_trips(v, 9, buf, &len);
 	return len;
+}
+
+/*
+ * The fast path: exact integer arithmetic on the float's rounding interval.
+ * v = m2 * 2^e2; in units of 2^(e2-2) v is V = 4*m2 and the decimals that
+ * read back to v lie within [V - 2, V + 2] (V - 1 below a power of two),
+ * ends included when m2 is even (strtof rounds ties to even). The shortest
+ * text is a multiple of the largest power of ten 10^k that has a multiple in
+ * the interval; of those multiples, the one closest to v.
+ */
+typedef unsigned __int128 u128;
+
+static const uint64_t pow5_64[28] = {1u,
+                                     5u,
+                                     25u,
+                                     125u,
+                                     625u,
+                                     3125u,
+                                     15625u,
+                                     78125u,
+                                     390625u,
+                                     1953125u,
+                                     9765625u,
+                                     48828125u,
+                                     244140625u,
+                                     1220703125u,
+                                     6103515625u,
+                                     30517578125u,
+                                     152587890625u,
+                                     762939453125u,
+                                     3814697265625u,
+                                     19073486328125u,
+                                     95367431640625u,
+                                     476837158203125u,
+                                     2384185791015625u,
+                                     11920928955078125u,
+                                     59604644775390625u,
+                                     298023223876953125u,
+                                     1490116119384765625u,
+                                     7450580596923828125u};
+
+static u128 pow5(int s)
+{
+	return s <= 27 ? pow5_64[s] : (u128)pow5_64[27] * pow5_64[s - 27];
+}
+
+/*
+ * floor(a * 2^e / 10^k) for a < 2^28 and the k this file asks about;
+ * *exact says whether nothing was dropped. Returns -1 when the quotient
+ * would not fit, which sends the caller to the reference path.
+ */
+static int64_t scaled_floor(uint64_t a, int e, int k, int *exact)
+{
+	int t = e - k, s = -k; /* a * 2^t * 5^s */
+	if (s > 54 || s < -54)
+		return -1;
+	if (s >= 0 && t >= 0) {
+		*exact = 1;
+		if (t > 60)
+			return -1;
+		u128 q = (u128)a * pow5(s) << t;
+		return q >> 62 ? -1 : (int64_t)q;
+	}
+	if (s >= 0) { /* a * 5^s / 2^r, the product up to three 64-bit limbs */
+		int r = -t;
+		u128 p = pow5(s);
+		u128 x = (u128)a * (uint64_t)p;
+		u128 y = (u128)a * (uint64_t)(p >> 64) + (x >> 64); /* product = y * 2^64 + (uint64_t)x */
+		uint64_t lo = (uint64_t)x;
+		u128 q;
+		if (r >= 64) {
+			if (r - 64 >= 127)
+				return -1;
+			q = y >> (r - 64);
+			*exact = lo == 0 && (y & (((u128)1 << (r - 64)) - 1)) == 0;
+		} else {
+			if (y >> 64)
+				return -1;
+			u128 n = (y << 64) | lo;
+			q = n >> r;
+			*exact = (n & (((u128)1 << r) - 1)) == 0;
+		}
+		return q >> 62 ? -1 : (int64_t)q;
+	}
+	/* k > 0: divide by 5^k and by what is left of 2^k. */
+	if (t > 90 || t < -30)
+		return -1;
+	u128 num = t >= 0 ? (u128)a << t : a;
+	u128 den = pow5(-s) << (t < 0 ? -t : 0);
+	u128 q = num / den;
+	*exact = num % den == 0;
+	return q >> 62 ? -1 : (int64_t)q;
+}
+
+/* The multiples c of 10^k with c * 10^k inside the interval: [*c_lo, *c_hi]; 0 if none, -1 to give up. */
+static int candidates(uint64_t lo, uint64_t hi, int inclusive, int e, int k, int64_t *c_lo, int64_t *c_hi)
+{
+	int ex_lo, ex_hi;
+	int64_t fl = scaled_floor(lo, e, k, &ex_lo), fh = scaled_floor(hi, e, k, &ex_hi);
+	if (fl < 0 || fh < 0)
+		return -1;
+	*c_lo = ex_lo && inclusive ? fl : fl + 1;
+	*c_hi = ex_hi && !inclusive ? fh - 1 : fh;
+	return *c_lo <= *c_hi;
+}
+
+/* Write c (p digits) times 10^k the way printf's %.{p}g writes it. */
+static size_t format_g(char *buf, int neg, uint64_t c, int k)
+{
+	char d[24];
+	int p = 0;
+	for (uint64_t x = c; x; x /= 10)
+		d[p++] = (char)('0' + x % 10);
+	for (int i = 0; i < p / 2; i++) {
+		char tmp = d[i];
+		d[i] = d[p - 1 - i];
+		d[p - 1 - i] = tmp;
+	}
+	int x10 = k + p - 1; /* the exponent of the leading digit */
+	char *o = buf;
+	if (neg)
+		*o++ = '-';
+	if (x10 < -4 || x10 >= p) {
+		*o++ = d[0];
+		if (p > 1) {
+			*o++ = '.';
+			memcpy(o, d + 1, (size_t)p - 1);
+			o += p - 1;
+		}
+		*o++ = 'e';
+		*o++ = x10 < 0 ? '-' : '+';
+		int ax = x10 < 0 ? -x10 : x10;
+		if (ax >= 10) {
+			*o++ = (char)('0' + ax / 10);
+			*o++ = (char)('0' + ax % 10);
+		} else {
+			*o++ = '0';
+			*o++ = (char)('0' + ax);
+		}
+	} else if (x10 >= 0) {
+		memcpy(o, d, (size_t)x10 + 1);
+		o += x10 + 1;
+		if (p > x10 + 1) {
+			*o++ = '.';
+			memcpy(o, d + x10 + 1, (size_t)(p - x10 - 1));
+			o += p - x10 - 1;
+		}
+	} else {
+		*o++ = '0';
+		*o++ = '.';
+		for (int i = 0; i < -x10 - 1; i++)
+			*o++ = '0';
+		memcpy(o, d, (size_t)p);
+		o += p;
+	}
+	return (size_t)(o - buf);
+}
+
+size_t embd_f32_shortest(float v, char *buf)
+{
+	uint32_t bits;
+	memcpy(&bits, &v, sizeof bits);
+	uint32_t exp = (bits >> 23) & 0xffu, man = bits & 0x7fffffu;
+	if (exp == 0xff || (exp == 0 && man == 0))
+		return embd_f32_shortest_ref(v, buf); /* null, 0 and -0.0 */
+	uint64_t m2 = exp ? man | 0x800000u : man;
+	int e2 = exp ? (int)exp - 150 : -149;
+	uint64_t V = 4 * m2, hi = V + 2, lo = V - (man == 0 && exp > 1 ? 1 : 2);
+	int inclusive = (m2 & 1) == 0;
+	int e = e2 - 2;
+	/* floor(log10(2^e2)) + 1 is as far up as the interval's width can reach... */
+	int k = (int)((e2 * 78913) >> 18) + 1;
+	int64_t c_lo, c_hi;
+	int found = 0;
+	for (int tries = 0; tries < 4 && !found; tries++, k--) {
+		found = candidates(lo, hi, inclusive, e, k, &c_lo, &c_hi);
+		if (found < 0)
+			return embd_f32_shortest_ref(v, buf);
+	}
+	if (!found)
+		return embd_f32_shortest_ref(v, buf);
+	k++;
+	/* ...but a round value (100, 0.5) is a multiple of a larger power: climb while there are candidates. */
+	for (;;) {
+		int64_t l2, h2;
+		int more = candidates(lo, hi, inclusive, e, k + 1, &l2, &h2);
+		if (more < 0)
+			return embd_f32_shortest_ref(v, buf);
+		if (!more)
+			break;
+		k++;
+		c_lo = l2;
+		c_hi = h2;
+	}
+	/* The candidate closest to v: round v / 10^k to nearest (ties to even), then keep it inside. */
+	int ex;
+	int64_t q2 = scaled_floor(2 * V, e, k, &ex);
+	if (q2 < 0)
+		return embd_f32_shortest_ref(v, buf);
+	int64_t c = q2 / 2;
+	if ((q2 & 1) && (!ex || (c & 1)))
+		c++;
+	if (c < c_lo)
+		c = c_lo;
+	if (c > c_hi)
+		c = c_hi;
+	if (c <= 0) /* cannot happen: the interval's lower end is above 0; the reference answers if it does */
+		return embd_f32_shortest_ref(v, buf);
+	return format_g(buf, (int)(bits >> 31), (uint64_t)c, k);
 }
 
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids)

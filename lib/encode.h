@@ -27,6 +27,12 @@ typedef struct embd_encode_opts {
  */
 size_t embd_f32_shortest(float v, char *buf);
 
+/*
+ * The same text, found the slow way (printf at 1..9 digits and strtof): the
+ * reference embd_f32_shortest is tested against, and its fallback.
+ */
+size_t embd_f32_shortest_ref(float v, char *buf);
+
 /* Bytes that embd_json_rows_write can need at most, for nrows x dim and nids ids. */
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids);
 
