@@ -88,6 +88,11 @@ class Servers:
 
     def start(self, name):
         port = PORTS[name]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            raise RuntimeError("port %d is already in use: stop what listens there first" % port)
+        except OSError:
+            pass
         if name == "embd":
             cmd = [os.path.join(ROOT, "embd"), "serve", NPY, "--port", str(port), "--access-log=false"]
             env = None
@@ -140,8 +145,14 @@ def wrk(peer, env, duration=DUR, conns=CONNS):
             "errors": est + eoth, "requests": reqs}
 
 
-def first_response_s(start_cmd, url, env=None, stop=True):
+def first_response_s(start_cmd, url, env=None):
     """Seconds from exec to the first successful answer of url."""
+    port = int(url.split(":")[2].split("/")[0])
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        raise RuntimeError("port %d is already in use: the measurement would time someone else" % port)
+    except OSError:
+        pass
     t0 = time.perf_counter()
     p = subprocess.Popen(start_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)

@@ -364,7 +364,7 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
-	    MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+	    MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
 		         cfg->listen_address, cfg->listen_port);

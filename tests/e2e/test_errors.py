@@ -176,3 +176,12 @@ def test_start_up_errors_name_the_problem(tmp_path, data):
     assert rc == 2 and "c.json:1:" in err
     rc, err = run("serve", data["raw_path"])
     assert rc == 1 and "not a .npy file; for a raw matrix give --dim and --dtype" in err
+
+
+def test_a_busy_port_is_an_error_not_a_shared_one(f32d, data):
+    """A second daemon on a port in use must fail, not share it (SO_REUSEPORT would split the traffic)."""
+    import subprocess
+    from conftest import EMBD
+    p = subprocess.run([EMBD, "serve", data["f32_path"], "--port", str(f32d.port)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 1 and "cannot listen on 127.0.0.1 port %d" % f32d.port in p.stderr
