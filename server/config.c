@@ -61,8 +61,9 @@ static const struct key keys[] = {
     SIZE("limits.max_body_bytes", NULL, max_body_bytes, "16MiB", 1,
          "largest request body; a larger Content-Length is refused (413) before the body is read"),
     INT("limits.connections", NULL, connections, "512", 1, 1000000, "concurrent connections"),
-    SIZE("limits.connection_memory", NULL, connection_memory, "64KiB", 8192,
-         "libmicrohttpd's per-connection buffer (request line and headers must fit)"),
+    SIZE("limits.connection_memory", NULL, connection_memory, "16KiB", 8192,
+         "libmicrohttpd's per-connection buffer: the request line and headers must fit (so ?ids= of ~2000 ids; "
+         "POST larger batches); it is zeroed between requests, so smaller is faster"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
     INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
