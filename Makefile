@@ -1,6 +1,6 @@
 # embd: build, run, test. `make run` and `make test` install missing Debian packages first.
 .DEFAULT_GOAL := all
-.PHONY: all run test check unit e2e deps deps-test deps-bench clean format lint bench print-config
+.PHONY: all run test check unit e2e deps deps-test deps-bench clean format lint bench print-config fuzz fuzz-regress
 
 SANITIZE ?=
 ifeq ($(SANITIZE),)
@@ -33,8 +33,9 @@ all: embd
 
 # The binary lives at ./embd; a sanitizer build keeps its own in $(BUILD).
 ifeq ($(SANITIZE),)
+# Copy then rename: a running ./embd cannot be written over ("Text file busy"), but it can be replaced.
 embd: $(BUILD)/embd
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 endif
 
 $(BUILD)/embd: $(SERVER_OBJ) $(BUILD)/libembd.a
@@ -68,10 +69,11 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	./embd serve --config config/embd.json
 
-# Every test, plain and then under AddressSanitizer + UBSan.
+# Every test, plain and then under AddressSanitizer + UBSan, then the fuzz corpora as regression tests.
 test: deps-test
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory check SANITIZE=address,undefined
+	@$(MAKE) --no-print-directory fuzz-regress
 
 check: unit e2e
 
@@ -92,6 +94,26 @@ QUICK ?=
 bench: deps-bench
 	@$(MAKE) --no-print-directory all
 	QUICK=$(QUICK) $(PYTHON) loadtest/bench.py
+
+# libFuzzer targets for every parser of untrusted bytes (clang from Debian). `make fuzz` runs each for
+# FUZZ_SECONDS, growing a corpus in build/fuzz/; `make fuzz-regress` replays the checked-in corpus once.
+FUZZ_TARGETS := npy matrix ids
+FUZZ_SECONDS ?= 60
+FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-Ilib $(PKG_CFLAGS) -o $@ $< $(LIB_SRC) $(PKG_LIBS) -lm -lpthread
+
+fuzz-regress: $(FUZZ_BIN)
+	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t over tests/fuzz/corpus/$$t"; \
+		build/fuzz/fuzz_$$t -runs=0 tests/fuzz/corpus/$$t 2>&1 | tail -1; done
+
+fuzz: $(FUZZ_BIN)
+	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus_$$t; \
+		echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+		build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+			build/fuzz/corpus_$$t tests/fuzz/corpus/$$t 2>&1 | grep -E "stat::number_of_executed_units|Done|ERROR|crash" ; done
 
 print-config: embd
 	./embd serve --print-config

@@ -31,9 +31,9 @@ typedef struct embd_pool {
 
 /* The budget shared by all requests in flight. */
 typedef struct embd_budget {
-	atomic_ullong inflight; /* bytes charged now, by all requests */
-	atomic_ullong peak;     /* highest inflight seen */
-	uint64_t limit;         /* 0: unlimited */
+	_Atomic uint64_t inflight; /* bytes charged now, by all requests */
+	_Atomic uint64_t peak;     /* highest inflight seen */
+	uint64_t limit;            /* 0: unlimited */
 } embd_budget;
 
 /* One request's accountant. Not thread-safe: one request, one thread at a time. */

@@ -35,6 +35,7 @@ test | bench)
 	need_py numpy python3-numpy
 	need_py pytest python3-pytest
 	need_cmd curl curl
+	need_cmd clang clang
 	;;
 esac
 case "$what" in
