@@ -34,7 +34,9 @@
 	X(EMBD_EDTYPE, 22, 500, "unsupported_dtype", "unsupported dtype")                                              \
 	X(EMBD_EOVERFLOW, 23, 500, "size_overflow", "size overflows")                                                  \
 	X(EMBD_ECONFIG, 24, 500, "bad_config", "bad configuration")                                                    \
-	X(EMBD_EINTERNAL, 25, 500, "internal", "internal error")
+	X(EMBD_EINTERNAL, 25, 500, "internal", "internal error")                                                       \
+	X(EMBD_EUNAUTH, 26, 401, "unauthorized", "a valid bearer token is required")                                   \
+	X(EMBD_ERELOAD, 27, 500, "reload_failed", "the reload failed; the current matrix still serves")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

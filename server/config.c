@@ -66,6 +66,8 @@ static const struct key keys[] = {
          "POST larger batches); it is zeroed between requests, so smaller is faster"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
+    INT("limits.shutdown_s", NULL, shutdown_s, "10", 0, 3600,
+        "on SIGTERM/SIGINT: seconds to let requests in flight finish before closing them"),
     INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
         "scattered runs sent zero-copy as an I/O vector at most; more runs are gathered "
         "(loadtest/results/iov_threshold.md)"),
@@ -73,8 +75,12 @@ static const struct key keys[] = {
          "mean bytes per run below which scattered runs are gathered rather than sent as an I/O vector"),
     SIZE("plan.pool_bytes", NULL, pool_bytes, "128MiB", 0,
          "idle request buffers kept warm for reuse (not charged to requests)"),
+    STR("admin.token_file", "admin-token-file", admin_token_file, "",
+        "file holding the bearer token for /v1/admin/*; empty: the admin endpoints are off"),
     BOOL("log.access", "access-log", log_access, "true", "one access-log line per request"),
     STR("log.file", "log-file", log_file, "", "log file; empty: standard error"),
+    STR("log.level", "log-level", log_level, "info",
+        "error, warn, notice (start, reloads, stop) or info (also one line per request)"),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

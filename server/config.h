@@ -28,13 +28,17 @@ typedef struct embd_config {
 	int64_t connection_memory;
 	int64_t timeout_s;
 	int64_t retry_after_s;
+	int64_t shutdown_s;
 
 	int64_t iov_max_segments;
 	int64_t iov_min_run_bytes;
 	int64_t pool_bytes;
 
+	char admin_token_file[4096];
+
 	int log_access;
 	char log_file[4096];
+	char log_level[8];
 } embd_config;
 
 /* Every key at its default. */

@@ -3,11 +3,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "encode.h"
 #include "log.h"
@@ -54,6 +57,7 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 	r->acct.peak = sizeof *r;
 	atomic_fetch_add(&s->budget.inflight, sizeof *r);
 	r->gen = embd_matrix_slot_acquire(&s->slot);
+	atomic_fetch_add(&s->requests_live, 1);
 	return r;
 }
 
@@ -68,22 +72,29 @@ static void req_finish(struct req *r)
 	uint64_t peak = r->acct.peak;
 	embd_acct_uncharge(&r->acct, sizeof *r);
 	uint64_t leaked = embd_acct_close(&r->acct);
+	char url[1024], method[64];
+	if (leaked != 0 || (s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO))) {
+		embd_log_safe(url, sizeof url, r->url);
+		embd_log_safe(method, sizeof method, r->method_name);
+	}
 	if (leaked != 0)
-		embd_log("BUG: request %s %s ended holding %" PRIu64 " unaccounted-for bytes", r->method_name, r->url,
-		         leaked);
+		embd_log(EMBD_LOG_ERROR, "BUG: request %s %s ended holding %" PRIu64 " unaccounted-for bytes", method,
+		         url, leaked);
 	int status = r->status != 0 ? r->status : 499; /* nginx's "client closed request" */
 	embd_metrics_request(&s->metrics, r->route, status, dur);
-	if (s->cfg.log_access) {
+	if (s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO)) {
 		static const char *const endings[] = {"ok",       "error",      "timeout",
 		                                      "shutdown", "read-error", "client-abort"};
 		const char *end = r->termination >= 0 && r->termination <= 5 ? endings[r->termination] : "-";
-		embd_log("access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
+		embd_log(EMBD_LOG_INFO,
+		         "access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
 		         " %.3fms %s",
-		         r->method_name, r->url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied,
-		         peak, embd_matrix_info_get(r->gen)->generation, (double)dur / 1e6, end);
+		         method, url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied, peak,
+		         embd_matrix_info_get(r->gen)->generation, (double)dur / 1e6, end);
 	}
 	embd_matrix_release(r->gen);
 	free(r);
+	atomic_fetch_sub(&s->requests_live, 1);
 }
 
 static void req_unref(struct req *r)
@@ -182,6 +193,8 @@ enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
 		snprintf(secs, sizeof secs, "%" PRId64, r->srv->cfg.retry_after_s);
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
 	}
+	if (status == 401)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 	if (status == 405 && r->handler != NULL) {
 		char allow[32] = "";
 		if (r->handler->methods & (1u << M_GET))
@@ -280,18 +293,79 @@ static void body_take(struct req *r, const char *data, size_t n)
 	r->body_len += n;
 }
 
+static enum MHD_Result count_host(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+		++*(int *)cls;
+	return MHD_YES;
+}
+
+/* The path of an absolute-form target ("http://host/v1/info" -> "/v1/info"), which HTTP/1.1 servers accept. */
+static const char *origin_form(const char *url)
+{
+	const char *p = strncasecmp(url, "http://", 7) == 0    ? url + 7
+	                : strncasecmp(url, "https://", 8) == 0 ? url + 8
+	                                                       : NULL;
+	if (p == NULL)
+		return url;
+	p = strchr(p, '/');
+	return p != NULL ? p : "/";
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/*
+ * libmicrohttpd's unescaping, except that %00 stays as it is: a NUL would cut
+ * the C string short and "ids=1%002" would quietly read as "ids=1". Left
+ * encoded, it fails the parser of whatever it was meant for. In place; the
+ * result is never longer than the input.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	char *w = s;
+	for (const char *p = s; *p != '\0'; p++) {
+		int hi, lo;
+		if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 && (hi | lo) != 0) {
+			*w++ = (char)(hi << 4 | lo);
+			p += 2;
+		} else {
+			*w++ = *p;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-	(void)version;
 	embd_server *s = cls;
 	struct req *r = *con_cls;
 	if (r == NULL) {
+		url = origin_form(url);
 		r = req_new(s, c, url, method);
 		if (r == NULL)
 			return MHD_NO; /* out of memory: drop the connection */
 		*con_cls = r;
+		int hosts = 0;
+		MHD_get_connection_values(c, MHD_HEADER_KIND, count_host, &hosts);
+		if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && hosts != 1)
+			return embd_reply_error(r, EMBD_EBADREQ,
+			                        "an HTTP/1.1 request needs exactly one Host header, not %d", hosts);
 		r->handler = embd_route_find(url);
 		if (r->handler == NULL)
 			return embd_reply_error(r, EMBD_ENOTFOUND, "no such path: %s", url);
@@ -332,7 +406,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(line);
 	while (n > 0 && line[n - 1] == '\n')
 		line[--n] = '\0';
-	embd_log("libmicrohttpd: %s", line);
+	embd_log(EMBD_LOG_WARN, "libmicrohttpd: %s", line);
 }
 
 int embd_http_start(embd_server *s, char *msg, size_t cap)
@@ -340,7 +414,8 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	embd_config *cfg = &s->cfg;
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof ss);
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	/* ITC: MHD_quiesce_daemon needs it to stop accepting while the threads run on. */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
 	if (inet_pton(AF_INET, cfg->listen_address, &v4->sin_addr) == 1) {
@@ -359,12 +434,12 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		threads = n > 0 ? (unsigned)n : 1;
 	}
-	s->daemon =
-	    MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	                     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
-	                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-	                     (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
-	                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory, MHD_OPTION_END);
+	s->daemon = MHD_start_daemon(
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
 		         cfg->listen_address, cfg->listen_port);
@@ -375,9 +450,27 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	return 0;
 }
 
-void embd_http_stop(embd_server *s)
+void embd_http_stop(embd_server *s, unsigned deadline_s)
 {
-	if (s->daemon != NULL)
-		MHD_stop_daemon(s->daemon);
+	if (s->daemon == NULL)
+		return;
+	/* Stop accepting, let the requests in flight finish (up to the deadline), then close everything. */
+	MHD_socket listen_fd = MHD_quiesce_daemon(s->daemon);
+	/* Quiescing leaves the socket listening: the kernel would still complete handshakes into its backlog.
+	 * shutdown() makes new connects fail at once; the fd itself may only be closed after MHD_stop_daemon. */
+	if (listen_fd != MHD_INVALID_SOCKET)
+		shutdown(listen_fd, SHUT_RDWR);
+	uint64_t end = embd_now_ns() + (uint64_t)deadline_s * 1000000000u;
+	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+	long left = atomic_load(&s->requests_live);
+	if (left > 0)
+		embd_log(EMBD_LOG_WARN, "shutdown deadline (%u s) passed with %ld requests in flight: closing them",
+		         deadline_s, left);
+	MHD_stop_daemon(s->daemon);
+	if (listen_fd != MHD_INVALID_SOCKET)
+		close(listen_fd);
 	s->daemon = NULL;
 }

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "matrix.h"
 #include "ops.h"
+#include "reload.h"
 #include "server.h"
 
 static void usage(FILE *out)
@@ -107,33 +108,22 @@ static int parse_args(int argc, char **argv, embd_config *cfg, int *print_config
 	return 0;
 }
 
-/* The matrix spec the configuration describes. Returns 0 or -1 with a message printed. */
-static int spec_from_config(const embd_config *cfg, embd_matrix_spec *spec)
+/* The admin token: the first line of the file, which must not be empty. 0, or -1 with a message printed. */
+static int read_token(const char *path, char *out, size_t cap)
 {
-	memset(spec, 0, sizeof *spec);
-	spec->path = cfg->matrix_path;
-	if (embd_format_parse(cfg->matrix_format, &spec->format) != 0) {
-		fprintf(stderr, "embd: matrix.format: '%s' is not auto, npy, raw or demo\n", cfg->matrix_format);
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		fprintf(stderr, "embd: admin.token_file: %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	if (embd_dtype_parse(cfg->matrix_dtype, &spec->dtype) != 0) {
-		fprintf(stderr, "embd: matrix.dtype: '%s' is not f32, f16 or bf16\n", cfg->matrix_dtype);
+	if (fgets(out, (int)cap, f) == NULL)
+		out[0] = '\0';
+	fclose(f);
+	out[strcspn(out, "\r\n")] = '\0';
+	if (strlen(out) < 16) {
+		fprintf(stderr, "embd: admin.token_file: %s: the token must be at least 16 characters\n", path);
 		return -1;
 	}
-	if (embd_advice_parse(cfg->matrix_advice, &spec->advice) != 0) {
-		fprintf(stderr, "embd: matrix.advice: '%s' is not normal, random, willneed or sequential\n",
-		        cfg->matrix_advice);
-		return -1;
-	}
-	if (spec->format == EMBD_FORMAT_RAW && cfg->matrix_dim == 0) {
-		fprintf(stderr, "embd: matrix.format raw needs matrix.dim (--dim N)\n");
-		return -1;
-	}
-	spec->rows = (uint64_t)cfg->matrix_rows;
-	spec->dim = (uint64_t)cfg->matrix_dim;
-	spec->offset = (uint64_t)cfg->matrix_offset;
-	spec->populate = cfg->matrix_populate;
-	spec->lock = cfg->matrix_mlock;
 	return 0;
 }
 
@@ -150,13 +140,27 @@ static int cmd_serve(int argc, char **argv)
 		embd_config_dump(&s->cfg, stdout);
 		return 0;
 	}
+	enum embd_log_level level;
+	if (embd_log_level_parse(s->cfg.log_level, &level) != 0) {
+		fprintf(stderr, "embd: log.level: '%s' is not error, warn, notice or info\n", s->cfg.log_level);
+		return 2;
+	}
+	embd_log_set_level(level);
 	if (embd_log_open(s->cfg.log_file) != 0) {
 		fprintf(stderr, "embd: log.file: %s: %s\n", s->cfg.log_file, strerror(errno));
 		return 2;
 	}
 	embd_matrix_spec spec;
-	if (spec_from_config(&s->cfg, &spec) != 0)
+	char msg[512];
+	if (embd_spec_from_config(&s->cfg, &spec, msg, sizeof msg) != 0) {
+		fprintf(stderr, "embd: %s\n", msg);
 		return 2;
+	}
+	if (s->cfg.admin_token_file[0] != '\0' &&
+	    read_token(s->cfg.admin_token_file, s->admin_token, sizeof s->admin_token) != 0)
+		return 2;
+	pthread_mutex_init(&s->reload_lock, NULL);
+	s->generation = 1;
 	embd_metrics_init(&s->metrics);
 	spec.generation = 1;
 	spec.live = &s->metrics.generations_live;
@@ -185,7 +189,6 @@ static int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	char msg[512];
 	if (embd_http_start(s, msg, sizeof msg) != 0) {
 		fprintf(stderr, "embd: %s\n", msg);
 		embd_matrix_slot_destroy(&s->slot);
@@ -194,7 +197,8 @@ static int cmd_serve(int argc, char **argv)
 	const embd_matrix_info *info = embd_matrix_info_get(m);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
-	embd_log("embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64
+	embd_log(EMBD_LOG_NOTICE,
+	         "embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64
 	         " bytes, mapped in %.3f ms) on http://%s%s%s:%u/",
 	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
 	         embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
@@ -204,19 +208,20 @@ static int cmd_serve(int argc, char **argv)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			embd_log("SIGHUP: hot reload is not in this version; still serving generation %" PRIu64,
-			         info->generation);
+			char why[600];
+			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading %s",
+			         s->cfg.matrix_path[0] != '\0' ? s->cfg.matrix_path : "the demo matrix");
+			(void)embd_server_reload(s, NULL, why, sizeof why); /* logs the outcome itself */
 			continue;
 		}
-		embd_log("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
-	/* MHD_stop_daemon closes every connection and lets every response's callbacks run. */
-	embd_http_stop(s);
+	embd_http_stop(s, (unsigned)s->cfg.shutdown_s);
 	embd_matrix_slot_destroy(&s->slot);
 	uint64_t left = embd_budget_inflight(&s->budget);
 	embd_pool_destroy(&s->pool);
-	embd_log("stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld", left,
+	embd_log(EMBD_LOG_NOTICE, "stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld", left,
 	         atomic_load(&s->metrics.generations_live));
 	return left == 0 ? 0 : 1;
 }
@@ -234,8 +239,11 @@ static int cmd_info(int argc, char **argv)
 		return 2;
 	}
 	embd_matrix_spec spec;
-	if (spec_from_config(&cfg, &spec) != 0)
+	char msg[512];
+	if (embd_spec_from_config(&cfg, &spec, msg, sizeof msg) != 0) {
+		fprintf(stderr, "embd: %s\n", msg);
 		return 2;
+	}
 	embd_matrix *m;
 	embd_err e;
 	if (embd_matrix_open(&spec, &m, &e) != 0) {

@@ -8,7 +8,7 @@
 
 #include "acct.h"
 
-enum route_id { R_INFO, R_ROW, R_ROWS, R_HEALTHZ, R_METRICS, R_OTHER, R_COUNT };
+enum route_id { R_INFO, R_ROW, R_ROWS, R_HEALTHZ, R_METRICS, R_ADMIN, R_OTHER, R_COUNT };
 
 enum reject_reason { REJ_REQUEST_BYTES, REJ_INFLIGHT_BYTES, REJ_MAX_IDS, REJ_MAX_BODY_BYTES, REJ_COUNT };
 
@@ -23,6 +23,7 @@ typedef struct embd_metrics {
 	atomic_ullong zerocopy_bytes;
 	atomic_ullong copied_bytes;
 	atomic_ullong rejected[REJ_COUNT];
+	atomic_ullong reloads[2]; /* ok, failed */
 	atomic_long generations_live;
 	atomic_ullong generation;
 } embd_metrics;

@@ -9,6 +9,7 @@
 #include "encode.h"
 #include "ids.h"
 #include "npy.h"
+#include "reload.h"
 #include "server.h"
 
 enum fmt { F_JSON, F_BIN, F_NPY };
@@ -23,11 +24,12 @@ static enum MHD_Result h_row(struct req *r);
 static enum MHD_Result h_rows(struct req *r);
 static enum MHD_Result h_healthz(struct req *r);
 static enum MHD_Result h_metrics(struct req *r);
+static enum MHD_Result h_reload(struct req *r);
 
 static const struct route routes[] = {
     {"/v1/info", 0, R_INFO, GET_ONLY, h_info},       {"/v1/rows", 0, R_ROWS, GET_ONLY | BIT(M_POST), h_rows},
     {"/v1/rows/", 1, R_ROW, GET_ONLY, h_row},        {"/healthz", 0, R_HEALTHZ, GET_ONLY, h_healthz},
-    {"/metrics", 0, R_METRICS, GET_ONLY, h_metrics},
+    {"/metrics", 0, R_METRICS, GET_ONLY, h_metrics}, {"/v1/admin/reload", 0, R_ADMIN, BIT(M_POST), h_reload},
 };
 
 const struct route *embd_route_find(const char *url)
@@ -367,6 +369,9 @@ static enum MHD_Result h_row(struct req *r)
 	const char *s = r->url + strlen("/v1/rows/");
 	if (strchr(s, '/') != NULL)
 		return embd_reply_error(r, EMBD_ENOTFOUND, "no such path: %s", r->url);
+	/* Lists forgive spaces around ids ("ids=1, 2"); a path segment is the id and nothing else. */
+	if (s[strcspn(s, " \t\r\n\v\f")] != '\0')
+		return embd_reply_error(r, EMBD_EBADID, "'%s' is not a non-negative decimal integer", s);
 	int64_t id;
 	size_t n = 1;
 	embd_err e;
@@ -538,4 +543,42 @@ static enum MHD_Result h_rows(struct req *r)
 	if (response_opts(r, &fmt, &o) != 0)
 		return MHD_YES;
 	return send_rows(r, &q, fmt, &o);
+}
+
+/* Equal in time that does not depend on where the strings differ. */
+static int token_equal(const char *a, const char *b)
+{
+	size_t n = strlen(a), m = strlen(b);
+	unsigned char diff = (unsigned char)(n != m);
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char)(a[i] ^ b[i < m ? i : 0]);
+	return diff == 0;
+}
+
+/* POST /v1/admin/reload[?path=FILE]: load the next generation (bearer token required). */
+static enum MHD_Result h_reload(struct req *r)
+{
+	embd_server *s = r->srv;
+	if (s->admin_token[0] == '\0')
+		return embd_reply_error(r, EMBD_ENOTFOUND,
+		                        "no such path: %s (the admin endpoints are off: set admin.token_file)", r->url);
+	const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || !token_equal(auth + 7, s->admin_token))
+		return embd_reply_error(r, EMBD_EUNAUTH, "%s",
+		                        auth == NULL ? "send Authorization: Bearer <token>" : "wrong token");
+	static const char *const params[] = {"path", NULL};
+	if (check_params(r, params) != 0)
+		return MHD_YES;
+	char msg[600];
+	if (embd_server_reload(s, embd_arg(r, "path"), msg, sizeof msg) != 0)
+		return embd_reply_error(r, EMBD_ERELOAD, "%s", msg);
+	char *buf;
+	char esc[700];
+	embd_json_escape(esc, sizeof esc, msg);
+	size_t cap = sizeof esc + 64;
+	int rc = embd_req_alloc(r, cap, (void **)&buf);
+	if (rc != 0)
+		return embd_reply_charge_error(r, rc, "the response");
+	int n = snprintf(buf, cap, "{\"generation\":%" PRIu64 ",\"message\":\"%s\"}", s->generation, esc);
+	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }

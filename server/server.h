@@ -3,6 +3,7 @@
 #define EMBD_SERVER_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -24,6 +25,10 @@ typedef struct embd_server {
 	embd_plan_cfg plan;
 	struct MHD_Daemon *daemon;
 	uint16_t port;
+	pthread_mutex_t reload_lock;
+	uint64_t generation;       /* the newest generation's number; under reload_lock */
+	char admin_token[256];     /* empty: the admin endpoints are off */
+	atomic_long requests_live; /* request records not yet finished */
 } embd_server;
 
 enum method { M_GET, M_HEAD, M_POST, M_OTHER };
@@ -100,7 +105,8 @@ const char *embd_arg(struct req *r, const char *name);
 
 /* Start and stop the HTTP side. start prints nothing; msg gets the reason on failure. */
 int embd_http_start(embd_server *s, char *msg, size_t cap);
-void embd_http_stop(embd_server *s);
+/* Stop accepting, wait up to deadline_s for the requests in flight, then close every connection. */
+void embd_http_stop(embd_server *s, unsigned deadline_s);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t embd_now_ns(void);

@@ -22,9 +22,14 @@ class Daemon:
         self.log = open(self.log_path, "w+")
         self.proc = subprocess.Popen([EMBD, "serve", "--port", "0", *args], stdout=self.log, stderr=self.log)
         self.port = None
+        # The start-up line (with the port) goes to the log file when there is one.
+        started = args[args.index("--log-file") + 1] if "--log-file" in args else self.log_path
         for _ in range(500):
-            self.log.seek(0)
-            m = re.search(r"on http://127\.0\.0\.1:(\d+)/", self.log.read())
+            try:
+                with open(started, errors="replace") as f:
+                    m = re.search(r"on http://127\.0\.0\.1:(\d+)/", f.read())
+            except FileNotFoundError:
+                m = None
             if m:
                 self.port = int(m.group(1))
                 break
@@ -36,8 +41,8 @@ class Daemon:
             raise RuntimeError("embd did not start: " + self.output())
 
     def output(self):
-        self.log.seek(0)
-        return self.log.read()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
 
     def request(self, method, path, body=None, headers=None):
         """(status, headers as a lower-cased dict, body bytes) of one request on a new connection."""

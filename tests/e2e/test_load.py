@@ -159,3 +159,33 @@ def test_client_disconnect_releases_everything(start, big):
         s.close()
     assert d.get("/v1/rows/19999?format=bin")[2] == E[19999].tobytes()
     assert wait_for(lambda: d.metrics()["embd_inflight_accounted_bytes"] == 0)
+
+
+def test_sigterm_refuses_new_connections_finishes_inflight_and_exits_0(start, big):
+    import signal
+    path, E = big
+    d = start(path)
+    ids = np.arange(16000, dtype=np.int64)[::-1].copy()
+    a = slow_request(d.port, ids)
+    assert wait_for(lambda: d.metrics()["embd_inflight_accounted_bytes"] >= 32_000_000)
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", d.port), timeout=2)
+    head, body = read_response(a)  # the response in flight is finished, every byte
+    a.close()
+    assert body == E[ids].tobytes()
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_shutdown_deadline_closes_what_is_left(start, big):
+    import signal
+    path, E = big
+    d = start(path, "--limits.shutdown_s", "1")
+    a = slow_request(d.port, np.arange(16000, dtype=np.int64)[::-1].copy())
+    assert wait_for(lambda: d.metrics()["embd_inflight_accounted_bytes"] >= 32_000_000)
+    t0 = time.time()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0  # the abandoned gather is released, so nothing is left accounted
+    assert 0.9 < time.time() - t0 < 5
+    a.close()
