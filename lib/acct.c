@@ -97,6 +97,12 @@ void embd_budget_init(embd_budget *b, uint64_t limit)
 	atomic_init(&b->inflight, 0);
 	atomic_init(&b->peak, 0);
 	b->limit = limit;
+	b->reserve = 0;
+}
+
+void embd_budget_set_reserve(embd_budget *b, uint64_t reserve)
+{
+	b->reserve = reserve < b->limit ? reserve : 0;
 }
 
 uint64_t embd_budget_inflight(const embd_budget *b)
@@ -119,7 +125,8 @@ void embd_acct_init(embd_acct *a, embd_budget *budget, embd_pool *pool, uint64_t
 	a->need = 0;
 }
 
-int embd_acct_charge(embd_acct *a, uint64_t n)
+/* Charge n bytes if the in-flight total stays within ceiling (0: unlimited). */
+static int charge(embd_acct *a, uint64_t n, uint64_t ceiling)
 {
 	if (n > UINT64_MAX - a->held || (a->limit != 0 && a->held + n > a->limit)) {
 		a->need = n > UINT64_MAX - a->held ? UINT64_MAX : a->held + n;
@@ -132,7 +139,7 @@ int embd_acct_charge(embd_acct *a, uint64_t n)
 	embd_budget *b = a->budget;
 	uint64_t was = atomic_load_explicit(&b->inflight, memory_order_relaxed), now;
 	do {
-		if (n > UINT64_MAX - was || (b->limit != 0 && was + n > b->limit)) {
+		if (n > UINT64_MAX - was || (ceiling != 0 && was + n > ceiling)) {
 			a->need = a->held + n;
 			return EMBD_EBUSY;
 		}
@@ -145,6 +152,16 @@ int embd_acct_charge(embd_acct *a, uint64_t n)
 	if (a->held > a->peak)
 		a->peak = a->held;
 	return 0;
+}
+
+int embd_acct_charge(embd_acct *a, uint64_t n)
+{
+	return charge(a, n, a->budget->limit - a->budget->reserve);
+}
+
+int embd_acct_charge_reserved(embd_acct *a, uint64_t n)
+{
+	return charge(a, n, a->budget->limit);
 }
 
 void embd_acct_uncharge(embd_acct *a, uint64_t n)

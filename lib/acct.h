@@ -34,6 +34,7 @@ typedef struct embd_budget {
 	_Atomic uint64_t inflight; /* bytes charged now, by all requests */
 	_Atomic uint64_t peak;     /* highest inflight seen */
 	uint64_t limit;            /* 0: unlimited */
+	uint64_t reserve;          /* the top of limit, kept for embd_acct_charge_reserved */
 } embd_budget;
 
 /* One request's accountant. Not thread-safe: one request, one thread at a time. */
@@ -51,6 +52,12 @@ void embd_pool_init(embd_pool *p, uint64_t keep_bytes);
 void embd_pool_destroy(embd_pool *p);
 
 void embd_budget_init(embd_budget *b, uint64_t limit);
+/*
+ * Keep the top reserve bytes of the limit for embd_acct_charge_reserved: the
+ * small fixed records that let every connection be answered (if only with a
+ * 503) without ever taking the in-flight total past the limit. reserve < limit.
+ */
+void embd_budget_set_reserve(embd_budget *b, uint64_t reserve);
 uint64_t embd_budget_inflight(const embd_budget *b);
 uint64_t embd_budget_peak(const embd_budget *b);
 
@@ -63,6 +70,9 @@ void embd_acct_init(embd_acct *a, embd_budget *budget, embd_pool *pool, uint64_t
  * pass the budget's limit. a->need then says what the request would have held.
  */
 int embd_acct_charge(embd_acct *a, uint64_t n);
+
+/* As embd_acct_charge, but may use the budget's reserve. */
+int embd_acct_charge_reserved(embd_acct *a, uint64_t n);
 
 /* Give back n bytes charged earlier (n <= a->held). */
 void embd_acct_uncharge(embd_acct *a, uint64_t n);

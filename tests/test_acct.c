@@ -34,6 +34,28 @@ static void charges_and_limits(void **state)
 	assert_int_equal(embd_acct_charge(&other, UINT64_MAX), EMBD_EBUSY);
 }
 
+static void the_reserve_is_only_for_reserved_charges(void **state)
+{
+	(void)state;
+	embd_budget b;
+	embd_budget_init(&b, 1000);
+	embd_budget_set_reserve(&b, 100);
+	embd_acct a, rec;
+	embd_acct_init(&a, &b, NULL, 0);
+	embd_acct_init(&rec, &b, NULL, 0);
+	assert_int_equal(embd_acct_charge(&a, 901), EMBD_EBUSY); /* ordinary charges stop at 900 */
+	assert_int_equal(embd_acct_charge(&a, 900), 0);
+	assert_int_equal(embd_acct_charge(&a, 1), EMBD_EBUSY);
+	assert_int_equal(embd_acct_charge_reserved(&rec, 100), 0);        /* records may use the last 100 */
+	assert_int_equal(embd_acct_charge_reserved(&rec, 1), EMBD_EBUSY); /* but never pass the limit */
+	assert_int_equal(embd_budget_peak(&b), 1000);
+	assert_int_equal(embd_acct_close(&a), 900);
+	assert_int_equal(embd_acct_close(&rec), 100);
+	embd_budget_set_reserve(&b, 1000); /* a reserve as big as the limit would leave nothing: ignored */
+	assert_int_equal(embd_acct_charge(&a, 1000), 0);
+	assert_int_equal(embd_acct_close(&a), 1000);
+}
+
 static void alloc_free_and_trim(void **state)
 {
 	(void)state;
@@ -143,6 +165,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(charges_and_limits),
+	    cmocka_unit_test(the_reserve_is_only_for_reserved_charges),
 	    cmocka_unit_test(alloc_free_and_trim),
 	    cmocka_unit_test(pool_reuses_warm_buffers),
 	    cmocka_unit_test(concurrent_requests_end_at_zero),
