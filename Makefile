@@ -1,13 +1,14 @@
 # embd: build, run, test. `make run` and `make test` install missing Debian packages first.
 .DEFAULT_GOAL := all
-.PHONY: all run test check unit e2e deps deps-test deps-bench clean format lint bench print-config fuzz fuzz-regress
+.PHONY: all run test check unit e2e deps deps-test deps-bench clean format lint bench print-config fuzz fuzz-regress soak
 
 SANITIZE ?=
 ifeq ($(SANITIZE),)
 BUILD ?= build
 SANFLAGS :=
 else
-BUILD ?= build/san
+comma := ,
+BUILD ?= build/$(subst $(comma),-,$(SANITIZE))
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
 
@@ -69,10 +70,12 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	./embd serve --config config/embd.json
 
-# Every test, plain and then under AddressSanitizer + UBSan, then the fuzz corpora as regression tests.
+# Every test: plain, under AddressSanitizer + UBSan (+ LeakSanitizer), under ThreadSanitizer; then the fuzz
+# corpora as regression tests.
 test: deps-test
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory check SANITIZE=address,undefined
+	@$(MAKE) --no-print-directory check SANITIZE=thread
 	@$(MAKE) --no-print-directory fuzz-regress
 
 check: unit e2e
@@ -87,13 +90,23 @@ else
 E2E_BIN := $(CURDIR)/$(BUILD)/embd
 e2e: $(BUILD)/embd
 endif
-	EMBD_BIN=$(E2E_BIN) ASAN_OPTIONS=detect_leaks=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+	EMBD_BIN=$(E2E_BIN) EMBD_SANITIZE=$(SANITIZE) ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=32 \
+		TSAN_OPTIONS=halt_on_error=1 \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 # The side-by-side benchmark (loadtest/results/RESULTS.md); QUICK=1 for the short version.
 QUICK ?=
 bench: deps-bench
 	@$(MAKE) --no-print-directory all
 	QUICK=$(QUICK) $(PYTHON) loadtest/bench.py
+
+# The long versions of the robustness tests: reload under load and the overload storm run for SOAK_SECONDS
+# each (the short versions are in make test) and print their figures.
+SOAK_SECONDS ?= 300
+soak: deps-test
+	@$(MAKE) --no-print-directory all
+	EMBD_BIN=$(CURDIR)/embd EMBD_SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest -q -s -p no:cacheprovider \
+		tests/e2e/test_reload.py tests/e2e/test_overload.py -k "under_load or storm"
 
 # libFuzzer targets for every parser of untrusted bytes (clang from Debian). `make fuzz` runs each for
 # FUZZ_SECONDS, growing a corpus in build/fuzz/; `make fuzz-regress` replays the checked-in corpus once.

@@ -35,6 +35,7 @@
 	X(EMBD_EOVERFLOW, 23, 500, "size_overflow", "size overflows")                                                  \
 	X(EMBD_ECONFIG, 24, 500, "bad_config", "bad configuration")                                                    \
 	X(EMBD_EINTERNAL, 25, 500, "internal", "internal error")                                                       \
+	X(EMBD_ETIMEOUT, 28, 408, "request_timeout", "the request did not arrive in time")                             \
 	X(EMBD_EUNAUTH, 26, 401, "unauthorized", "a valid bearer token is required")                                   \
 	X(EMBD_ERELOAD, 27, 500, "reload_failed", "the reload failed; the current matrix still serves")
 

@@ -61,10 +61,15 @@ static const struct key keys[] = {
     SIZE("limits.max_body_bytes", NULL, max_body_bytes, "16MiB", 1,
          "largest request body; a larger Content-Length is refused (413) before the body is read"),
     INT("limits.connections", NULL, connections, "512", 1, 1000000, "concurrent connections"),
+    INT("limits.connections_per_ip", NULL, connections_per_ip, "0", 0, 1000000,
+        "concurrent connections from one IP address, so that one client cannot take them all; 0: no limit"),
     SIZE("limits.connection_memory", NULL, connection_memory, "16KiB", 8192,
          "libmicrohttpd's per-connection buffer: the request line and headers must fit (so ?ids= of ~2000 ids; "
          "POST larger batches); it is zeroed between requests, so smaller is faster"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
+    INT("limits.request_timeout_s", NULL, request_timeout_s, "20", 0, 86400,
+        "a request (line, headers, body) must arrive within this many seconds of its first line, or it is "
+        "answered 408 and closed (slowloris); 0: no limit"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
     INT("limits.shutdown_s", NULL, shutdown_s, "10", 0, 3600,
         "on SIGTERM/SIGINT: seconds to let requests in flight finish before closing them"),

@@ -26,8 +26,10 @@ typedef struct embd_config {
 	int64_t max_body_bytes;
 	int64_t connections;
 	int64_t connection_memory;
+	int64_t connections_per_ip;
 	int64_t timeout_s;
 	int64_t retry_after_s;
+	int64_t request_timeout_s;
 	int64_t shutdown_s;
 
 	int64_t iov_max_segments;

@@ -50,12 +50,15 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 	r->termination = -1;
 	embd_acct_init(&r->acct, &s->budget, &s->pool, (uint64_t)s->cfg.request_bytes);
 	/*
-	 * The record itself is always charged, even past the budget: it is what
-	 * lets an overloaded daemon still answer 503 with a JSON body.
+	 * The record (with room for an error body) comes from the budget's
+	 * reserve, sized for one per connection: an overloaded daemon can still
+	 * answer every connection 503 in JSON, and the in-flight total still never
+	 * passes limits.inflight_bytes.
 	 */
-	r->acct.held = sizeof *r;
-	r->acct.peak = sizeof *r;
-	atomic_fetch_add(&s->budget.inflight, sizeof *r);
+	if (embd_acct_charge_reserved(&r->acct, sizeof *r) != 0) {
+		free(r);
+		return NULL;
+	}
 	r->gen = embd_matrix_slot_acquire(&s->slot);
 	atomic_fetch_add(&s->requests_live, 1);
 	return r;
@@ -106,7 +109,7 @@ static void req_unref(struct req *r)
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	(void)c;
+	embd_conn_idle(embd_conn_slot(c), embd_now_ns());
 	struct req *r = *con_cls;
 	if (r == NULL)
 		return;
@@ -154,6 +157,7 @@ struct MHD_Response *embd_response_pinned_iovec(struct req *r, const struct MHD_
 
 enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len)
 {
+	(void)embd_conn_busy(embd_conn_slot(r->conn)); /* an answer ends the request's deadline */
 	char gen[24];
 	snprintf(gen, sizeof gen, "%" PRIu64, embd_matrix_info_get(r->gen)->generation);
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
@@ -249,9 +253,16 @@ static int body_start(struct req *r)
 		return 0;
 	int rc = embd_acct_alloc(&r->acct, want, (void **)&r->body);
 	if (rc != 0) {
+		/*
+		 * Answered once the body has gone by (read and dropped, holding
+		 * nothing): answering now would make libmicrohttpd close the
+		 * connection under a client still sending, which then sees a broken
+		 * pipe instead of the 503.
+		 */
 		r->body = NULL;
-		embd_reply_charge_error(r, rc, "the request body");
-		return -1;
+		r->body_error = rc;
+		snprintf(r->body_msg, sizeof r->body_msg, "the request body");
+		return 0;
 	}
 	r->body_cap = want;
 	return 0;
@@ -359,7 +370,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		url = origin_form(url);
 		r = req_new(s, c, url, method);
 		if (r == NULL)
-			return MHD_NO; /* out of memory: drop the connection */
+			return MHD_NO; /* out of memory (or of reserve): drop the connection */
 		*con_cls = r;
 		int hosts = 0;
 		MHD_get_connection_values(c, MHD_HEADER_KIND, count_host, &hosts);
@@ -382,7 +393,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		 */
 		return MHD_YES;
 	}
-	if (r->status != 0) { /* already answered; let the rest of the body go by */
+	if (*upload_data_size == 0 && r->status == 0)
+		(void)embd_conn_busy(embd_conn_slot(c)); /* all of it has arrived: the deadline is met */
+	if (r->status != 0) {                            /* already answered; let the rest of the body go by */
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
@@ -396,6 +409,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (r->body_error != 0)
 		return embd_reply_charge_error(r, r->body_error, r->body_msg);
 	return r->handler->fn(r);
+}
+
+/* The request line has arrived: the request's deadline starts. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	(void)cls;
+	(void)uri;
+	embd_conn_receiving(embd_conn_slot(c), embd_now_ns());
+	return NULL;
+}
+
+void embd_http_sweep(embd_server *s)
+{
+	if (s->daemon == NULL)
+		return;
+	char body[200], reply[400];
+	int n = snprintf(body, sizeof body,
+	                 "{\"error\":{\"status\":408,\"code\":\"%s\",\"message\":\"the request did not arrive within "
+	                 "limits.request_timeout_s (%" PRId64 " s)\"}}",
+	                 embd_error_code(EMBD_ETIMEOUT), s->cfg.request_timeout_s);
+	int m = snprintf(reply, sizeof reply,
+	                 "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+	                 "Content-Length: %d\r\n\r\n%s",
+	                 n, body);
+	unsigned k = embd_conns_sweep(&s->conns, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u,
+	                              (uint64_t)s->cfg.timeout_s * 1000000000u, reply, (size_t)m);
+	if (k != 0) {
+		atomic_fetch_add(&s->metrics.rejected[REJ_REQUEST_TIMEOUT], k);
+		embd_log(EMBD_LOG_WARN,
+		         "%u request(s) still arriving after limits.request_timeout_s: answered 408, closed", k);
+	}
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -415,6 +459,20 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof ss);
 	/* ITC: MHD_quiesce_daemon needs it to stop accepting while the threads run on. */
+	uint64_t reserve = (uint64_t)cfg->connections * sizeof(struct req);
+	if ((uint64_t)cfg->inflight_bytes < 2 * reserve) {
+		snprintf(msg, cap,
+		         "limits.inflight_bytes %" PRId64 " is too small for limits.connections %" PRId64
+		         ": it needs at least twice the %" PRIu64 " bytes kept for one %zu-byte request record per "
+		         "connection",
+		         cfg->inflight_bytes, cfg->connections, reserve, sizeof(struct req));
+		return -1;
+	}
+	embd_budget_set_reserve(&s->budget, reserve);
+	if (embd_conns_init(&s->conns, (unsigned)cfg->connections, &s->metrics.connections) != 0) {
+		snprintf(msg, cap, "out of memory for %" PRId64 " connection slots", cfg->connections);
+		return -1;
+	}
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
@@ -439,10 +497,13 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_NOTIFY_CONNECTION, embd_conns_notify, &s->conns,
+	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	    (unsigned)cfg->connections_per_ip, MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
 		         cfg->listen_address, cfg->listen_port);
+		embd_conns_destroy(&s->conns);
 		return -1;
 	}
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -473,4 +534,5 @@ void embd_http_stop(embd_server *s, unsigned deadline_s)
 	if (listen_fd != MHD_INVALID_SOCKET)
 		close(listen_fd);
 	s->daemon = NULL;
+	embd_conns_destroy(&s->conns);
 }

@@ -189,12 +189,15 @@ static int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
+	embd_matrix *first = embd_matrix_slot_acquire(&s->slot);
 	if (embd_http_start(s, msg, sizeof msg) != 0) {
 		fprintf(stderr, "embd: %s\n", msg);
+		embd_matrix_release(first);
 		embd_matrix_slot_destroy(&s->slot);
 		return 1;
 	}
-	const embd_matrix_info *info = embd_matrix_info_get(m);
+	const embd_matrix_info *info = embd_matrix_info_get(first);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
 	embd_log(EMBD_LOG_NOTICE,
@@ -203,15 +206,20 @@ static int cmd_serve(int argc, char **argv)
 	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
 	         embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
 	         v6 ? "]" : "", s->port);
+	embd_matrix_release(first);
+	/* This thread waits for signals and, between them, enforces the request deadline. */
+	struct timespec tick = {0, 250000000};
 	for (;;) {
-		int sig;
-		if (sigwait(&set, &sig) != 0)
+		int sig = sigtimedwait(&set, NULL, &tick);
+		if (sig < 0) {
+			embd_http_sweep(s);
 			continue;
+		}
 		if (sig == SIGHUP) {
 			char why[600];
-			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading %s",
-			         s->cfg.matrix_path[0] != '\0' ? s->cfg.matrix_path : "the demo matrix");
-			(void)embd_server_reload(s, NULL, why, sizeof why); /* logs the outcome itself */
+			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
+			uint64_t gen;
+			(void)embd_server_reload(s, NULL, &gen, why, sizeof why); /* logs the outcome itself */
 			continue;
 		}
 		embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -9,7 +9,8 @@
 
 static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
 static const char *const route_names[R_COUNT] = {"info", "row", "rows", "healthz", "metrics", "admin", "other"};
-static const char *const reject_names[REJ_COUNT] = {"request_bytes", "inflight_bytes", "max_ids", "max_body_bytes"};
+static const char *const reject_names[REJ_COUNT] = {"request_bytes", "inflight_bytes", "max_ids", "max_body_bytes",
+                                                    "request_timeout"};
 static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
 
@@ -147,6 +148,9 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# TYPE embd_reloads_total counter\n"
 	    "embd_reloads_total{result=\"ok\"} %llu\n"
 	    "embd_reloads_total{result=\"failed\"} %llu\n"
+	    "# HELP embd_connections Open client connections.\n"
+	    "# TYPE embd_connections gauge\n"
+	    "embd_connections %ld\n"
 	    "# HELP embd_generations_live Matrix generations still mapped (the current one and any pinned by "
 	    "responses).\n"
 	    "# TYPE embd_generations_live gauge\n"
@@ -159,7 +163,7 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "process_resident_memory_bytes %llu\n",
 	    (unsigned long long)atomic_load(&((embd_pool *)pool)->allocated_bytes),
 	    (unsigned long long)atomic_load(&m->reloads[0]), (unsigned long long)atomic_load(&m->reloads[1]),
-	    atomic_load(&m->generations_live), (unsigned long long)atomic_load(&m->generation),
-	    (unsigned long long)rss_bytes());
+	    atomic_load(&m->connections), atomic_load(&m->generations_live),
+	    (unsigned long long)atomic_load(&m->generation), (unsigned long long)rss_bytes());
 	return o.overflow ? 0 : o.len;
 }

@@ -10,7 +10,14 @@
 
 enum route_id { R_INFO, R_ROW, R_ROWS, R_HEALTHZ, R_METRICS, R_ADMIN, R_OTHER, R_COUNT };
 
-enum reject_reason { REJ_REQUEST_BYTES, REJ_INFLIGHT_BYTES, REJ_MAX_IDS, REJ_MAX_BODY_BYTES, REJ_COUNT };
+enum reject_reason {
+	REJ_REQUEST_BYTES,
+	REJ_INFLIGHT_BYTES,
+	REJ_MAX_IDS,
+	REJ_MAX_BODY_BYTES,
+	REJ_REQUEST_TIMEOUT,
+	REJ_COUNT
+};
 
 #define METRICS_STATUSES 12
 #define METRICS_BUCKETS  16
@@ -25,6 +32,7 @@ typedef struct embd_metrics {
 	atomic_ullong rejected[REJ_COUNT];
 	atomic_ullong reloads[2]; /* ok, failed */
 	atomic_long generations_live;
+	atomic_long connections; /* open connections */
 	atomic_ullong generation;
 } embd_metrics;
 

@@ -37,7 +37,7 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 	return 0;
 }
 
-int embd_server_reload(embd_server *s, const char *path, char *msg, size_t cap)
+int embd_server_reload(embd_server *s, const char *path, uint64_t *generation, char *msg, size_t cap)
 {
 	pthread_mutex_lock(&s->reload_lock);
 	embd_matrix_spec spec;
@@ -58,6 +58,7 @@ int embd_server_reload(embd_server *s, const char *path, char *msg, size_t cap)
 			if (path != NULL && path != s->cfg.matrix_path)
 				snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", path);
 			s->generation = spec.generation;
+			*generation = spec.generation;
 			snprintf(msg, cap,
 			         "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64 " %s) loaded in %.3f ms",
 			         i->generation, i->source, i->rows, i->dim, embd_dtype_name(i->dtype),

@@ -3,6 +3,7 @@
 #define EMBD_RELOAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "matrix.h"
@@ -18,8 +19,8 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
  * which is unmapped when the last of them completes. On failure the current
  * generation goes on serving and msg says why. On success matrix.path
  * becomes path, so that the next SIGHUP reloads it. Thread-safe: reloads are
- * serialised. Returns 0 or -1.
+ * serialised. Returns 0 with *generation the new generation's number, or -1.
  */
-int embd_server_reload(struct embd_server *s, const char *path, char *msg, size_t cap);
+int embd_server_reload(struct embd_server *s, const char *path, uint64_t *generation, char *msg, size_t cap);
 
 #endif

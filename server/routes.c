@@ -570,7 +570,8 @@ static enum MHD_Result h_reload(struct req *r)
 	if (check_params(r, params) != 0)
 		return MHD_YES;
 	char msg[600];
-	if (embd_server_reload(s, embd_arg(r, "path"), msg, sizeof msg) != 0)
+	uint64_t gen;
+	if (embd_server_reload(s, embd_arg(r, "path"), &gen, msg, sizeof msg) != 0)
 		return embd_reply_error(r, EMBD_ERELOAD, "%s", msg);
 	char *buf;
 	char esc[700];
@@ -579,6 +580,6 @@ static enum MHD_Result h_reload(struct req *r)
 	int rc = embd_req_alloc(r, cap, (void **)&buf);
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the response");
-	int n = snprintf(buf, cap, "{\"generation\":%" PRIu64 ",\"message\":\"%s\"}", s->generation, esc);
+	int n = snprintf(buf, cap, "{\"generation\":%" PRIu64 ",\"message\":\"%s\"}", gen, esc);
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "matrix.h"
 #include "metrics.h"
+#include "conns.h"
 #include "plan.h"
 
 #define EMBD_VERSION "0.1.0"
@@ -29,6 +30,7 @@ typedef struct embd_server {
 	uint64_t generation;       /* the newest generation's number; under reload_lock */
 	char admin_token[256];     /* empty: the admin endpoints are off */
 	atomic_long requests_live; /* request records not yet finished */
+	embd_conns conns;
 } embd_server;
 
 enum method { M_GET, M_HEAD, M_POST, M_OTHER };
@@ -107,6 +109,9 @@ const char *embd_arg(struct req *r, const char *name);
 int embd_http_start(embd_server *s, char *msg, size_t cap);
 /* Stop accepting, wait up to deadline_s for the requests in flight, then close every connection. */
 void embd_http_stop(embd_server *s, unsigned deadline_s);
+
+/* Time out requests still arriving after limits.request_timeout_s (408); call every fraction of a second. */
+void embd_http_sweep(embd_server *s);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t embd_now_ns(void);

@@ -1,0 +1,124 @@
+/* Connection slots and the request deadline (see conns.h). */
+#include "conns.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server.h"
+
+int embd_conns_init(embd_conns *t, unsigned n, atomic_long *open)
+{
+	t->open = open;
+	t->slots = calloc(n, sizeof *t->slots);
+	if (t->slots == NULL)
+		return -ENOMEM;
+	t->n = n;
+	pthread_mutex_init(&t->lock, NULL);
+	return 0;
+}
+
+void embd_conns_destroy(embd_conns *t)
+{
+	free(t->slots);
+	t->slots = NULL;
+	pthread_mutex_destroy(&t->lock);
+}
+
+void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code)
+{
+	embd_conns *t = cls;
+	pthread_mutex_lock(&t->lock);
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		atomic_fetch_add(t->open, 1);
+		*socket_context = NULL;
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		for (unsigned i = 0; ci != NULL && i < t->n; i++) {
+			struct conn_slot *s = &t->slots[i];
+			if (!s->used) {
+				s->used = 1;
+				s->fd = ci->connect_fd;
+				atomic_store(&s->since_ns, embd_now_ns());
+				atomic_store(&s->state, CONN_IDLE);
+				*socket_context = s;
+				break;
+			}
+		}
+	} else {
+		atomic_fetch_sub(t->open, 1);
+		/* libmicrohttpd closes the socket after this returns, so the sweep never sees a reused fd. */
+		struct conn_slot *s = *socket_context;
+		if (s != NULL) {
+			s->used = 0;
+			s->fd = -1;
+			*socket_context = NULL;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+struct conn_slot *embd_conn_slot(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns)
+{
+	if (slot == NULL)
+		return;
+	atomic_store(&slot->since_ns, now_ns);
+	atomic_store(&slot->state, CONN_RECEIVING);
+}
+
+int embd_conn_busy(struct conn_slot *slot)
+{
+	if (slot == NULL)
+		return 0;
+	int want = CONN_RECEIVING;
+	if (atomic_compare_exchange_strong(&slot->state, &want, CONN_BUSY))
+		return 0;
+	return want == CONN_TIMED_OUT ? -1 : 0;
+}
+
+void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
+{
+	if (slot == NULL)
+		return;
+	atomic_store(&slot->since_ns, now_ns);
+	atomic_store(&slot->state, CONN_IDLE);
+}
+
+unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns, const char *reply,
+                          size_t len)
+{
+	unsigned timed_out = 0;
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->n; i++) {
+		struct conn_slot *s = &t->slots[i];
+		if (!s->used)
+			continue;
+		int state = atomic_load(&s->state);
+		uint64_t age = now_ns - atomic_load(&s->since_ns);
+		if (state == CONN_IDLE && wait_ns != 0 && age > wait_ns) {
+			int want = CONN_IDLE;
+			if (atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))
+				shutdown(s->fd, SHUT_RDWR);
+			continue;
+		}
+		if (state != CONN_RECEIVING || request_ns == 0 || age <= request_ns)
+			continue;
+		int want = CONN_RECEIVING;
+		if (!atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))
+			continue; /* it became busy meanwhile */
+		/* A small reply fits the empty socket buffer of a connection that has sent but not received. */
+		ssize_t w = send(s->fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)w; /* a client that cannot take 200 bytes is closed all the same */
+		shutdown(s->fd, SHUT_RDWR);
+		timed_out++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return timed_out;
+}
