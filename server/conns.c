@@ -101,7 +101,9 @@ unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, u
 		if (!s->used)
 			continue;
 		int state = atomic_load(&s->state);
-		uint64_t age = now_ns - atomic_load(&s->since_ns);
+		/* A worker may have stamped the slot after now_ns was read: that is age 0, not 2^64 - 1. */
+		uint64_t since = atomic_load(&s->since_ns);
+		uint64_t age = since < now_ns ? now_ns - since : 0;
 		if (state == CONN_IDLE && wait_ns != 0 && age > wait_ns) {
 			int want = CONN_IDLE;
 			if (atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))

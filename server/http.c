@@ -473,7 +473,8 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		snprintf(msg, cap, "out of memory for %" PRId64 " connection slots", cfg->connections);
 		return -1;
 	}
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+	                 MHD_USE_ERROR_LOG;
 	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
 	if (inet_pton(AF_INET, cfg->listen_address, &v4->sin_addr) == 1) {
@@ -523,6 +524,18 @@ void embd_http_stop(embd_server *s, unsigned deadline_s)
 		shutdown(listen_fd, SHUT_RDWR);
 	uint64_t end = embd_now_ns() + (uint64_t)deadline_s * 1000000000u;
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+	/* A reload thread resumes its suspended connection when done; the daemon must outlive that. */
+	while (atomic_load(&s->reloads_running) > 0) {
+		if (embd_now_ns() >= end) {
+			embd_log(EMBD_LOG_ERROR,
+			         "shutdown deadline (%u s) passed with a reload still opening its file: "
+			         "exiting at once",
+			         deadline_s);
+			_exit(1);
+		}
 		struct timespec ts = {0, 10000000};
 		nanosleep(&ts, NULL);
 	}

@@ -555,10 +555,47 @@ static int token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* POST /v1/admin/reload[?path=FILE]: load the next generation (bearer token required). */
+/* A reload run on its own thread while its connection is suspended; in the request's accounted memory. */
+struct reload_job {
+	struct req *r;
+	const char *path; /* libmicrohttpd's, valid while the request lives */
+	uint64_t generation;
+	int rc;
+	char msg[600];
+};
+
+static void *reload_thread(void *arg)
+{
+	struct reload_job *j = arg;
+	embd_server *s = j->r->srv;
+	j->rc = embd_server_reload(s, j->path, &j->generation, j->msg, sizeof j->msg);
+	MHD_resume_connection(j->r->conn); /* the handler runs again and answers; j may be gone after this */
+	atomic_fetch_sub(&s->reloads_running, 1);
+	return NULL;
+}
+
+/*
+ * POST /v1/admin/reload[?path=FILE]: load the next generation (bearer token
+ * required). The load runs on a thread of its own, off the request threads:
+ * opening a big file with matrix.populate may take seconds.
+ */
 static enum MHD_Result h_reload(struct req *r)
 {
 	embd_server *s = r->srv;
+	struct reload_job *j = r->job;
+	if (j != NULL) { /* resumed: the reload is done */
+		if (j->rc != 0)
+			return embd_reply_error(r, EMBD_ERELOAD, "%s", j->msg);
+		char esc[700];
+		embd_json_escape(esc, sizeof esc, j->msg);
+		char *buf;
+		size_t cap = sizeof esc + 64;
+		int rc = embd_req_alloc(r, cap, (void **)&buf);
+		if (rc != 0)
+			return embd_reply_charge_error(r, rc, "the response");
+		int n = snprintf(buf, cap, "{\"generation\":%" PRIu64 ",\"message\":\"%s\"}", j->generation, esc);
+		return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
+	}
 	if (s->admin_token[0] == '\0')
 		return embd_reply_error(r, EMBD_ENOTFOUND,
 		                        "no such path: %s (the admin endpoints are off: set admin.token_file)", r->url);
@@ -569,17 +606,25 @@ static enum MHD_Result h_reload(struct req *r)
 	static const char *const params[] = {"path", NULL};
 	if (check_params(r, params) != 0)
 		return MHD_YES;
-	char msg[600];
-	uint64_t gen;
-	if (embd_server_reload(s, embd_arg(r, "path"), &gen, msg, sizeof msg) != 0)
-		return embd_reply_error(r, EMBD_ERELOAD, "%s", msg);
-	char *buf;
-	char esc[700];
-	embd_json_escape(esc, sizeof esc, msg);
-	size_t cap = sizeof esc + 64;
-	int rc = embd_req_alloc(r, cap, (void **)&buf);
+	int rc = embd_req_alloc(r, sizeof *j, (void **)&j);
 	if (rc != 0)
-		return embd_reply_charge_error(r, rc, "the response");
-	int n = snprintf(buf, cap, "{\"generation\":%" PRIu64 ",\"message\":\"%s\"}", gen, esc);
-	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
+		return embd_reply_charge_error(r, rc, "the reload");
+	j->r = r;
+	j->path = embd_arg(r, "path");
+	r->job = j;
+	atomic_fetch_add(&s->reloads_running, 1);
+	MHD_suspend_connection(r->conn);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int err = pthread_create(&t, &attr, reload_thread, j);
+	pthread_attr_destroy(&attr);
+	if (err != 0) {
+		atomic_fetch_sub(&s->reloads_running, 1);
+		MHD_resume_connection(r->conn);
+		r->job = NULL;
+		return embd_reply_error(r, EMBD_EINTERNAL, "cannot start the reload thread: %s", strerror(err));
+	}
+	return MHD_YES;
 }

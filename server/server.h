@@ -27,9 +27,10 @@ typedef struct embd_server {
 	struct MHD_Daemon *daemon;
 	uint16_t port;
 	pthread_mutex_t reload_lock;
-	uint64_t generation;       /* the newest generation's number; under reload_lock */
-	char admin_token[256];     /* empty: the admin endpoints are off */
-	atomic_long requests_live; /* request records not yet finished */
+	uint64_t generation;         /* the newest generation's number; under reload_lock */
+	char admin_token[256];       /* empty: the admin endpoints are off */
+	atomic_long requests_live;   /* request records not yet finished */
+	atomic_long reloads_running; /* reload threads started by POST /v1/admin/reload */
 	embd_conns conns;
 } embd_server;
 
@@ -68,6 +69,7 @@ struct req {
 	uint64_t t0_ns;
 	int termination;
 	char errbuf[640]; /* the JSON error body; part of the request's fixed charge */
+	void *job;        /* a handler's work running elsewhere while the connection is suspended */
 };
 
 typedef enum MHD_Result (*handler_fn)(struct req *r);

@@ -123,3 +123,28 @@ def test_sighup_reloads_a_file_replaced_by_rename(start, two):
         time.sleep(0.02)
     s, h, body = d.get("/v1/rows/7?format=bin")
     assert h["x-embd-generation"] == "2" and body == two["b"][7].tobytes()
+
+
+def test_a_slow_reload_does_not_hold_a_request_thread(start, two):
+    """The load runs on a thread of its own: with one request thread, and a reload stuck opening a FIFO (as
+    a slow disk would keep it), rows are still served; when the FIFO opens, the reload fails cleanly."""
+    d = start(two["pa"], "--admin.token_file", two["token"], "--threads", "1")
+    fifo = two["dir"] / "slow.npy"
+    os.mkfifo(fifo)
+    result = {}
+
+    def reload():
+        result["r"] = d.request("POST", "/v1/admin/reload?path=" + str(fifo), b"", AUTH)
+
+    t = threading.Thread(target=reload)
+    t.start()
+    time.sleep(0.3)
+    assert "r" not in result  # still opening
+    for i in range(20):
+        assert d.get("/v1/rows/%d?format=bin" % i)[2] == two["a"][i].tobytes()
+    with open(fifo, "wb"):  # lets open() return; the reader then finds no matrix
+        pass
+    t.join(10)
+    s, h, body = result["r"]
+    assert s == 500 and b'"reload_failed"' in body, body
+    assert d.json("/healthz")["generation"] == 1
