@@ -49,20 +49,38 @@ bench)
 	;;
 esac
 
-[ -z "$missing" ] && exit 0
+# libFuzzer's runtime is only a Recommends of Debian's clang: check that a fuzz target links.
+fuzzer_links() {
+	printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' |
+		clang -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1
+}
 
-echo "deps: installing missing Debian packages:$missing" >&2
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-	if command -v sudo >/dev/null 2>&1; then
-		sudo=sudo
-	else
-		echo "deps: need root to install:$missing (run: apt-get install -y$missing)" >&2
-		exit 1
+updated=""
+install() { # debian-package...
+	echo "deps: installing missing Debian packages: $*" >&2
+	sudo=""
+	if [ "$(id -u)" -ne 0 ]; then
+		if command -v sudo >/dev/null 2>&1; then
+			sudo=sudo
+		else
+			echo "deps: need root to install: $* (run: apt-get install -y $*)" >&2
+			exit 1
+		fi
 	fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
+	export DEBIAN_FRONTEND=noninteractive
+	if [ -z "$updated" ]; then
+		$sudo apt-get update -qq
+		updated=1
+	fi
+	# shellcheck disable=SC2086 # the list is meant to split into words
+	$sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+	echo "deps: installed: $*" >&2
+}
+
 # shellcheck disable=SC2086 # the list is meant to split into words
-$sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
-echo "deps: installed:$missing" >&2
+[ -z "$missing" ] || install $missing
+case "$what" in
+test | bench)
+	fuzzer_links || install "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+	;;
+esac
