@@ -73,14 +73,11 @@ void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns)
 	atomic_store(&slot->state, CONN_RECEIVING);
 }
 
-int embd_conn_busy(struct conn_slot *slot)
+void embd_conn_busy(struct conn_slot *slot)
 {
-	if (slot == NULL)
-		return 0;
 	int want = CONN_RECEIVING;
-	if (atomic_compare_exchange_strong(&slot->state, &want, CONN_BUSY))
-		return 0;
-	return want == CONN_TIMED_OUT ? -1 : 0;
+	if (slot != NULL)
+		atomic_compare_exchange_strong(&slot->state, &want, CONN_BUSY);
 }
 
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)

@@ -47,8 +47,8 @@ struct conn_slot *embd_conn_slot(struct MHD_Connection *c);
 /* A request's first line has arrived: its clock starts. */
 void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns);
 
-/* The request has arrived, or is being answered: no deadline. 0, or -1 if the sweep already timed it out. */
-int embd_conn_busy(struct conn_slot *slot);
+/* The request has arrived, or is being answered: no deadline (unless the sweep has just timed it out). */
+void embd_conn_busy(struct conn_slot *slot);
 
 /* The request is over; the connection waits for the next. */
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns);

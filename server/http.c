@@ -42,6 +42,7 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 	atomic_init(&r->refs, 1);
 	r->srv = s;
 	r->conn = c;
+	r->slot = embd_conn_slot(c);
 	r->url = url;
 	r->method_name = method;
 	r->method = parse_method(method);
@@ -157,7 +158,7 @@ struct MHD_Response *embd_response_pinned_iovec(struct req *r, const struct MHD_
 
 enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len)
 {
-	(void)embd_conn_busy(embd_conn_slot(r->conn)); /* an answer ends the request's deadline */
+	embd_conn_busy(r->slot); /* an answer ends the request's deadline */
 	char gen[24];
 	snprintf(gen, sizeof gen, "%" PRIu64, embd_matrix_info_get(r->gen)->generation);
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
@@ -394,8 +395,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return MHD_YES;
 	}
 	if (*upload_data_size == 0 && r->status == 0)
-		(void)embd_conn_busy(embd_conn_slot(c)); /* all of it has arrived: the deadline is met */
-	if (r->status != 0) {                            /* already answered; let the rest of the body go by */
+		embd_conn_busy(r->slot); /* all of it has arrived: the deadline is met */
+	if (r->status != 0) {            /* already answered; let the rest of the body go by */
 		*upload_data_size = 0;
 		return MHD_YES;
 	}

@@ -48,6 +48,7 @@ struct req {
 	atomic_int refs;
 	embd_server *srv;
 	struct MHD_Connection *conn;
+	struct conn_slot *slot; /* the connection's, for the request deadline; may be NULL */
 	embd_acct acct;
 	embd_matrix *gen; /* retained for the whole request */
 	enum route_id route;
