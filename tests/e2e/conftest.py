@@ -1,5 +1,6 @@
 """Fixtures for the end-to-end tests: matrix files made with NumPy, and a real embd on a free port."""
 import http.client
+import io
 import json
 import os
 import re
@@ -12,6 +13,28 @@ import numpy as np
 import pytest
 
 EMBD = os.environ.get("EMBD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "embd"))
+
+
+class KeepAlive:
+    """One keep-alive client connection, as a data loader keeps it; after an error it reconnects."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def fetch(self, method, path, body=None, headers=None):
+        """(response, body bytes), or (None, the error's repr) when the connection failed."""
+        try:
+            self.conn.request(method, path, body, headers or {})
+            r = self.conn.getresponse()
+            return r, r.read()
+        except (OSError, http.client.HTTPException) as e:
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            return None, repr(e)
+
+    def close(self):
+        self.conn.close()
 
 
 class Daemon:
@@ -128,3 +151,29 @@ def start(tmp_path):
 @pytest.fixture
 def f32d(start, data):
     return start(data["f32_path"])
+
+
+@pytest.fixture(scope="session")
+def big(tmp_path_factory):
+    """A 20000 x 512 float32 matrix (40 MB): gathers big enough to outlast the socket buffers."""
+    d = tmp_path_factory.mktemp("big")
+    a = np.random.default_rng(7).standard_normal((20000, 512)).astype(np.float32)
+    np.save(d / "big.npy", a)
+    return str(d / "big.npy"), a
+
+
+def npy(a):
+    """The bytes np.save writes for a."""
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def wait_for(pred, timeout=10.0):
+    """Whether pred() became true within timeout seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False

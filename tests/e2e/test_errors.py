@@ -1,19 +1,13 @@
 """Every bad input gets the JSON error body with the right status, code and message, and the daemon keeps serving."""
-import io
 import json
 
 import numpy as np
-import pytest
+
+from conftest import npy
 
 JSON = {"Content-Type": "application/json"}
 RAW = {"Content-Type": "application/octet-stream"}
 NPY = {"Content-Type": "application/x-npy"}
-
-
-def npy(a):
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
 
 
 # (method, path, body, headers) -> (status, code, a fragment of the message); the f32 matrix has 1000 rows.

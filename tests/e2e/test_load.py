@@ -9,29 +9,9 @@ import time
 import numpy as np
 import pytest
 
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory):
-    """A 20000 x 512 float32 matrix (40 MB): gathers big enough to outlast the socket buffers."""
-    d = tmp_path_factory.mktemp("big")
-    a = np.random.default_rng(7).standard_normal((20000, 512)).astype(np.float32)
-    np.save(d / "big.npy", a)
-    return str(d / "big.npy"), a
+from conftest import npy, wait_for
 
 
-def npy(a):
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_concurrent_clients_get_exact_bytes_and_accounting_returns_to_zero(f32d, data):

@@ -9,9 +9,8 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
-from test_load import big, npy, wait_for  # noqa: F401  (big is a fixture)
+from conftest import KeepAlive, npy
 
 BUDGET = 24 * 2**20
 
@@ -36,17 +35,12 @@ def test_a_storm_of_large_gathers_never_passes_the_budget(start, big):
 
     def client(seed):
         rng = np.random.default_rng(seed)
-        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        conn = KeepAlive(d.port)
         while not stop.is_set():
             ids = rng.integers(0, E.shape[0], size=3000)  # 3000 x 2 KiB = 6 MB gathered
-            try:
-                conn.request("POST", "/v1/rows?format=bin", npy(ids), {"Content-Type": "application/x-npy"})
-                r = conn.getresponse()
-                body = r.read()
-            except (OSError, http.client.HTTPException) as e:
-                errors.append(repr(e))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+            r, body = conn.fetch("POST", "/v1/rows?format=bin", npy(ids), {"Content-Type": "application/x-npy"})
+            if r is None:
+                errors.append(body)
                 continue
             with lock:
                 statuses[r.status] = statuses.get(r.status, 0) + 1

@@ -1,6 +1,5 @@
 """Hot reload: under load, every response's bytes match the generation its header names; old mappings are
 released when their last response completes; failed reloads leave the current generation serving."""
-import http.client
 import os
 import signal
 import threading
@@ -8,6 +7,8 @@ import time
 
 import numpy as np
 import pytest
+
+from conftest import KeepAlive
 
 TOKEN = "t0k3n-for-the-reload-tests-0123456789"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -33,21 +34,16 @@ def test_reload_under_load_never_mixes_generations(start, two):
 
     def client(seed):
         rng = np.random.default_rng(seed)
-        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        conn = KeepAlive(d.port)
         while not stop.is_set():
             if rng.integers(0, 3) == 0:
                 path, ids = "/v1/rows?start=0&stop=500&format=bin", slice(0, 500)  # zero-copy, 64 KB
             else:
                 ids = rng.integers(0, 500, size=8).tolist()
                 path = "/v1/rows?format=bin&ids=" + ",".join(map(str, ids))
-            try:
-                conn.request("GET", path)
-                r = conn.getresponse()
-                body = r.read()
-            except (OSError, http.client.HTTPException) as e:
-                failures.append(repr(e))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+            r, body = conn.fetch("GET", path)
+            if r is None:
+                failures.append(body)
                 continue
             if r.status != 200:
                 failures.append((r.status, body[:200]))
