@@ -130,7 +130,29 @@ class Servers:
         shutil.rmtree(self.run, ignore_errors=True)
 
 
+def cpu_busy_fraction(window=0.2):
+    """The fraction of the machine's CPU time spent busy over the next window seconds (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    t0, i0 = sample()
+    time.sleep(window)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_idle(limit_s=15.0, busy=0.10):
+    """Wait until the previous run's server has finished its backlog: a peer still answering requests that wrk
+    gave up on (Flask's 4096-row gathers take a second each) would otherwise steal the next run's CPU and show
+    up as that run's tail latency."""
+    end = time.time() + limit_s
+    while time.time() < end and cpu_busy_fraction() > busy:
+        pass
+
+
 def wrk(peer, env, duration=DUR, conns=CONNS):
+    wait_idle()
     e = dict(os.environ, PEER=peer, ROWS=str(ROWS), DIM=str(DIM), SEED="7", **env)
     cmd = ["wrk", "-t%d" % THREADS, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
            "-s", os.path.join(HERE, "bench.lua"), "http://127.0.0.1:%d" % PORTS[peer]]
@@ -296,7 +318,9 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed):
     L.append("# embd benchmark results\n")
     L.append("Made by `make bench%s` on %s UTC in %.0f s. Machine: %d cores (%s), %s; wrk (-t%d -c%d, keep-alive, "
              "%d s per run) shares the same cores with the server under test. %d interleaved rounds; every figure "
-             "is the median over rounds, every ratio is computed round by round and then its median taken.\n" % (
+             "is the median over rounds, every ratio is computed round by round and then its median taken. Before "
+             "each run the harness waits (at most 15 s) until the machine is idle, so that a peer still working off "
+             "the previous run's backlog does not land in the next run's tail.\n" % (
                  " QUICK=1" if QUICK else "", time.strftime("%Y-%m-%d %H:%M"), elapsed, os.cpu_count(), cpu,
                  platform.platform(), THREADS, CONNS, DUR, ROUNDS))
     L.append("Data: a seeded %d x %d float32 matrix (`loadtest/make_matrix.py`), `.npy` for embd and Flask, the raw "
