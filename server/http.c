@@ -14,6 +14,7 @@
 
 #include "encode.h"
 #include "log.h"
+#include "query.h"
 #include "server.h"
 
 uint64_t embd_now_ns(void)
@@ -238,13 +239,12 @@ static int body_start(struct req *r)
 	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	size_t want = 4096;
 	if (cl != NULL) {
-		char *end;
-		errno = 0;
-		unsigned long long n = strtoull(cl, &end, 10);
-		if (errno == 0 && *end == '\0' && n > (unsigned long long)cfg->max_body_bytes) {
+		/* libmicrohttpd has refused a Content-Length that is not a number before this. */
+		uint64_t n = 0;
+		if (embd_query_u64(cl, &n) == 0 && n > (uint64_t)cfg->max_body_bytes) {
 			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
 			embd_reply_error(r, EMBD_EBODYTOOBIG,
-			                 "the body is %llu bytes; limits.max_body_bytes is %" PRId64, n,
+			                 "the body is %" PRIu64 " bytes; limits.max_body_bytes is %" PRId64, n,
 			                 cfg->max_body_bytes);
 			return -1;
 		}
@@ -326,39 +326,12 @@ static const char *origin_form(const char *url)
 	return p != NULL ? p : "/";
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/*
- * libmicrohttpd's unescaping, except that %00 stays as it is: a NUL would cut
- * the C string short and "ids=1%002" would quietly read as "ids=1". Left
- * encoded, it fails the parser of whatever it was meant for. In place; the
- * result is never longer than the input.
- */
+/* libmicrohttpd's unescaping, except that %00 stays encoded (see embd_query_unescape). */
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 {
 	(void)cls;
 	(void)c;
-	char *w = s;
-	for (const char *p = s; *p != '\0'; p++) {
-		int hi, lo;
-		if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 && (hi | lo) != 0) {
-			*w++ = (char)(hi << 4 | lo);
-			p += 2;
-		} else {
-			*w++ = *p;
-		}
-	}
-	*w = '\0';
-	return (size_t)(w - s);
+	return embd_query_unescape(s);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,

@@ -9,6 +9,7 @@
 #include "encode.h"
 #include "ids.h"
 #include "npy.h"
+#include "query.h"
 #include "reload.h"
 #include "server.h"
 
@@ -130,18 +131,6 @@ static enum MHD_Result h_info(struct req *r)
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }
 
-/* Does one media range of an Accept header match t ("type/sub")? */
-static int media_matches(const char *range, size_t len, const char *t)
-{
-	if (len == 3 && memcmp(range, "*/*", 3) == 0)
-		return 1;
-	const char *slash = strchr(t, '/');
-	size_t tl = (size_t)(slash - t);
-	if (len == tl + 2 && memcmp(range, t, tl) == 0 && memcmp(range + tl, "/*", 2) == 0)
-		return 1;
-	return len == strlen(t) && strncasecmp(range, t, len) == 0;
-}
-
 /*
  * The response format: ?format= wins, then Accept (highest q, ties to the
  * first listed; a wildcard means JSON), then JSON. -1: replied with an error.
@@ -163,40 +152,7 @@ static int negotiate(struct req *r, enum fmt *out)
 	*out = F_JSON;
 	if (accept == NULL)
 		return 0;
-	double best_q = 0;
-	int best = -1;
-	const char *p = accept;
-	while (*p) {
-		while (*p == ' ' || *p == ',')
-			p++;
-		if (!*p)
-			break;
-		const char *start = p;
-		while (*p && *p != ';' && *p != ',' && *p != ' ')
-			p++;
-		size_t len = (size_t)(p - start);
-		double q = 1;
-		while (*p && *p != ',') {
-			if (*p == ';') {
-				p++;
-				while (*p == ' ')
-					p++;
-				if ((p[0] == 'q' || p[0] == 'Q') && p[1] == '=')
-					q = strtod(p + 2, NULL);
-			} else {
-				p++;
-			}
-		}
-		if (q <= 0)
-			continue;
-		for (int i = 0; i < 3; i++) {
-			if (media_matches(start, len, fmt_types[i]) && q > best_q) {
-				best_q = q;
-				best = i;
-				break;
-			}
-		}
-	}
+	int best = embd_query_accept(accept, fmt_types, 3);
 	if (best < 0) {
 		embd_reply_error(r, EMBD_EACCEPT,
 		                 "Accept '%s' names no format embd serves: application/json, application/octet-stream, "
@@ -208,24 +164,21 @@ static int negotiate(struct req *r, enum fmt *out)
 	return 0;
 }
 
-/* A decimal, non-negative query integer; -1 with a reply on error. */
+/* A decimal, non-negative query integer; 1 when absent, -1 with a reply on error. */
 static int arg_u64(struct req *r, const char *name, uint64_t *out)
 {
 	const char *v = embd_arg(r, name);
 	if (v == NULL)
 		return 1;
-	char *end;
-	if (*v < '0' || *v > '9') {
+	int rc = embd_query_u64(v, out);
+	if (rc == -ERANGE) {
+		embd_reply_error(r, EMBD_EBADSLICE, "%s '%s' is past 2^64-1", name, v);
+		return -1;
+	}
+	if (rc != 0) {
 		embd_reply_error(r, EMBD_EBADSLICE, "%s '%s' is not a non-negative integer", name, v);
 		return -1;
 	}
-	errno = 0;
-	unsigned long long n = strtoull(v, &end, 10);
-	if (*end != '\0' || errno != 0) {
-		embd_reply_error(r, EMBD_EBADSLICE, "%s '%s' is not a non-negative 64-bit integer", name, v);
-		return -1;
-	}
-	*out = n;
 	return 0;
 }
 

@@ -145,7 +145,11 @@ def test_post_json_npy_and_raw_ids(f32d, data):
     ("application/*", "application/json"),
     ("text/html, application/x-npy;q=0.9, application/json;q=0.5", "application/x-npy"),
     ("application/json;q=0.1, application/octet-stream", "application/octet-stream"),
-    ("application/json;q=0, */*", "application/json"),
+    # RFC 9110: each type takes the q of the most specific range naming it, so JSON is ruled out here.
+    ("application/json;q=0, */*", "application/octet-stream"),
+    ("*/*;q=0.5, application/x-npy", "application/x-npy"),
+    ("application/x-npy;q=0.9, application/octet-stream;q=0.9", "application/x-npy"),
+    ("APPLICATION/X-NPY", "application/x-npy"),
 ])
 def test_accept_negotiation(f32d, accept, ctype):
     s, h, _ = f32d.get("/v1/rows/1", {"Accept": accept})
