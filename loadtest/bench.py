@@ -46,8 +46,11 @@ WORKLOADS = [
 ]
 
 
+T0 = time.time()
+
+
 def log(*a):
-    print("bench:", *a, file=sys.stderr, flush=True)
+    print("bench: [%5.1f s]" % (time.time() - T0), *a, file=sys.stderr, flush=True)
 
 
 def ensure_data():
@@ -130,7 +133,7 @@ class Servers:
         shutil.rmtree(self.run, ignore_errors=True)
 
 
-def cpu_busy_fraction(window=0.2):
+def cpu_busy_fraction(window=0.1):
     """The fraction of the machine's CPU time spent busy over the next window seconds (/proc/stat)."""
     def sample():
         with open("/proc/stat") as f:
@@ -285,7 +288,7 @@ def main():
         servers.stop("flask")
         lim = limits()
         log("limits", lim)
-        soak_s = 20 if QUICK else 60
+        soak_s = 15 if QUICK else 60
         samples, soak_requests, soak_end = soak(servers, soak_s)
         servers.stop("embd")
         log("start-up")
