@@ -25,10 +25,11 @@ int embd_query_u64(const char *s, uint64_t *out);
 /*
  * Which of the n (at most 16) media types in types[] ("type/subtype") an
  * Accept header value (borrowed, NUL-terminated, untrusted) prefers. Each
- * type takes the q of the most specific range naming it (exact, then
- * "type/" + "*", then the wildcard; case-insensitive), as RFC 9110 says, so
- * "application/json;q=0, *" + "/" + "*" rules JSON out; a qvalue that is not
- * one counts as 0. The highest q above 0 wins; a tie goes to the type whose
+ * type takes the q of the most specific range naming it (the exact type,
+ * then its type with a star subtype, then the star-slash-star wildcard;
+ * case-insensitive), as RFC 9110 says, so a client can rule out JSON with
+ * "application/json;q=0" and take anything else; a qvalue that is not one
+ * counts as 0. The highest q above 0 wins; a tie goes to the type whose
  * range was listed first, then to the earlier entry of types[]. Returns the
  * index, or -1 when no type is acceptable. Thread-safe.
  */

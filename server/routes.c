@@ -132,8 +132,9 @@ static enum MHD_Result h_info(struct req *r)
 }
 
 /*
- * The response format: ?format= wins, then Accept (highest q, ties to the
- * first listed; a wildcard means JSON), then JSON. -1: replied with an error.
+ * The response format: ?format= wins, then Accept (embd_query_accept: each
+ * type at the q of its most specific range; a wildcard means JSON), then
+ * JSON. -1: replied with an error.
  */
 static int negotiate(struct req *r, enum fmt *out)
 {
