@@ -111,8 +111,9 @@ static void req_unref(struct req *r)
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	embd_conn_idle(embd_conn_slot(c), embd_now_ns());
 	struct req *r = *con_cls;
+	/* The request looked its slot up once; only a request MHD ended before our handler saw it has none. */
+	embd_conn_idle(r != NULL ? r->slot : embd_conn_slot(c), embd_now_ns());
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
