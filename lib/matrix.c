@@ -185,7 +185,12 @@ static int map_demo(embd_matrix *m)
 
 static int map_file(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 {
-	int fd = open(spec->path, O_RDONLY | O_CLOEXEC);
+	/*
+	 * O_NONBLOCK so that opening a FIFO (or a device that waits for a peer)
+	 * returns at once instead of hanging the thread that loads; anything that
+	 * is not a regular file is refused before a byte is read.
+	 */
+	int fd = open(spec->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return embd_err_set(e, -errno, "%s: %s", spec->path, strerror(errno));
 	struct stat st;
@@ -195,7 +200,17 @@ static int map_file(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file", spec->path);
+		rc = embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file (a %s)", spec->path,
+		                  S_ISFIFO(st.st_mode)   ? "FIFO"
+		                  : S_ISDIR(st.st_mode)  ? "directory"
+		                  : S_ISCHR(st.st_mode)  ? "character device"
+		                  : S_ISBLK(st.st_mode)  ? "block device"
+		                  : S_ISSOCK(st.st_mode) ? "socket"
+		                                         : "special file");
+		goto out;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+		rc = embd_err_set(e, -errno, "%s: %s", spec->path, strerror(errno));
 		goto out;
 	}
 	if (st.st_size == 0) {
