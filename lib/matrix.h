@@ -1,9 +1,7 @@
-/* A loaded matrix: a read-only mapping with a validated shape, refcounted as one generation. */
+/* A loaded matrix: a read-only mapping with a validated shape. A generation (gen.h) owns one. */
 #ifndef EMBD_MATRIX_H
 #define EMBD_MATRIX_H
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,8 +34,6 @@ typedef struct embd_matrix_spec {
 	int populate;    /* prefault every page at open (MAP_POPULATE) */
 	int lock;        /* mlock the mapping */
 	embd_advice advice;
-	uint64_t generation; /* number stamped on this generation */
-	atomic_long *live;   /* optional, borrowed for the matrix's life: count of live generations */
 } embd_matrix_spec;
 
 /* Read-only facts of an open matrix; valid while a reference is held. */
@@ -49,7 +45,6 @@ typedef struct embd_matrix_info {
 	size_t row_bytes;
 	uint64_t data_bytes; /* rows * row_bytes */
 	uint64_t file_bytes;
-	uint64_t generation;
 	embd_format format;
 	const char *source; /* path, or "builtin:demo" */
 } embd_matrix_info;
@@ -61,46 +56,30 @@ typedef struct embd_matrix embd_matrix;
 #define EMBD_DEMO_DIM  64
 
 /*
- * Open, validate and map a matrix. On success *out is new with one reference.
- * Every header field is checked against the file before the mapping is
- * trusted, so a lying header is an error here, never a SIGBUS later.
- * Errors: -errno (open, fstat, mmap), EMBD_EFORMAT, EMBD_ETRUNC, EMBD_EDTYPE,
- * EMBD_EOVERFLOW, EMBD_ECONFIG (a spec that cannot describe a matrix); e says
- * why in one line that names the file. Thread-safe.
+ * Open, validate and map a matrix; the format comes from spec->format, or
+ * for EMBD_FORMAT_AUTO from the format table's sniffers (magic bytes, then
+ * extension). On success *out is new (embd_matrix_close frees it); on
+ * failure *out is not written. Every header field is checked against the
+ * file before the mapping is trusted, so a lying header is an error here,
+ * never a SIGBUS later; a path that is not a regular file (a FIFO, a device,
+ * a directory) is refused without blocking. Errors: -errno (open, fstat,
+ * mmap), EMBD_EFORMAT, EMBD_ETRUNC, EMBD_EDTYPE, EMBD_EOVERFLOW, EMBD_ECONFIG
+ * (a spec that cannot describe a matrix); e says why in one line that names
+ * the file. Thread-safe.
  */
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e);
 
-/* Take another reference; returns m. Thread-safe (atomic). */
-embd_matrix *embd_matrix_retain(embd_matrix *m);
+/* Unmap and free. NULL is a no-op. Nothing may point into the mapping any more. */
+void embd_matrix_close(embd_matrix *m);
 
-/* Drop a reference; the last one unmaps and frees. NULL is a no-op. Thread-safe. */
-void embd_matrix_release(embd_matrix *m);
-
-/* Borrowed facts; valid while the caller holds a reference. */
+/* Borrowed facts; valid until close. */
 const embd_matrix_info *embd_matrix_info_get(const embd_matrix *m);
 
-/* Current reference count (for tests and metrics; racy by nature). */
-long embd_matrix_refs(const embd_matrix *m);
-
-/* Name of a format ("npy", "raw", "demo", "auto"); parse one. */
+/* Name of a format ("npy", "raw", "demo", "auto"); parse one (0 or EMBD_EBADPARAM). */
 const char *embd_format_name(embd_format f);
 int embd_format_parse(const char *name, embd_format *out);
+/* Every name embd_format_parse takes, comma-separated ("auto, npy, raw, demo"), for help and errors. */
+size_t embd_format_names(char *buf, size_t cap);
 int embd_advice_parse(const char *name, embd_advice *out);
-
-/*
- * The server's current generation. acquire() returns a new reference to the
- * current matrix; swap() installs a new one (stealing its reference) and drops
- * the slot's reference to the old one, which lives on until the responses
- * that still point into it are done. All three are thread-safe.
- */
-typedef struct embd_matrix_slot {
-	pthread_mutex_t lock;
-	embd_matrix *current;
-} embd_matrix_slot;
-
-void embd_matrix_slot_init(embd_matrix_slot *s, embd_matrix *m); /* steals m */
-embd_matrix *embd_matrix_slot_acquire(embd_matrix_slot *s);
-void embd_matrix_slot_swap(embd_matrix_slot *s, embd_matrix *m); /* steals m */
-void embd_matrix_slot_destroy(embd_matrix_slot *s);
 
 #endif

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "matrix.h"
+
 enum type { T_STR, T_INT, T_SIZE, T_BOOL };
 
 struct key {
@@ -18,24 +20,40 @@ struct key {
 	const char *def;
 	int64_t min, max;
 	const char *doc;
+	/* T_STR with a fixed set of values: the list (for --help and errors) and whether value is one of them. */
+	size_t (*choices)(char *buf, size_t cap);
+	int (*accepts)(const char *value);
 };
 
 #define STR(name, alias, field, def, doc)                                                                              \
 	{                                                                                                              \
-		name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc    \
+		name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc,   \
+		    NULL, NULL                                                                                         \
 	}
 #define INT(name, alias, field, def, min, max, doc)                                                                    \
 	{                                                                                                              \
-		name, alias, T_INT, offsetof(embd_config, field), 0, def, min, max, doc                                \
+		name, alias, T_INT, offsetof(embd_config, field), 0, def, min, max, doc, NULL, NULL                    \
 	}
 #define SIZE(name, alias, field, def, min, doc)                                                                        \
 	{                                                                                                              \
-		name, alias, T_SIZE, offsetof(embd_config, field), 0, def, min, INT64_MAX, doc                         \
+		name, alias, T_SIZE, offsetof(embd_config, field), 0, def, min, INT64_MAX, doc, NULL, NULL             \
+	}
+#define CHOICE(name, alias, field, def, choices, accepts, doc)                                                         \
+	{                                                                                                              \
+		name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc,   \
+		    choices, accepts                                                                                   \
 	}
 #define BOOL(name, alias, field, def, doc)                                                                             \
 	{                                                                                                              \
-		name, alias, T_BOOL, offsetof(embd_config, field), 0, def, 0, 1, doc                                   \
+		name, alias, T_BOOL, offsetof(embd_config, field), 0, def, 0, 1, doc, NULL, NULL                       \
 	}
+
+/* matrix.format takes the names of the format table (lib/format.c), which owns them. */
+static int format_accepts(const char *value)
+{
+	embd_format f;
+	return embd_format_parse(value, &f) == 0;
+}
 
 static const struct key keys[] = {
     STR("listen.address", "listen", listen_address, "127.0.0.1",
@@ -44,7 +62,8 @@ static const struct key keys[] = {
     INT("listen.threads", "threads", threads, "0", 0, 256, "request threads; 0: one per core"),
     STR("matrix.path", "matrix", matrix_path, "",
         "matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
-    STR("matrix.format", "format", matrix_format, "auto", "auto | npy | raw | demo"),
+    CHOICE("matrix.format", "format", matrix_format, "auto", embd_format_names, format_accepts,
+           "the file's format; auto: by magic bytes, then extension (demo: the built-in matrix, no file)"),
     INT("matrix.rows", "rows", matrix_rows, "0", 0, INT64_MAX, "raw only: rows; 0: as many as the file holds"),
     INT("matrix.dim", "dim", matrix_dim, "0", 0, INT64_MAX, "raw only: elements per row"),
     STR("matrix.dtype", "dtype", matrix_dtype, "f32", "raw only: f32 | f16 | bf16"),
@@ -130,6 +149,12 @@ static int set_text(embd_config *c, const struct key *k, const char *value, char
 	case T_STR:
 		if (strlen(value) >= k->size) {
 			snprintf(msg, cap, "%s: longer than %zu bytes", k->name, k->size - 1);
+			return -1;
+		}
+		if (k->accepts != NULL && !k->accepts(value)) {
+			char list[256];
+			k->choices(list, sizeof list);
+			snprintf(msg, cap, "%s: '%s' is not one of %s", k->name, value, list);
 			return -1;
 		}
 		memcpy(field, value, strlen(value) + 1);
@@ -300,7 +325,12 @@ void embd_config_help(FILE *out)
 			snprintf(flag, sizeof flag, "--%s, --%s", k->alias, k->name);
 		else
 			snprintf(flag, sizeof flag, "--%s", k->name);
-		fprintf(out, "  %-38s %s (default: %s)\n", flag, k->doc, *k->def ? k->def : "\"\"");
+		char list[256] = "";
+		if (k->choices != NULL) {
+			snprintf(list, sizeof list, "; one of ");
+			k->choices(list + strlen(list), sizeof list - strlen(list));
+		}
+		fprintf(out, "  %-38s %s%s (default: %s)\n", flag, k->doc, list, *k->def ? k->def : "\"\"");
 	}
 }
 

@@ -61,7 +61,7 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 		free(r);
 		return NULL;
 	}
-	r->gen = embd_matrix_slot_acquire(&s->slot);
+	r->gen = embd_gen_current_acquire(&s->current);
 	atomic_fetch_add(&s->requests_live, 1);
 	return r;
 }
@@ -95,9 +95,9 @@ static void req_finish(struct req *r)
 		         "access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
 		         " %.3fms %s",
 		         method, url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied, peak,
-		         embd_matrix_info_get(r->gen)->generation, (double)dur / 1e6, end);
+		         embd_gen_number(r->gen), (double)dur / 1e6, end);
 	}
-	embd_matrix_release(r->gen);
+	embd_gen_release(r->gen);
 	free(r);
 	atomic_fetch_sub(&s->requests_live, 1);
 }
@@ -162,7 +162,7 @@ enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp,
 {
 	embd_conn_busy(r->slot); /* an answer ends the request's deadline */
 	char gen[24];
-	snprintf(gen, sizeof gen, "%" PRIu64, embd_matrix_info_get(r->gen)->generation);
+	snprintf(gen, sizeof gen, "%" PRIu64, embd_gen_number(r->gen));
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
 	r->status = status;
 	r->body_bytes = body_len;

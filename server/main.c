@@ -162,18 +162,16 @@ static int cmd_serve(int argc, char **argv)
 	pthread_mutex_init(&s->reload_lock, NULL);
 	s->generation = 1;
 	embd_metrics_init(&s->metrics);
-	spec.generation = 1;
-	spec.live = &s->metrics.generations_live;
-	embd_matrix *m;
+	embd_gen *g;
 	embd_err e;
 	uint64_t t0 = embd_now_ns();
-	if (embd_matrix_open(&spec, &m, &e) != 0) {
+	if (embd_gen_open(&spec, 1, &s->metrics.generations_live, &g, &e) != 0) {
 		fprintf(stderr, "embd: %s\n", e.msg);
 		return 1;
 	}
 	uint64_t t1 = embd_now_ns();
 	atomic_store(&s->metrics.generation, 1);
-	embd_matrix_slot_init(&s->slot, m);
+	embd_gen_current_init(&s->current, g);
 	embd_budget_init(&s->budget, (uint64_t)s->cfg.inflight_bytes);
 	embd_pool_init(&s->pool, (uint64_t)s->cfg.pool_bytes);
 	s->plan.iov_max_segments = (size_t)s->cfg.iov_max_segments;
@@ -190,14 +188,14 @@ static int cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
-	embd_matrix *first = embd_matrix_slot_acquire(&s->slot);
+	embd_gen *first = embd_gen_current_acquire(&s->current);
 	if (embd_http_start(s, msg, sizeof msg) != 0) {
 		fprintf(stderr, "embd: %s\n", msg);
-		embd_matrix_release(first);
-		embd_matrix_slot_destroy(&s->slot);
+		embd_gen_release(first);
+		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
-	const embd_matrix_info *info = embd_matrix_info_get(first);
+	const embd_matrix_info *info = embd_gen_matrix(first);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
 	embd_log(EMBD_LOG_NOTICE,
@@ -206,7 +204,7 @@ static int cmd_serve(int argc, char **argv)
 	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
 	         embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
 	         v6 ? "]" : "", s->port);
-	embd_matrix_release(first);
+	embd_gen_release(first);
 	/* This thread waits for signals and, between them, enforces the request deadline. */
 	struct timespec tick = {0, 250000000};
 	for (;;) {
@@ -226,7 +224,7 @@ static int cmd_serve(int argc, char **argv)
 		break;
 	}
 	embd_http_stop(s, (unsigned)s->cfg.shutdown_s);
-	embd_matrix_slot_destroy(&s->slot);
+	embd_gen_current_destroy(&s->current);
 	uint64_t left = embd_budget_inflight(&s->budget);
 	embd_pool_destroy(&s->pool);
 	embd_log(EMBD_LOG_NOTICE, "stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld", left,
@@ -263,7 +261,7 @@ static int cmd_info(int argc, char **argv)
 	       "data_bytes: %" PRIu64 "\nfile_bytes: %" PRIu64 "\n",
 	       i->source, embd_format_name(i->format), i->rows, i->dim, embd_dtype_name(i->dtype), i->row_bytes,
 	       i->data_bytes, i->file_bytes);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 	return 0;
 }
 

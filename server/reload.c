@@ -13,7 +13,9 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 	memset(spec, 0, sizeof *spec);
 	spec->path = cfg->matrix_path;
 	if (embd_format_parse(cfg->matrix_format, &spec->format) != 0) {
-		snprintf(msg, cap, "matrix.format: '%s' is not auto, npy, raw or demo", cfg->matrix_format);
+		char names[128];
+		embd_format_names(names, sizeof names);
+		snprintf(msg, cap, "matrix.format: '%s' is not one of %s", cfg->matrix_format, names);
 		return -1;
 	}
 	if (embd_dtype_parse(cfg->matrix_dtype, &spec->dtype) != 0) {
@@ -45,26 +47,25 @@ int embd_server_reload(embd_server *s, const char *path, uint64_t *generation, c
 	if (rc == 0) {
 		if (path != NULL)
 			spec.path = path;
-		spec.generation = s->generation + 1;
-		spec.live = &s->metrics.generations_live;
-		embd_matrix *m;
+		uint64_t number = s->generation + 1;
+		embd_gen *g;
 		embd_err e;
 		uint64_t t0 = embd_now_ns();
-		if (embd_matrix_open(&spec, &m, &e) != 0) {
+		if (embd_gen_open(&spec, number, &s->metrics.generations_live, &g, &e) != 0) {
 			snprintf(msg, cap, "%s", e.msg);
 			rc = -1;
 		} else {
-			const embd_matrix_info *i = embd_matrix_info_get(m);
+			const embd_matrix_info *i = embd_gen_matrix(g);
 			if (path != NULL && path != s->cfg.matrix_path)
 				snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", path);
-			s->generation = spec.generation;
-			*generation = spec.generation;
+			s->generation = number;
+			*generation = number;
 			snprintf(msg, cap,
-			         "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64 " %s) loaded in %.3f ms",
-			         i->generation, i->source, i->rows, i->dim, embd_dtype_name(i->dtype),
+			         "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64 " %s) loaded in %.3f ms", number,
+			         i->source, i->rows, i->dim, embd_dtype_name(i->dtype),
 			         (double)(embd_now_ns() - t0) / 1e6);
-			embd_matrix_slot_swap(&s->slot, m);
-			atomic_store(&s->metrics.generation, spec.generation);
+			embd_gen_current_swap(&s->current, g);
+			atomic_store(&s->metrics.generation, number);
 		}
 	}
 	atomic_fetch_add(&s->metrics.reloads[rc == 0 ? 0 : 1], 1);

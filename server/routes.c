@@ -88,8 +88,7 @@ static enum MHD_Result h_healthz(struct req *r)
 	int rc = embd_req_alloc(r, 64, (void **)&buf);
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the response");
-	int n = snprintf(buf, 64, "{\"status\":\"ok\",\"generation\":%" PRIu64 "}",
-	                 embd_matrix_info_get(r->gen)->generation);
+	int n = snprintf(buf, 64, "{\"status\":\"ok\",\"generation\":%" PRIu64 "}", embd_gen_number(r->gen));
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }
 
@@ -114,7 +113,7 @@ static enum MHD_Result h_info(struct req *r)
 	static const char *const none[] = {NULL};
 	if (check_params(r, none) != 0)
 		return MHD_YES;
-	const embd_matrix_info *m = embd_matrix_info_get(r->gen);
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	char src[1024];
 	embd_json_escape(src, sizeof src, m->source);
 	size_t cap = 2048;
@@ -127,7 +126,7 @@ static enum MHD_Result h_info(struct req *r)
 	                 "\"source\":\"%s\",\"format\":\"%s\",\"vocab\":false,\"generation\":%" PRIu64
 	                 ",\"bytes\":%" PRIu64 ",\"data_bytes\":%" PRIu64 ",\"version\":\"%s\"}",
 	                 m->rows, m->dim, embd_dtype_name(m->dtype), m->row_bytes, src, embd_format_name(m->format),
-	                 m->generation, m->file_bytes, m->data_bytes, EMBD_VERSION);
+	                 embd_gen_number(r->gen), m->file_bytes, m->data_bytes, EMBD_VERSION);
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }
 
@@ -193,7 +192,7 @@ struct rows_req {
 
 static enum MHD_Result send_rows(struct req *r, struct rows_req *q, enum fmt fmt, const embd_encode_opts *o)
 {
-	const embd_matrix_info *m = embd_matrix_info_get(r->gen);
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	uint64_t nrows = embd_plan_rows(q->runs, q->nruns);
 	size_t out_row = (size_t)m->dim * embd_dtype_size(o->dtype);
 	int transform = fmt == F_JSON || embd_encode_transforms(m, o);
@@ -283,7 +282,7 @@ static enum MHD_Result send_rows(struct req *r, struct rows_req *q, enum fmt fmt
 /* Format, dtype and normalisation of a rows response; -1: replied with an error. */
 static int response_opts(struct req *r, enum fmt *fmt, embd_encode_opts *o)
 {
-	const embd_matrix_info *m = embd_matrix_info_get(r->gen);
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	o->dtype = m->dtype;
 	o->normalize = 0;
 	const char *d = embd_arg(r, "dtype");
@@ -319,7 +318,7 @@ static enum MHD_Result h_row(struct req *r)
 	static const char *const params[] = {"format", "dtype", "normalize", NULL};
 	if (check_params(r, params) != 0)
 		return MHD_YES;
-	const embd_matrix_info *m = embd_matrix_info_get(r->gen);
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	const char *s = r->url + strlen("/v1/rows/");
 	if (strchr(s, '/') != NULL)
 		return embd_reply_error(r, EMBD_ENOTFOUND, "no such path: %s", r->url);
@@ -424,7 +423,7 @@ static enum MHD_Result h_rows(struct req *r)
 {
 	if (check_params(r, rows_params) != 0)
 		return MHD_YES;
-	const embd_matrix_info *m = embd_matrix_info_get(r->gen);
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	const char *ids_arg = embd_arg(r, "ids");
 	int has_slice = embd_arg(r, "start") != NULL || embd_arg(r, "stop") != NULL;
 	embd_ids ids;

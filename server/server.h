@@ -10,6 +10,7 @@
 #include "acct.h"
 #include "config.h"
 #include "error.h"
+#include "gen.h"
 #include "matrix.h"
 #include "metrics.h"
 #include "conns.h"
@@ -19,7 +20,7 @@
 
 typedef struct embd_server {
 	embd_config cfg;
-	embd_matrix_slot slot;
+	embd_gen_current current; /* the generation new requests take */
 	embd_budget budget;
 	embd_pool pool;
 	embd_metrics metrics;
@@ -50,7 +51,7 @@ struct req {
 	struct MHD_Connection *conn;
 	struct conn_slot *slot; /* the connection's, for the request deadline; may be NULL */
 	embd_acct acct;
-	embd_matrix *gen; /* retained for the whole request */
+	embd_gen *gen; /* retained for the whole request */
 	enum route_id route;
 	enum method method;
 	const char *url; /* libmicrohttpd's, valid for the request */

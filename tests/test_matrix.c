@@ -1,7 +1,8 @@
-/* Unit tests of opening, validating and refcounting matrices. */
+/* Unit tests of opening, validating and mapping matrices through the format table. */
 #include "fixture.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 
 #include "matrix.h"
 
@@ -16,7 +17,7 @@ static const char *npy_file(int slot, const char *dict, const void *data, size_t
 
 static int open_path(const char *path, embd_matrix **m, embd_err *e)
 {
-	embd_matrix_spec spec = {.path = path, .generation = 7};
+	embd_matrix_spec spec = {.path = path};
 	return embd_matrix_open(&spec, m, e);
 }
 
@@ -35,11 +36,10 @@ static void opens_f32_npy(void **state)
 	assert_int_equal(i->dim, 4);
 	assert_int_equal(i->dtype, EMBD_F32);
 	assert_int_equal(i->row_bytes, 16);
-	assert_int_equal(i->generation, 7);
 	assert_int_equal(i->format, EMBD_FORMAT_NPY);
 	assert_memory_equal(i->data, data, sizeof data);
 	assert_string_equal(i->source, p);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 	unlink(p);
 }
 
@@ -52,7 +52,7 @@ static void opens_f16_npy_with_extra_trailing_bytes(void **state)
 	assert_int_equal(open_path(p, &m, NULL), 0);
 	assert_int_equal(embd_matrix_info_get(m)->dtype, EMBD_F16);
 	assert_int_equal(embd_matrix_info_get(m)->row_bytes, 8);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 	unlink(p);
 }
 
@@ -127,11 +127,11 @@ static void raw_files(void **state)
 	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
 	assert_int_equal(embd_matrix_info_get(m)->rows, 2); /* derived from the size */
 	assert_int_equal(embd_matrix_info_get(m)->format, EMBD_FORMAT_RAW);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 
 	spec.format = EMBD_FORMAT_AUTO; /* a dim makes a non-.npy file raw */
 	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 
 	spec.dim = 4; /* 24 bytes is not whole 16-byte rows */
 	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_EFORMAT);
@@ -147,7 +147,7 @@ static void raw_files(void **state)
 	float first;
 	memcpy(&first, embd_matrix_info_get(m)->data, 4);
 	assert_true(first == 4.0f);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 
 	spec.offset = 100;
 	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ETRUNC);
@@ -173,41 +173,60 @@ static void demo_matrix(void **state)
 	assert_string_equal(i->source, "builtin:demo");
 	const float *f = (const float *)i->data;
 	assert_true(f[7 * EMBD_DEMO_DIM + 63] == 7.0f + 63.0f / 1000.0f);
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 }
 
-static void refcount_and_slot(void **state)
+/* A FIFO is refused at once (O_NONBLOCK), never waited on; so are directories. */
+static void refuses_special_files(void **state)
 {
 	(void)state;
-	atomic_long live;
-	atomic_init(&live, 0);
-	embd_matrix_spec spec = {.live = &live, .generation = 1};
-	embd_matrix *a, *b;
-	assert_int_equal(embd_matrix_open(&spec, &a, NULL), 0);
-	spec.generation = 2;
-	assert_int_equal(embd_matrix_open(&spec, &b, NULL), 0);
-	assert_int_equal(atomic_load(&live), 2);
+	char dir[] = "/tmp/embd-test-dirXXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char fifo[64];
+	snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	embd_matrix *m = NULL;
+	embd_err e;
+	assert_int_equal(open_path(fifo, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "not a regular file (a FIFO)"));
+	assert_null(m);
+	assert_int_equal(open_path(dir, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "(a directory)"));
+	unlink(fifo);
+	rmdir(dir);
+}
 
-	embd_matrix_slot slot;
-	embd_matrix_slot_init(&slot, a);
-	embd_matrix *pinned = embd_matrix_slot_acquire(&slot); /* like an in-flight zero-copy response */
-	assert_ptr_equal(pinned, a);
-	assert_int_equal(embd_matrix_refs(a), 2);
-
-	embd_matrix_slot_swap(&slot, b);
-	/* The old generation lives on while the response pins it... */
-	assert_int_equal(atomic_load(&live), 2);
-	assert_int_equal(embd_matrix_refs(a), 1);
-	assert_int_equal(embd_matrix_info_get(pinned)->generation, 1);
-	embd_matrix *now = embd_matrix_slot_acquire(&slot);
-	assert_int_equal(embd_matrix_info_get(now)->generation, 2);
-	embd_matrix_release(now);
-	/* ...and is unmapped when the last one lets go. */
-	embd_matrix_release(pinned);
-	assert_int_equal(atomic_load(&live), 1);
-	embd_matrix_slot_destroy(&slot);
-	assert_int_equal(atomic_load(&live), 0);
-	embd_matrix_release(NULL);
+/* The format table names every format once: parse, name and the list agree. */
+static void format_table(void **state)
+{
+	(void)state;
+	char names[128];
+	embd_format_names(names, sizeof names);
+	assert_string_equal(names, "auto, npy, raw, demo");
+	embd_format f;
+	assert_int_equal(embd_format_parse("raw", &f), 0);
+	assert_int_equal(f, EMBD_FORMAT_RAW);
+	assert_string_equal(embd_format_name(f), "raw");
+	assert_int_equal(embd_format_parse("auto", &f), 0);
+	assert_int_equal(f, EMBD_FORMAT_AUTO);
+	assert_int_equal(embd_format_parse("csv", &f), EMBD_EBADPARAM);
+	/* A file named .npy without the magic is taken as .npy, and its header is then refused. */
+	const char *p = fixture_file(0, "not an npy file at all", 22);
+	char named[80];
+	snprintf(named, sizeof named, "%s.npy", p);
+	assert_int_equal(rename(p, named), 0);
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(open_path(named, &m, &e), EMBD_EFORMAT);
+	unlink(named);
+	/* No magic, no extension, no --dim: the error says what would work. */
+	p = fixture_file(0, "0123456789abcdef", 16);
+	assert_int_equal(open_path(p, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "--format"));
+	unlink(p);
+	/* An explicit format needs a file, except the demo. */
+	embd_matrix_spec spec = {.format = EMBD_FORMAT_NPY};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ECONFIG);
 }
 
 int main(void)
@@ -216,7 +235,8 @@ int main(void)
 	    cmocka_unit_test(opens_f32_npy),         cmocka_unit_test(opens_f16_npy_with_extra_trailing_bytes),
 	    cmocka_unit_test(rejects_bad_files),     cmocka_unit_test(truncated_inside_header),
 	    cmocka_unit_test(missing_file_is_errno), cmocka_unit_test(raw_files),
-	    cmocka_unit_test(demo_matrix),           cmocka_unit_test(refcount_and_slot),
+	    cmocka_unit_test(demo_matrix),           cmocka_unit_test(refuses_special_files),
+	    cmocka_unit_test(format_table),
 	};
 	return cmocka_run_group_tests_name("matrix", tests, NULL, NULL);
 }

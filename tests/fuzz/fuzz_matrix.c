@@ -32,7 +32,7 @@ static void open_and_touch(const embd_matrix_spec *spec)
 		abort(); /* an accepted matrix must describe bytes that exist */
 	sink = i->data[0];
 	sink = i->data[i->data_bytes - 1];
-	embd_matrix_release(m);
+	embd_matrix_close(m);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

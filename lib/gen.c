@@ -1,0 +1,116 @@
+/* Generations: a loaded file and all that derives from it, refcounted as one; the lock-free current pointer. */
+#include "gen.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+struct embd_gen {
+	atomic_long refs;
+	atomic_long *live; /* borrowed; may be NULL */
+	uint64_t number;
+	embd_matrix *matrix; /* owned */
+};
+
+int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e)
+{
+	embd_gen *g = calloc(1, sizeof *g);
+	if (g == NULL)
+		return embd_err_set(e, -ENOMEM, "out of memory");
+	int rc = embd_matrix_open(spec, &g->matrix, e);
+	if (rc != 0) {
+		free(g);
+		return rc;
+	}
+	atomic_init(&g->refs, 1);
+	g->number = number;
+	g->live = live;
+	if (live != NULL)
+		atomic_fetch_add(live, 1);
+	*out = g;
+	return 0;
+}
+
+embd_gen *embd_gen_retain(embd_gen *g)
+{
+	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+	return g;
+}
+
+void embd_gen_release(embd_gen *g)
+{
+	if (g == NULL)
+		return;
+	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	atomic_long *live = g->live;
+	embd_matrix_close(g->matrix);
+	free(g);
+	if (live != NULL)
+		atomic_fetch_sub(live, 1);
+}
+
+uint64_t embd_gen_number(const embd_gen *g)
+{
+	return g->number;
+}
+
+const embd_matrix_info *embd_gen_matrix(const embd_gen *g)
+{
+	return embd_matrix_info_get(g->matrix);
+}
+
+long embd_gen_refs(const embd_gen *g)
+{
+	return atomic_load(&((embd_gen *)g)->refs);
+}
+
+void embd_gen_current_init(embd_gen_current *s, embd_gen *g)
+{
+	atomic_init(&s->current, g);
+	atomic_init(&s->epoch, 0);
+	atomic_init(&s->readers[0], 0);
+	atomic_init(&s->readers[1], 0);
+	pthread_mutex_init(&s->swap_lock, NULL);
+}
+
+embd_gen *embd_gen_current_acquire(embd_gen_current *s)
+{
+	/*
+	 * All sequentially consistent: a swap stores the pointer, then the epoch,
+	 * then reads the old epoch's counter; a reader increments its counter,
+	 * then re-reads the epoch, then loads the pointer. Either the swap sees
+	 * this reader's increment (and waits for it), or the reader sees the new
+	 * epoch (and retries under it, where it loads the new pointer).
+	 */
+	for (;;) {
+		unsigned ep = atomic_load(&s->epoch);
+		atomic_long *count = &s->readers[ep & 1];
+		atomic_fetch_add(count, 1);
+		if (atomic_load(&s->epoch) == ep) {
+			embd_gen *g = embd_gen_retain(atomic_load(&s->current));
+			atomic_fetch_sub(count, 1);
+			return g;
+		}
+		atomic_fetch_sub(count, 1);
+	}
+}
+
+void embd_gen_current_swap(embd_gen_current *s, embd_gen *g)
+{
+	pthread_mutex_lock(&s->swap_lock);
+	embd_gen *old = atomic_exchange(&s->current, g);
+	unsigned ep = atomic_fetch_add(&s->epoch, 1);
+	/* Readers announced under the old epoch may have loaded old: let them take their reference first. */
+	while (atomic_load(&s->readers[ep & 1]) != 0)
+		sched_yield();
+	pthread_mutex_unlock(&s->swap_lock);
+	embd_gen_release(old);
+}
+
+void embd_gen_current_destroy(embd_gen_current *s)
+{
+	embd_gen_release(atomic_load(&s->current));
+	atomic_store(&s->current, NULL);
+	pthread_mutex_destroy(&s->swap_lock);
+}

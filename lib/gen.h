@@ -1,0 +1,68 @@
+/*
+ * Generations (design §7): everything derived from one loaded file, owned
+ * together and refcounted as one, so that a reload swaps it all at once and
+ * a response pins it all at once. Today a generation owns its matrix (the
+ * mapping, and through it the format that read it); the vocabulary, per-row
+ * norms and a shard's row range belong here too when they come.
+ */
+#ifndef EMBD_GEN_H
+#define EMBD_GEN_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "matrix.h"
+
+typedef struct embd_gen embd_gen;
+
+/*
+ * Open spec's matrix as generation number `number`. live (optional,
+ * borrowed for the generation's life) counts generations alive: +1 here, -1
+ * when the last reference goes. On success *out is new with one reference;
+ * on failure *out is not written and e says why (errors of embd_matrix_open,
+ * or -ENOMEM). Thread-safe.
+ */
+int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e);
+
+/* Another reference; returns g. Thread-safe (atomic). */
+embd_gen *embd_gen_retain(embd_gen *g);
+
+/* Drop a reference; the last one closes the matrix and frees. NULL is a no-op. Thread-safe. */
+void embd_gen_release(embd_gen *g);
+
+/* The generation's number, and its matrix's facts; borrowed, valid while a reference is held. */
+uint64_t embd_gen_number(const embd_gen *g);
+const embd_matrix_info *embd_gen_matrix(const embd_gen *g);
+
+/* Current reference count (for tests; racy by nature). */
+long embd_gen_refs(const embd_gen *g);
+
+/*
+ * The server's current generation, readable without a lock: acquire() is
+ * what every request does, so it takes no mutex and never waits for a swap.
+ * A reader announces itself in one of two counters (chosen by the holder's
+ * epoch), loads the pointer and retains it; swap() installs the new pointer,
+ * flips the epoch and waits (briefly: a load and an increment) until the
+ * readers announced under the old epoch are gone before it drops the holder's
+ * reference to the old generation, so a reader never retains a freed one.
+ * Readers arriving meanwhile use the other counter and see the new pointer,
+ * so a stream of readers cannot starve a swap.
+ */
+typedef struct embd_gen_current {
+	_Atomic(embd_gen *) current;
+	atomic_uint epoch;
+	atomic_long readers[2];
+	pthread_mutex_t swap_lock; /* swaps are serialised; readers never take it */
+} embd_gen_current;
+
+void embd_gen_current_init(embd_gen_current *s, embd_gen *g); /* steals g's reference */
+/* A new reference to the current generation. Lock-free; thread-safe against swap(). */
+embd_gen *embd_gen_current_acquire(embd_gen_current *s);
+/* Make g current (steals its reference) and drop the holder's reference to the old one. Thread-safe. */
+void embd_gen_current_swap(embd_gen_current *s, embd_gen *g);
+/* Drop the holder's reference; no acquire() may run concurrently or after. */
+void embd_gen_current_destroy(embd_gen_current *s);
+
+#endif

@@ -1,0 +1,43 @@
+/* What libembd's modules share inside the library and nobody outside it: the matrix record and the format table. */
+#ifndef EMBD_INTERNAL_H
+#define EMBD_INTERNAL_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "matrix.h"
+
+struct embd_matrix {
+	void *map; /* the whole file (or the demo's anonymous mapping); NULL before mapping */
+	size_t map_len;
+	int locked;
+	embd_matrix_info info;
+	char source[4096];
+};
+
+/*
+ * One row of the format table (lib/format.c). sniff says how sure it is
+ * that a file is in this format from its first bytes and its name: 2 by
+ * magic bytes, 1 by extension only, 0 not. layout validates the mapped file
+ * (m->map, m->map_len) against spec and fills m->info's data, rows, dim and
+ * dtype; errors name the file.
+ */
+typedef struct embd_format_ops {
+	embd_format id;
+	const char *name;
+	int needs_file; /* 0: the format makes its own data (demo) */
+	int (*sniff)(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec);
+	int (*layout)(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e);
+} embd_format_ops;
+
+/* The row for id; NULL for EMBD_FORMAT_AUTO. */
+const embd_format_ops *embd_format_ops_get(embd_format id);
+
+/*
+ * The format of a mapped file: the best sniff (magic bytes beat extensions);
+ * EMBD_EFORMAT with a message listing what was tried when none matches.
+ */
+int embd_format_detect(const struct embd_matrix *m, const embd_matrix_spec *spec, const embd_format_ops **out,
+                       embd_err *e);
+
+#endif
