@@ -92,7 +92,7 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 		if (ops == NULL && (rc = embd_format_detect(m, spec, &ops, e)) != 0)
 			goto fail;
 	}
-	rc = ops->layout(m, spec, e);
+	rc = ops != NULL ? ops->layout(m, spec, e) : EMBD_EINTERNAL; /* detect found one, or failed above */
 	if (rc != 0)
 		goto fail;
 	if (m->info.rows == 0 || m->info.dim == 0) {
