@@ -1,18 +1,62 @@
 /* Per-request memory accounting against a global budget, and the warm buffer pool. */
 #include "acct.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 
-/* Every accounted buffer starts with this header; the caller sees what follows. */
+/*
+ * Every block starts with this header; the caller sees what follows. While
+ * held, prev/next link it into its accountant's list; while idle, next links
+ * it into its pool class's list.
+ */
 struct hdr {
-	uint64_t charged; /* bytes charged for it now */
-	uint32_t klass;   /* pool class, or UINT32_MAX for plain malloc */
+	struct hdr *prev, *next;
+	uint64_t bytes; /* the whole block, header included: what it charges */
+	uint32_t klass; /* pool class, or NO_CLASS for a plain malloc size */
 	uint32_t magic;
 };
 #define HDR_MAGIC 0xacc7b0f5u
-#define HDR_SIZE  16
-_Static_assert(sizeof(struct hdr) == HDR_SIZE, "header keeps 16-byte alignment");
+#define NO_CLASS  UINT32_MAX
+#define MIN_CLASS ((size_t)1 << EMBD_POOL_MIN_SHIFT)
+#define MAX_CLASS ((size_t)1 << EMBD_POOL_MAX_SHIFT)
+_Static_assert(sizeof(struct hdr) <= EMBD_ACCT_HDR_BYTES, "the header fits its room");
+_Static_assert(EMBD_ACCT_HDR_BYTES % 16 == 0, "payloads keep 16-byte alignment");
+_Static_assert(EMBD_POOL_STEPS == 4, "class_of assumes quarter steps");
+
+/* The payload of class k: (4 + k % 4) quarters of 2^(MIN_SHIFT + k / 4). */
+static size_t class_size(uint32_t k)
+{
+	return (size_t)(EMBD_POOL_STEPS + k % EMBD_POOL_STEPS) << (EMBD_POOL_MIN_SHIFT + k / EMBD_POOL_STEPS - 2);
+}
+
+/* The smallest class whose payload holds n bytes (MIN_CLASS <= n <= MAX_CLASS). */
+static uint32_t class_of(size_t n)
+{
+	unsigned s = 63 - (unsigned)__builtin_clzll((unsigned long long)n); /* 2^s <= n < 2^(s+1) */
+	size_t quarter = (size_t)1 << (s - 2);
+	size_t q = (n + quarter - 1) / quarter; /* 4..8 quarters; 8 is the next power's first class */
+	return (uint32_t)((s - EMBD_POOL_MIN_SHIFT) * EMBD_POOL_STEPS + (q - EMBD_POOL_STEPS));
+}
+
+/* The payload a block for n bytes has, and its class (NO_CLASS: plain malloc of exactly n). */
+static size_t payload_of(size_t n, uint32_t *klass)
+{
+	if (n < MIN_CLASS || n > MAX_CLASS) {
+		*klass = NO_CLASS;
+		return n;
+	}
+	*klass = class_of(n);
+	return class_size(*klass);
+}
+
+uint64_t embd_acct_block_bytes(size_t n)
+{
+	if (n > SIZE_MAX - EMBD_ACCT_HDR_BYTES)
+		return UINT64_MAX;
+	uint32_t k;
+	return (uint64_t)payload_of(n, &k) + EMBD_ACCT_HDR_BYTES;
+}
 
 void embd_pool_init(embd_pool *p, uint64_t keep_bytes)
 {
@@ -28,68 +72,61 @@ void embd_pool_destroy(embd_pool *p)
 {
 	for (int i = 0; i < EMBD_POOL_CLASSES; i++) {
 		while (p->free[i] != NULL) {
-			void *next = *(void **)p->free[i];
-			free(p->free[i]);
-			atomic_fetch_sub(&p->allocated_bytes, (size_t)1 << (i + EMBD_POOL_MIN_SHIFT));
-			p->free[i] = next;
+			struct hdr *h = p->free[i];
+			p->free[i] = h->next;
+			atomic_fetch_sub(&p->allocated_bytes, h->bytes);
+			free(h);
 		}
 	}
 	p->idle_bytes = 0;
 	pthread_mutex_destroy(&p->lock);
 }
 
-static uint32_t class_of(size_t total)
+/* A block of bytes bytes in class k: a warm one when the pool has one, else a new one. */
+static struct hdr *block_get(embd_pool *p, uint64_t bytes, uint32_t k)
 {
-	uint32_t k = 0;
-	while (((size_t)1 << (k + EMBD_POOL_MIN_SHIFT)) < total)
-		k++;
-	return k;
+	struct hdr *h = NULL;
+	if (p != NULL && k != NO_CLASS) {
+		pthread_mutex_lock(&p->lock);
+		h = p->free[k];
+		if (h != NULL) {
+			p->free[k] = h->next;
+			p->idle_bytes -= bytes;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (h != NULL)
+			return h;
+	}
+	h = malloc((size_t)bytes);
+	if (h != NULL && p != NULL)
+		atomic_fetch_add(&p->allocated_bytes, bytes);
+	return h;
 }
 
-/* A block of at least total bytes (header included); *klass tells where it goes back. */
-static void *pool_get(embd_pool *p, size_t total, uint32_t *klass)
+/* Keep a class block idle if the pool has room under keep_bytes; otherwise free it. */
+static void block_put(embd_pool *p, struct hdr *h)
 {
-	if (p == NULL || total < ((size_t)1 << EMBD_POOL_MIN_SHIFT) || total > ((size_t)1 << EMBD_POOL_MAX_SHIFT)) {
-		*klass = UINT32_MAX;
-		return malloc(total);
-	}
-	uint32_t k = class_of(total);
-	size_t size = (size_t)1 << (k + EMBD_POOL_MIN_SHIFT);
-	*klass = k;
-	pthread_mutex_lock(&p->lock);
-	void *b = p->free[k];
-	if (b != NULL) {
-		p->free[k] = *(void **)b;
-		p->idle_bytes -= size;
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (b == NULL) {
-		b = malloc(size);
-		if (b != NULL)
-			atomic_fetch_add(&p->allocated_bytes, size);
-	}
-	return b;
-}
-
-static void pool_put(embd_pool *p, void *b, uint32_t k)
-{
-	if (k == UINT32_MAX) {
-		free(b);
+	if (p == NULL) {
+		free(h);
 		return;
 	}
-	size_t size = (size_t)1 << (k + EMBD_POOL_MIN_SHIFT);
-	pthread_mutex_lock(&p->lock);
-	if (p->idle_bytes + size <= p->keep_bytes) {
-		*(void **)b = p->free[k];
-		p->free[k] = b;
-		p->idle_bytes += size;
-		b = NULL;
+	uint64_t bytes = h->bytes;
+	if (h->klass != NO_CLASS) {
+		pthread_mutex_lock(&p->lock);
+		if (p->idle_bytes + bytes <= p->keep_bytes) {
+			h->prev = NULL;
+			h->next = p->free[h->klass];
+			p->free[h->klass] = h;
+			p->idle_bytes += bytes;
+			h = NULL;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (h == NULL)
+			return;
 	}
-	pthread_mutex_unlock(&p->lock);
-	if (b != NULL) {
-		free(b);
-		atomic_fetch_sub(&p->allocated_bytes, size);
-	}
+	/* Counted down before the free, so the gauge never reads below what is really out. */
+	atomic_fetch_sub(&p->allocated_bytes, bytes);
+	free(h);
 }
 
 void embd_budget_init(embd_budget *b, uint64_t limit)
@@ -123,6 +160,7 @@ void embd_acct_init(embd_acct *a, embd_budget *budget, embd_pool *pool, uint64_t
 	a->held = 0;
 	a->peak = 0;
 	a->need = 0;
+	a->blocks = NULL;
 }
 
 /* Charge n bytes if the in-flight total stays within ceiling (0: unlimited). */
@@ -170,47 +208,78 @@ void embd_acct_uncharge(embd_acct *a, uint64_t n)
 	atomic_fetch_sub(&a->budget->inflight, n);
 }
 
-int embd_acct_alloc(embd_acct *a, size_t n, void **out)
+static int alloc(embd_acct *a, size_t n, void **out, int (*charge_fn)(embd_acct *, uint64_t))
 {
-	if (n > SIZE_MAX - HDR_SIZE)
-		return embd_acct_charge(a, UINT64_MAX);
-	int rc = embd_acct_charge(a, n);
+	uint64_t bytes = embd_acct_block_bytes(n);
+	if (bytes == UINT64_MAX) { /* no block that size can exist, whatever the limits */
+		a->need = UINT64_MAX;
+		return EMBD_ETOOBIG;
+	}
+	int rc = charge_fn(a, bytes);
 	if (rc != 0)
 		return rc;
 	uint32_t klass;
-	struct hdr *h = pool_get(a->pool, n + HDR_SIZE, &klass);
+	payload_of(n, &klass);
+	struct hdr *h = block_get(a->pool, bytes, klass);
 	if (h == NULL) {
-		embd_acct_uncharge(a, n);
+		embd_acct_uncharge(a, bytes);
 		return -ENOMEM;
 	}
-	h->charged = n;
+	h->bytes = bytes;
 	h->klass = klass;
 	h->magic = HDR_MAGIC;
-	*out = (char *)h + HDR_SIZE;
+	h->prev = NULL;
+	h->next = a->blocks;
+	if (h->next != NULL)
+		h->next->prev = h;
+	a->blocks = h;
+	*out = (char *)h + EMBD_ACCT_HDR_BYTES;
 	return 0;
+}
+
+int embd_acct_alloc(embd_acct *a, size_t n, void **out)
+{
+	return alloc(a, n, out, embd_acct_charge);
+}
+
+int embd_acct_alloc_reserved(embd_acct *a, size_t n, void **out)
+{
+	return alloc(a, n, out, embd_acct_charge_reserved);
+}
+
+/* Unlink a held block, give back its charge and hand it to the pool (or free it). */
+static void release(embd_acct *a, struct hdr *h)
+{
+	assert(h->magic == HDR_MAGIC);
+	if (h->prev != NULL)
+		h->prev->next = h->next;
+	else
+		a->blocks = h->next;
+	if (h->next != NULL)
+		h->next->prev = h->prev;
+	h->magic = 0;
+	embd_acct_uncharge(a, h->bytes);
+	block_put(a->pool, h);
 }
 
 void embd_acct_free(embd_acct *a, void *p)
 {
-	if (p == NULL)
-		return;
-	struct hdr *h = (struct hdr *)((char *)p - HDR_SIZE);
-	embd_acct_uncharge(a, h->charged);
-	h->magic = 0;
-	pool_put(a->pool, h, h->klass);
-}
-
-void embd_acct_trim(embd_acct *a, void *p, size_t n)
-{
-	struct hdr *h = (struct hdr *)((char *)p - HDR_SIZE);
-	if (n < h->charged) {
-		embd_acct_uncharge(a, h->charged - n);
-		h->charged = n;
-	}
+	if (p != NULL)
+		release(a, (struct hdr *)((char *)p - EMBD_ACCT_HDR_BYTES));
 }
 
 uint64_t embd_acct_close(embd_acct *a)
 {
+	struct hdr *h = a->blocks;
+	a->blocks = NULL;
+	while (h != NULL) {
+		struct hdr *next = h->next;
+		assert(h->magic == HDR_MAGIC);
+		h->magic = 0;
+		embd_acct_uncharge(a, h->bytes);
+		block_put(a->pool, h);
+		h = next;
+	}
 	uint64_t left = a->held;
 	if (left != 0)
 		embd_acct_uncharge(a, left);

@@ -141,7 +141,8 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 		put(&o, "embd_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
 		    (unsigned long long)atomic_load(&m->rejected[i]));
 	put(&o,
-	    "# HELP embd_pool_bytes Memory held by the request buffer pool, idle or in use.\n"
+	    "# HELP embd_pool_bytes Bytes of request buffer blocks obtained from malloc and not yet freed, headers "
+	    "included: held by requests or idle in the pool (idle at most plan.pool_bytes).\n"
 	    "# TYPE embd_pool_bytes gauge\n"
 	    "embd_pool_bytes %llu\n"
 	    "# HELP embd_reloads_total Matrix reloads (SIGHUP or /v1/admin/reload), by result.\n"

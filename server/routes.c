@@ -219,7 +219,6 @@ static enum MHD_Result send_rows(struct req *r, struct rows_req *q, enum fmt fmt
 		if (rc != 0)
 			return embd_reply_charge_error(r, rc, "the JSON response");
 		body_len = embd_json_rows_write(buf, m, q->runs, q->nruns, q->ids, o, scratch);
-		embd_acct_trim(&r->acct, buf, body_len);
 		copied = body_len;
 		resp = embd_response_pinned_buffer(r, buf, body_len);
 	} else if (path == EMBD_PATH_GATHER) {
