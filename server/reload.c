@@ -70,6 +70,7 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		rl->current = j;
 		rl->loading = 1;
 		pthread_mutex_unlock(&rl->lock);
+		embd_log(EMBD_LOG_NOTICE, "reload: opening %s", rl->path[0] != '\0' ? rl->path : "the demo matrix");
 		embd_err e;
 		rc = embd_matrix_open(&spec, &m, &e);
 		pthread_mutex_lock(&rl->lock);
