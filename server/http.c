@@ -506,8 +506,10 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 	 */
 	int rc = embd_reloader_stop(&s->reloader, end);
 	if (rc != 0)
-		embd_log(EMBD_LOG_ERROR, "shutdown deadline (%u s) passed with a reload still opening its file: "
-		         "abandoned it", deadline_s);
+		embd_log(EMBD_LOG_ERROR,
+		         "shutdown deadline (%u s) passed with a reload still opening its file: "
+		         "abandoned it",
+		         deadline_s);
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
 		struct timespec ts = {0, 10000000};
 		nanosleep(&ts, NULL);

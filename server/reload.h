@@ -49,8 +49,8 @@ typedef struct embd_reloader {
 	int signal_pending;           /* a SIGHUP reload is due */
 	int loading;                  /* the thread is inside embd_matrix_open */
 	int stopping;
-	int abandoned;               /* stop gave up on a load: the thread must not touch the server again */
-	uint64_t generation;         /* the newest generation's number */
+	int abandoned;       /* stop gave up on a load: the thread must not touch the server again */
+	uint64_t generation; /* the newest generation's number */
 	char path[sizeof(((embd_config *)0)->matrix_path)]; /* the path being loaded, the thread's own copy */
 } embd_reloader;
 

@@ -554,8 +554,9 @@ static enum MHD_Result h_reload(struct req *r)
 	size_t len = 0;
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &path, &len) == MHD_YES) {
 		if (path == NULL || len == 0)
-			return embd_reply_error(r, EMBD_EBADPARAM,
-			                        "path is empty: name a matrix file, or leave path out to reload matrix.path");
+			return embd_reply_error(
+			    r, EMBD_EBADPARAM,
+			    "path is empty: name a matrix file, or leave path out to reload matrix.path");
 		if (len >= sizeof s->cfg.matrix_path)
 			return embd_reply_error(r, EMBD_EBADPARAM, "path is %zu bytes long; the limit is %zu", len,
 			                        sizeof s->cfg.matrix_path - 1);

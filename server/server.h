@@ -27,9 +27,9 @@ typedef struct embd_server {
 	embd_plan_cfg plan;
 	struct MHD_Daemon *daemon;
 	uint16_t port;
-	char admin_token[256];       /* empty: the admin endpoints are off */
-	atomic_long requests_live;   /* request records not yet finished */
-	embd_reloader reloader;      /* the thread every reload runs on */
+	char admin_token[256];     /* empty: the admin endpoints are off */
+	atomic_long requests_live; /* request records not yet finished */
+	embd_reloader reloader;    /* the thread every reload runs on */
 	embd_conns conns;
 } embd_server;
 
