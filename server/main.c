@@ -280,17 +280,18 @@ static int cmd_serve(int argc, char **argv)
 	signals_mask(SIG_BLOCK);
 	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
 	embd_matrix *first = embd_matrix_slot_acquire(&s->slot);
-	if (embd_http_start(s, msg, sizeof msg) != 0) {
-		fprintf(stderr, "embd: %s\n", msg);
-		embd_matrix_release(first);
-		embd_matrix_slot_destroy(&s->slot);
-		return 1;
-	}
+	/* The reloader first: a request thread may queue an admin reload as soon as the daemon listens. */
 	int err = embd_reloader_start(&s->reloader, s, 1);
 	if (err != 0) {
 		fprintf(stderr, "embd: cannot start the reload thread: %s\n", strerror(err));
 		embd_matrix_release(first);
-		(void)embd_http_stop(s, 0);
+		embd_matrix_slot_destroy(&s->slot);
+		return 1;
+	}
+	if (embd_http_start(s, msg, sizeof msg) != 0) {
+		fprintf(stderr, "embd: %s\n", msg);
+		(void)embd_reloader_stop(&s->reloader, embd_now_ns()); /* idle: nothing to abandon */
+		embd_matrix_release(first);
 		embd_matrix_slot_destroy(&s->slot);
 		return 1;
 	}
