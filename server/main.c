@@ -138,12 +138,17 @@ static int read_token(const char *path, char *out, size_t cap)
  * writes a byte to a self-pipe, whichever thread it runs on; the main thread
  * polls the pipe and acts.
  */
-static atomic_int caught_hup, caught_stop;
+static atomic_int caught_hup, caught_stop, serving;
 static int sig_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
 {
 	int saved = errno; /* the interrupted code may be about to read it */
+	if (sig != SIGHUP && !atomic_load(&serving)) {
+		/* Still starting (a long first load): stop at once, as before the handlers, by the default action. */
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
 	if (sig == SIGHUP)
 		atomic_store(&caught_hup, 1);
 	else
@@ -250,7 +255,7 @@ static int cmd_serve(int argc, char **argv)
 	if (s->cfg.admin_token_file[0] != '\0' &&
 	    read_token(s->cfg.admin_token_file, s->admin_token, sizeof s->admin_token) != 0)
 		return 2;
-	/* Before the matrix loads: a signal during a long first load is acted on once serving. */
+	/* Before the matrix loads: a SIGHUP during a long first load is acted on once serving. */
 	if (signals_install() != 0)
 		return 1;
 	embd_metrics_init(&s->metrics);
@@ -295,6 +300,7 @@ static int cmd_serve(int argc, char **argv)
 		embd_matrix_slot_destroy(&s->slot);
 		return 1;
 	}
+	atomic_store(&serving, 1); /* from now on, SIGTERM and SIGINT stop gracefully */
 	signals_mask(SIG_UNBLOCK);
 	const embd_matrix_info *info = embd_matrix_info_get(first);
 	const char *addr = s->cfg.listen_address;

@@ -285,10 +285,13 @@ def test_sigterm_abandons_a_reload_past_the_shutdown_deadline(tmp_path, slow, tw
 
     t = threading.Thread(target=reload)
     t.start()
-    assert wait_for(lambda: "reload: opening " + slow["path"] in d.output(), 10)
-    d.proc.send_signal(signal.SIGTERM)
-    rc = d.proc.wait(timeout=30)
-    t.join(30)
+    try:
+        assert wait_for(lambda: "reload: opening " + slow["path"] in d.output(), 10)
+    finally:
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        d.log.close()
+        t.join(30)
     assert not t.is_alive()
     out = d.output()
     if "reload done" in out.split("SIGTERM: stopping")[1]:
