@@ -487,10 +487,10 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	return 0;
 }
 
-void embd_http_stop(embd_server *s, unsigned deadline_s)
+int embd_http_stop(embd_server *s, unsigned deadline_s)
 {
 	if (s->daemon == NULL)
-		return;
+		return 0;
 	/* Stop accepting, let the requests in flight finish (up to the deadline), then close everything. */
 	MHD_socket listen_fd = MHD_quiesce_daemon(s->daemon);
 	/* Quiescing leaves the socket listening: the kernel would still complete handshakes into its backlog.
@@ -498,19 +498,19 @@ void embd_http_stop(embd_server *s, unsigned deadline_s)
 	if (listen_fd != MHD_INVALID_SOCKET)
 		shutdown(listen_fd, SHUT_RDWR);
 	uint64_t end = embd_now_ns() + (uint64_t)deadline_s * 1000000000u;
+	/*
+	 * The reloader resumes the suspended connection of the admin reload it
+	 * answers: once it has stopped (or given up on a load stuck past the
+	 * deadline, answering its client), nothing resumes a connection of this
+	 * daemon any more, and it may be stopped.
+	 */
+	int rc = embd_reloader_stop(&s->reloader, end);
+	if (rc != 0)
+		embd_log(EMBD_LOG_ERROR,
+		         "shutdown deadline (%u s) passed with a reload still opening its file: "
+		         "abandoned it",
+		         deadline_s);
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
-		struct timespec ts = {0, 10000000};
-		nanosleep(&ts, NULL);
-	}
-	/* A reload thread resumes its suspended connection when done; the daemon must outlive that. */
-	while (atomic_load(&s->reloads_running) > 0) {
-		if (embd_now_ns() >= end) {
-			embd_log(EMBD_LOG_ERROR,
-			         "shutdown deadline (%u s) passed with a reload still opening its file: "
-			         "exiting at once",
-			         deadline_s);
-			_exit(1);
-		}
 		struct timespec ts = {0, 10000000};
 		nanosleep(&ts, NULL);
 	}
@@ -523,4 +523,5 @@ void embd_http_stop(embd_server *s, unsigned deadline_s)
 		close(listen_fd);
 	s->daemon = NULL;
 	embd_conns_destroy(&s->conns);
+	return rc;
 }

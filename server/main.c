@@ -1,7 +1,10 @@
 /* embd's command line: serve, info, --help, --version. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +130,99 @@ static int read_token(const char *path, char *out, size_t cap)
 	return 0;
 }
 
+/*
+ * Signals. Every thread may take SIGHUP, SIGTERM or SIGINT, including threads
+ * we did not create (OpenBLAS starts its workers in a constructor, before
+ * main, with every signal unblocked), so none of them may be left at the
+ * default action, which kills the process. A handler notes the signal and
+ * writes a byte to a self-pipe, whichever thread it runs on; the main thread
+ * polls the pipe and acts.
+ */
+static atomic_int caught_hup, caught_stop, serving;
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+	int saved = errno; /* the interrupted code may be about to read it */
+	if (sig != SIGHUP && !atomic_load(&serving)) {
+		/* Still starting (a long first load): stop at once, as before the handlers, by the default action. */
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
+	if (sig == SIGHUP)
+		atomic_store(&caught_hup, 1);
+	else
+		atomic_store(&caught_stop, sig);
+	char b = 0;
+	ssize_t n = write(sig_pipe[1], &b, 1); /* non-blocking: a full pipe already has a wake-up in it */
+	(void)n;
+	errno = saved;
+}
+
+static const int handled_signals[] = {SIGHUP, SIGTERM, SIGINT};
+
+/* The handlers and their pipe; 0, or -1 with a message printed. */
+static int signals_install(void)
+{
+	if (pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+		fprintf(stderr, "embd: pipe: %s\n", strerror(errno));
+		return -1;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART; /* the other threads' system calls carry on */
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof handled_signals / sizeof handled_signals[0]; i++)
+		sigaction(handled_signals[i], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+/* Block (how SIG_BLOCK) or unblock our signals in this thread; threads it starts meanwhile inherit the mask. */
+static void signals_mask(int how)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof handled_signals / sizeof handled_signals[0]; i++)
+		sigaddset(&set, handled_signals[i]);
+	pthread_sigmask(how, &set, NULL);
+}
+
+/*
+ * The main thread's loop: act on signals, and between them enforce the request
+ * deadline every 250 ms. It never loads a matrix (the reload thread does), so
+ * neither the sweep nor SIGTERM ever waits for a file. Returns the stop signal.
+ */
+static int serve_loop(embd_server *s)
+{
+	const uint64_t tick = 250000000u;
+	uint64_t next_sweep = embd_now_ns() + tick;
+	for (;;) {
+		uint64_t now = embd_now_ns();
+		if (now >= next_sweep) {
+			embd_http_sweep(s);
+			next_sweep = now + tick;
+			continue;
+		}
+		struct pollfd p = {sig_pipe[0], POLLIN, 0};
+		int timeout_ms = (int)((next_sweep - now + 999999) / 1000000);
+		if (poll(&p, 1, timeout_ms) > 0) {
+			char buf[64];
+			while (read(sig_pipe[0], buf, sizeof buf) > 0)
+				;
+		}
+		int stop = atomic_exchange(&caught_stop, 0);
+		if (stop != 0)
+			return stop;
+		if (atomic_exchange(&caught_hup, 0)) {
+			/* Any number of SIGHUPs during a load make at most one more load. */
+			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
+			embd_reloader_signal(&s->reloader);
+		}
+	}
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static embd_server srv; /* large; lives for the whole process */
@@ -159,8 +255,9 @@ static int cmd_serve(int argc, char **argv)
 	if (s->cfg.admin_token_file[0] != '\0' &&
 	    read_token(s->cfg.admin_token_file, s->admin_token, sizeof s->admin_token) != 0)
 		return 2;
-	pthread_mutex_init(&s->reload_lock, NULL);
-	s->generation = 1;
+	/* Before the matrix loads: a SIGHUP during a long first load is acted on once serving. */
+	if (signals_install() != 0)
+		return 1;
 	embd_metrics_init(&s->metrics);
 	embd_gen *g;
 	embd_err e;
@@ -178,23 +275,31 @@ static int cmd_serve(int argc, char **argv)
 	s->plan.iov_min_run_bytes = (size_t)s->cfg.iov_min_run_bytes;
 	embd_ops_set_threads(1);
 
-	/* Signals are taken by sigwait in this thread only; libmicrohttpd's threads inherit the mask. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-
+	/*
+	 * Threads we start (libmicrohttpd's, the reload thread) block our signals,
+	 * so that the handler interrupts only this thread's poll (or a library's
+	 * thread, which the handler copes with too).
+	 */
+	signals_mask(SIG_BLOCK);
 	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
 	embd_gen *first = embd_gen_current_acquire(&s->current);
-	if (embd_http_start(s, msg, sizeof msg) != 0) {
-		fprintf(stderr, "embd: %s\n", msg);
+	/* The reloader first: a request thread may queue an admin reload as soon as the daemon listens. */
+	int err = embd_reloader_start(&s->reloader, s, 1);
+	if (err != 0) {
+		fprintf(stderr, "embd: cannot start the reload thread: %s\n", strerror(err));
 		embd_gen_release(first);
 		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
+	if (embd_http_start(s, msg, sizeof msg) != 0) {
+		fprintf(stderr, "embd: %s\n", msg);
+		(void)embd_reloader_stop(&s->reloader, embd_now_ns()); /* idle: nothing to abandon */
+		embd_gen_release(first);
+		embd_gen_current_destroy(&s->current);
+		return 1;
+	}
+	atomic_store(&serving, 1); /* from now on, SIGTERM and SIGINT stop gracefully */
+	signals_mask(SIG_UNBLOCK);
 	const embd_matrix_info *info = embd_gen_matrix(first);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
@@ -205,31 +310,15 @@ static int cmd_serve(int argc, char **argv)
 	         embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
 	         v6 ? "]" : "", s->port);
 	embd_gen_release(first);
-	/* This thread waits for signals and, between them, enforces the request deadline. */
-	struct timespec tick = {0, 250000000};
-	for (;;) {
-		int sig = sigtimedwait(&set, NULL, &tick);
-		if (sig < 0) {
-			embd_http_sweep(s);
-			continue;
-		}
-		if (sig == SIGHUP) {
-			char why[600];
-			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
-			uint64_t gen;
-			(void)embd_server_reload(s, NULL, &gen, why, sizeof why); /* logs the outcome itself */
-			continue;
-		}
-		embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-		break;
-	}
-	embd_http_stop(s, (unsigned)s->cfg.shutdown_s);
+	int sig = serve_loop(s);
+	embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	int abandoned = embd_http_stop(s, (unsigned)s->cfg.shutdown_s) != 0;
 	embd_gen_current_destroy(&s->current);
 	uint64_t left = embd_budget_inflight(&s->budget);
 	embd_pool_destroy(&s->pool);
-	embd_log(EMBD_LOG_NOTICE, "stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld", left,
-	         atomic_load(&s->metrics.generations_live));
-	return left == 0 ? 0 : 1;
+	embd_log(EMBD_LOG_NOTICE, "stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld%s", left,
+	         atomic_load(&s->metrics.generations_live), abandoned ? ", a reload abandoned" : "");
+	return left == 0 && !abandoned ? 0 : 1;
 }
 
 static int cmd_info(int argc, char **argv)

@@ -1,9 +1,11 @@
-/* Loading the configured matrix as a generation; hot reload. */
+/* Loading the configured matrix as a generation; hot reload on the one reload thread. */
 #include "reload.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "server.h"
@@ -39,38 +41,182 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 	return 0;
 }
 
-int embd_server_reload(embd_server *s, const char *path, uint64_t *generation, char *msg, size_t cap)
+static void finish(embd_reload_job *j, int rc, uint64_t generation, const char *msg)
 {
-	pthread_mutex_lock(&s->reload_lock);
+	j->rc = rc;
+	j->generation = generation;
+	snprintf(j->msg, sizeof j->msg, "%s", msg);
+	j->done(j);
+}
+
+/*
+ * One load, on the reload thread with rl->lock held on entry and on return;
+ * the lock is dropped while the file opens. A job's path is copied first:
+ * once stop has answered the job, its request (and the path) may be gone.
+ */
+static void load(embd_reloader *rl, embd_reload_job *j)
+{
+	embd_server *s = rl->srv;
+	const char *path = j != NULL && j->path != NULL ? j->path : s->cfg.matrix_path;
+	snprintf(rl->path, sizeof rl->path, "%s", path);
+	int from_job = j != NULL && j->path != NULL;
+	char msg[600];
 	embd_matrix_spec spec;
-	int rc = embd_spec_from_config(&s->cfg, &spec, msg, cap);
+	embd_gen *g = NULL;
+	int rc = embd_spec_from_config(&s->cfg, &spec, msg, sizeof msg);
+	uint64_t t0 = embd_now_ns();
 	if (rc == 0) {
-		if (path != NULL)
-			spec.path = path;
-		uint64_t number = s->generation + 1;
-		embd_gen *g;
+		spec.path = rl->path;
+		rl->current = j;
+		rl->loading = 1;
+		pthread_mutex_unlock(&rl->lock);
+		embd_log(EMBD_LOG_NOTICE, "reload: opening %s", rl->path[0] != '\0' ? rl->path : "the demo matrix");
 		embd_err e;
-		uint64_t t0 = embd_now_ns();
-		if (embd_gen_open(&spec, number, &s->metrics.generations_live, &g, &e) != 0) {
-			snprintf(msg, cap, "%s", e.msg);
+		rc = embd_gen_open(&spec, rl->generation + 1, &s->metrics.generations_live, &g, &e);
+		pthread_mutex_lock(&rl->lock);
+		rl->loading = 0;
+		pthread_cond_broadcast(&rl->idle);
+		if (rl->abandoned) { /* stop gave up on us and answered j; the server may be torn down */
+			embd_gen_release(g);
+			return;
+		}
+		j = rl->current;
+		rl->current = NULL;
+		if (rc != 0) {
+			snprintf(msg, sizeof msg, "%s", e.msg);
 			rc = -1;
-		} else {
-			const embd_matrix_info *i = embd_gen_matrix(g);
-			if (path != NULL && path != s->cfg.matrix_path)
-				snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", path);
-			s->generation = number;
-			*generation = number;
-			snprintf(msg, cap,
-			         "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64 " %s) loaded in %.3f ms", number,
-			         i->source, i->rows, i->dim, embd_dtype_name(i->dtype),
-			         (double)(embd_now_ns() - t0) / 1e6);
-			embd_gen_current_swap(&s->current, g);
-			atomic_store(&s->metrics.generation, number);
 		}
 	}
+	if (rc == 0) {
+		const embd_matrix_info *i = embd_gen_matrix(g);
+		rl->generation = embd_gen_number(g);
+		if (from_job) /* the next SIGHUP reloads what was loaded last */
+			snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", rl->path);
+		snprintf(msg, sizeof msg, "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64 " %s) loaded in %.3f ms",
+		         rl->generation, i->source, i->rows, i->dim, embd_dtype_name(i->dtype),
+		         (double)(embd_now_ns() - t0) / 1e6);
+		embd_gen_current_swap(&s->current, g);
+		atomic_store(&s->metrics.generation, rl->generation);
+	}
 	atomic_fetch_add(&s->metrics.reloads[rc == 0 ? 0 : 1], 1);
-	pthread_mutex_unlock(&s->reload_lock);
 	embd_log(rc == 0 ? EMBD_LOG_NOTICE : EMBD_LOG_ERROR, "reload %s: %s",
 	         rc == 0 ? "done" : "failed, still serving the current generation", msg);
+	if (j != NULL)
+		finish(j, rc, rl->generation, msg);
+}
+
+static void *run(void *arg)
+{
+	embd_reloader *rl = arg;
+	pthread_mutex_lock(&rl->lock);
+	for (;;) {
+		while (!rl->stopping && rl->head == NULL && !rl->signal_pending)
+			pthread_cond_wait(&rl->wake, &rl->lock);
+		if (rl->stopping)
+			break;
+		/* Clients waiting first; a SIGHUP reload has no one waiting for it. */
+		embd_reload_job *j = rl->head;
+		if (j != NULL) {
+			rl->head = j->next;
+			if (rl->head == NULL)
+				rl->tail = NULL;
+		} else {
+			rl->signal_pending = 0;
+		}
+		load(rl, j);
+		if (rl->abandoned)
+			break;
+	}
+	pthread_mutex_unlock(&rl->lock);
+	return NULL;
+}
+
+int embd_reloader_start(embd_reloader *rl, embd_server *s, uint64_t generation)
+{
+	memset(rl, 0, sizeof *rl);
+	rl->srv = s;
+	rl->generation = generation;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* embd_now_ns's clock, for stop's deadline */
+	pthread_mutex_init(&rl->lock, NULL);
+	pthread_cond_init(&rl->wake, NULL);
+	pthread_cond_init(&rl->idle, &ca);
+	pthread_condattr_destroy(&ca);
+	int err = pthread_create(&rl->thread, NULL, run, rl);
+	if (err != 0) {
+		pthread_cond_destroy(&rl->idle);
+		pthread_cond_destroy(&rl->wake);
+		pthread_mutex_destroy(&rl->lock);
+		return err;
+	}
+	rl->started = 1;
+	return 0;
+}
+
+void embd_reloader_signal(embd_reloader *rl)
+{
+	pthread_mutex_lock(&rl->lock);
+	if (!rl->stopping) {
+		rl->signal_pending = 1;
+		pthread_cond_signal(&rl->wake);
+	}
+	pthread_mutex_unlock(&rl->lock);
+}
+
+int embd_reloader_submit(embd_reloader *rl, embd_reload_job *j)
+{
+	pthread_mutex_lock(&rl->lock);
+	int rc = rl->stopping ? -1 : 0;
+	if (rc == 0) {
+		j->next = NULL;
+		if (rl->tail != NULL)
+			rl->tail->next = j;
+		else
+			rl->head = j;
+		rl->tail = j;
+		pthread_cond_signal(&rl->wake);
+	}
+	pthread_mutex_unlock(&rl->lock);
 	return rc;
+}
+
+int embd_reloader_stop(embd_reloader *rl, uint64_t end_ns)
+{
+	if (!rl->started)
+		return 0;
+	pthread_mutex_lock(&rl->lock);
+	rl->stopping = 1;
+	rl->signal_pending = 0;
+	pthread_cond_signal(&rl->wake);
+	while (rl->head != NULL) {
+		embd_reload_job *j = rl->head;
+		rl->head = j->next;
+		finish(j, -1, 0, "the server is shutting down; this reload did not run");
+	}
+	rl->tail = NULL;
+	struct timespec end = {(time_t)(end_ns / 1000000000u), (long)(end_ns % 1000000000u)};
+	while (rl->loading && pthread_cond_timedwait(&rl->idle, &rl->lock, &end) != ETIMEDOUT)
+		;
+	int abandoned = rl->loading;
+	if (abandoned) {
+		rl->abandoned = 1;
+		if (rl->current != NULL)
+			finish(rl->current, -1, 0,
+			       "the server stopped (limits.shutdown_s passed) while this reload was still opening its "
+			       "file");
+		rl->current = NULL;
+	}
+	pthread_mutex_unlock(&rl->lock);
+	rl->started = 0;
+	if (abandoned) {
+		/* The thread still needs the lock when its open returns: it is never destroyed. */
+		pthread_detach(rl->thread);
+		return -1;
+	}
+	pthread_join(rl->thread, NULL);
+	pthread_cond_destroy(&rl->idle);
+	pthread_cond_destroy(&rl->wake);
+	pthread_mutex_destroy(&rl->lock);
+	return 0;
 }

@@ -2,6 +2,7 @@
 #ifndef EMBD_RELOAD_H
 #define EMBD_RELOAD_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,13 +15,66 @@ struct embd_server;
 int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *msg, size_t cap);
 
 /*
- * Load path (NULL: the configured matrix.path) as the next generation and
- * make it current; in-flight responses finish from the generation they hold,
- * which is unmapped when the last of them completes. On failure the current
- * generation goes on serving and msg says why. On success matrix.path
- * becomes path, so that the next SIGHUP reloads it. Thread-safe: reloads are
- * serialised. Returns 0 with *generation the new generation's number, or -1.
+ * One reload a client waits for (POST /v1/admin/reload). The caller owns the
+ * job and fills path, done and cls; the reloader fills rc, generation and msg,
+ * then calls done exactly once (on the reload thread, or in
+ * embd_reloader_stop), and never touches the job after that.
  */
-int embd_server_reload(struct embd_server *s, const char *path, uint64_t *generation, char *msg, size_t cap);
+typedef struct embd_reload_job {
+	const char *path; /* borrowed until done; NULL: matrix.path. Never empty (the caller refuses that). */
+	void (*done)(struct embd_reload_job *j);
+	void *cls;
+	int rc;              /* 0, or -1 with msg saying why */
+	uint64_t generation; /* the new generation's number when rc is 0 */
+	char msg[600];
+	struct embd_reload_job *next; /* the reloader's queue */
+} embd_reload_job;
+
+/*
+ * The one thread that loads matrices. Every reload runs on it, so neither a
+ * request thread nor the main thread (signals, the request-deadline sweep)
+ * ever waits for a file to open, and reloads never overlap. Queued jobs run
+ * in order; SIGHUPs set one pending flag, so any number of them that arrive
+ * during a load make at most one more load.
+ */
+typedef struct embd_reloader {
+	struct embd_server *srv;
+	pthread_mutex_t lock;
+	pthread_cond_t wake; /* work queued, or stopping */
+	pthread_cond_t idle; /* a load ended */
+	pthread_t thread;
+	int started;
+	embd_reload_job *head, *tail; /* queued admin reloads */
+	embd_reload_job *current;     /* the admin reload being loaded; NULL for a SIGHUP one */
+	int signal_pending;           /* a SIGHUP reload is due */
+	int loading;                  /* the thread is inside embd_matrix_open */
+	int stopping;
+	int abandoned;       /* stop gave up on a load: the thread must not touch the server again */
+	uint64_t generation; /* the newest generation's number */
+	char path[sizeof(((embd_config *)0)->matrix_path)]; /* the path being loaded, the thread's own copy */
+} embd_reloader;
+
+/*
+ * Start the reload thread for s; generation is the number of the generation
+ * s serves. Start it with the process's signals blocked in the calling thread
+ * (it inherits the mask). 0, or a positive errno from pthread_create.
+ */
+int embd_reloader_start(embd_reloader *rl, struct embd_server *s, uint64_t generation);
+
+/* Ask for a reload of matrix.path (SIGHUP). Never blocks on a load; coalesces with one already pending. */
+void embd_reloader_signal(embd_reloader *rl);
+
+/* Queue j (see embd_reload_job). 0, or -1 when the reloader is stopping (j untouched, done never called). */
+int embd_reloader_submit(embd_reloader *rl, embd_reload_job *j);
+
+/*
+ * Stop: queued jobs are answered at once (rc -1, "shutting down"), a pending
+ * SIGHUP is dropped, and a load in progress may finish until end_ns
+ * (embd_now_ns clock). Returns 0 once the thread has exited, or -1 if it was
+ * still loading at end_ns: its job is answered (rc -1) and the thread is left
+ * to finish on its own, touching nothing of the server's again. No-op if
+ * never started.
+ */
+int embd_reloader_stop(embd_reloader *rl, uint64_t end_ns);
 
 #endif

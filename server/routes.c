@@ -507,34 +507,23 @@ static int token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* A reload run on its own thread while its connection is suspended; in the request's accounted memory. */
-struct reload_job {
-	struct req *r;
-	const char *path; /* libmicrohttpd's, valid while the request lives */
-	uint64_t generation;
-	int rc;
-	char msg[600];
-};
-
-static void *reload_thread(void *arg)
+/* The reload thread has answered the job: the handler runs again and replies. */
+static void reload_done(embd_reload_job *j)
 {
-	struct reload_job *j = arg;
-	embd_server *s = j->r->srv;
-	j->rc = embd_server_reload(s, j->path, &j->generation, j->msg, sizeof j->msg);
-	MHD_resume_connection(j->r->conn); /* the handler runs again and answers; j may be gone after this */
-	atomic_fetch_sub(&s->reloads_running, 1);
-	return NULL;
+	struct req *r = j->cls;
+	MHD_resume_connection(r->conn);
 }
 
 /*
  * POST /v1/admin/reload[?path=FILE]: load the next generation (bearer token
- * required). The load runs on a thread of its own, off the request threads:
- * opening a big file with matrix.populate may take seconds.
+ * required). The load runs on the reload thread while the connection is
+ * suspended: opening a big file with matrix.populate may take seconds, and no
+ * request thread waits for it. The job lives in the request's accounted memory.
  */
 static enum MHD_Result h_reload(struct req *r)
 {
 	embd_server *s = r->srv;
-	struct reload_job *j = r->job;
+	embd_reload_job *j = r->job;
 	if (j != NULL) { /* resumed: the reload is done */
 		if (j->rc != 0)
 			return embd_reply_error(r, EMBD_ERELOAD, "%s", j->msg);
@@ -558,25 +547,31 @@ static enum MHD_Result h_reload(struct req *r)
 	static const char *const params[] = {"path", NULL};
 	if (check_params(r, params) != 0)
 		return MHD_YES;
+	/* No path: reload matrix.path. A path given empty names no file; it never means the demo matrix. */
+	const char *path = NULL;
+	size_t len = 0;
+	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &path, &len) == MHD_YES) {
+		if (path == NULL || len == 0)
+			return embd_reply_error(
+			    r, EMBD_EBADPARAM,
+			    "path is empty: name a matrix file, or leave path out to reload matrix.path");
+		if (len >= sizeof s->cfg.matrix_path)
+			return embd_reply_error(r, EMBD_EBADPARAM, "path is %zu bytes long; the limit is %zu", len,
+			                        sizeof s->cfg.matrix_path - 1);
+	}
 	int rc = embd_req_alloc(r, sizeof *j, (void **)&j);
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the reload");
-	j->r = r;
-	j->path = embd_arg(r, "path");
+	memset(j, 0, sizeof *j);
+	j->path = path;
+	j->done = reload_done;
+	j->cls = r;
 	r->job = j;
-	atomic_fetch_add(&s->reloads_running, 1);
 	MHD_suspend_connection(r->conn);
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	int err = pthread_create(&t, &attr, reload_thread, j);
-	pthread_attr_destroy(&attr);
-	if (err != 0) {
-		atomic_fetch_sub(&s->reloads_running, 1);
+	if (embd_reloader_submit(&s->reloader, j) != 0) {
 		MHD_resume_connection(r->conn);
 		r->job = NULL;
-		return embd_reply_error(r, EMBD_EINTERNAL, "cannot start the reload thread: %s", strerror(err));
+		return embd_reply_error(r, EMBD_ERELOAD, "the server is shutting down; this reload did not run");
 	}
 	return MHD_YES;
 }

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "conns.h"
 #include "plan.h"
+#include "reload.h"
 
 #define EMBD_VERSION "0.1.0"
 
@@ -27,11 +28,9 @@ typedef struct embd_server {
 	embd_plan_cfg plan;
 	struct MHD_Daemon *daemon;
 	uint16_t port;
-	pthread_mutex_t reload_lock;
-	uint64_t generation;         /* the newest generation's number; under reload_lock */
-	char admin_token[256];       /* empty: the admin endpoints are off */
-	atomic_long requests_live;   /* request records not yet finished */
-	atomic_long reloads_running; /* reload threads started by POST /v1/admin/reload */
+	char admin_token[256];     /* empty: the admin endpoints are off */
+	atomic_long requests_live; /* request records not yet finished */
+	embd_reloader reloader;    /* the thread every reload runs on */
 	embd_conns conns;
 } embd_server;
 
@@ -111,8 +110,13 @@ const char *embd_arg(struct req *r, const char *name);
 
 /* Start and stop the HTTP side. start prints nothing; msg gets the reason on failure. */
 int embd_http_start(embd_server *s, char *msg, size_t cap);
-/* Stop accepting, wait up to deadline_s for the requests in flight, then close every connection. */
-void embd_http_stop(embd_server *s, unsigned deadline_s);
+/*
+ * Stop accepting, stop the reloader, wait up to deadline_s for the requests in
+ * flight, then close every connection. 0, or -1 if a reload was still opening
+ * its file at the deadline: it was abandoned (its client answered), and the
+ * caller should exit non-zero rather than wait for it.
+ */
+int embd_http_stop(embd_server *s, unsigned deadline_s);
 
 /* Time out requests still arriving after limits.request_timeout_s (408); call every fraction of a second. */
 void embd_http_sweep(embd_server *s);

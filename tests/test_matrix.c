@@ -60,10 +60,12 @@ static void expect_open_error(const char *dict, size_t data_len, int code, const
 {
 	static unsigned char zeros[2048];
 	const char *p = npy_file(1, dict, zeros, data_len);
-	embd_matrix *m = NULL;
+	/* A failed open leaves *out as it was: a sentinel shows it was not written (NULL would pass either way). */
+	embd_matrix *const untouched = (embd_matrix *)&zeros;
+	embd_matrix *m = untouched;
 	embd_err e;
 	assert_int_equal(open_path(p, &m, &e), code);
-	assert_null(m);
+	assert_ptr_equal(m, untouched);
 	if (strstr(e.msg, fragment) == NULL)
 		fail_msg("message '%s' lacks '%s'", e.msg, fragment);
 	assert_non_null(strstr(e.msg, p)); /* every message names the file */

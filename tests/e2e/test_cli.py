@@ -49,3 +49,12 @@ def test_info_and_version(data):
     assert rc == 0 and out.startswith("embd ")
     rc, out, err = run("frobnicate")
     assert rc == 2 and "unknown command 'frobnicate'" in err
+
+
+def test_serve_a_fifo_fails_at_once(tmp_path):
+    """A FIFO is refused before a byte is read: embd serve exits 1 at once with the reason, instead of
+    waiting for a writer."""
+    fifo = tmp_path / "vectors.npy"
+    os.mkfifo(fifo)
+    rc, out, err = run("serve", str(fifo), "--port", "0")  # run() times out after 30 s
+    assert rc == 1 and err == "embd: %s: not a regular file (a FIFO)\n" % fifo, err
