@@ -216,3 +216,23 @@ uint64_t embd_acct_close(embd_acct *a)
 		embd_acct_uncharge(a, left);
 	return left;
 }
+
+int embd_acct_alloc_reserved(embd_acct *a, size_t n, void **out)
+{
+	if (n > SIZE_MAX - HDR_SIZE)
+		return embd_acct_charge_reserved(a, UINT64_MAX);
+	int rc = embd_acct_charge_reserved(a, n);
+	if (rc != 0)
+		return rc;
+	uint32_t klass;
+	struct hdr *h = pool_get(a->pool, n + HDR_SIZE, &klass);
+	if (h == NULL) {
+		embd_acct_uncharge(a, n);
+		return -ENOMEM;
+	}
+	h->charged = n;
+	h->klass = klass;
+	h->magic = HDR_MAGIC;
+	*out = (char *)h + HDR_SIZE;
+	return 0;
+}

@@ -93,4 +93,10 @@ void embd_acct_trim(embd_acct *a, void *p, size_t n);
 /* End the request: gives back whatever is still charged; returns how much that was (0 when every buffer was freed). */
 uint64_t embd_acct_close(embd_acct *a);
 
+/*
+ * As embd_acct_alloc, but may use the budget's reserve: for the small answers
+ * that must be given whatever the load (/healthz, /metrics).
+ */
+int embd_acct_alloc_reserved(embd_acct *a, size_t n, void **out);
+
 #endif
