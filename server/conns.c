@@ -81,19 +81,12 @@ void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns)
 	atomic_store(&slot->state, CONN_RECEIVING);
 }
 
-void embd_conn_body(struct conn_slot *slot)
-{
-	int want = CONN_RECEIVING;
-	if (slot != NULL)
-		atomic_compare_exchange_strong(&slot->state, &want, CONN_BODY);
-}
-
 int embd_conn_claim(struct conn_slot *slot)
 {
 	if (slot == NULL)
 		return 0;
 	int state = atomic_load(&slot->state);
-	while (state == CONN_RECEIVING || state == CONN_BODY)
+	while (state == CONN_RECEIVING)
 		if (atomic_compare_exchange_weak(&slot->state, &state, CONN_BUSY))
 			return 0;
 	return state == CONN_TIMED_OUT ? -1 : 0;
@@ -105,7 +98,7 @@ int embd_conn_expired(const struct conn_slot *slot, uint64_t now_ns, uint64_t re
 		return 0;
 	int state = atomic_load(&((struct conn_slot *)slot)->state);
 	uint64_t since = atomic_load(&((struct conn_slot *)slot)->since_ns);
-	return (state == CONN_RECEIVING || state == CONN_BODY) && since < now_ns && now_ns - since > request_ns;
+	return state == CONN_RECEIVING && since < now_ns && now_ns - since > request_ns;
 }
 
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
@@ -147,8 +140,6 @@ unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, u
 			shut(s, CONN_IDLE);
 		else if (state == CONN_RECEIVING && request_ns != 0 && age > request_ns)
 			timed_out += (unsigned)shut(s, CONN_RECEIVING);
-		else if (state == CONN_BODY && request_ns != 0 && age > request_ns + EMBD_CONN_GRACE_NS)
-			timed_out += (unsigned)shut(s, CONN_BODY);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return timed_out;

@@ -4,15 +4,15 @@
  * libmicrohttpd's own timeout is an idle timeout, which a client sending one
  * byte a second never meets (slowloris). Here each connection has a slot
  * saying what it is doing and since when. From the main thread, a request
- * whose line or headers are still arriving limits.request_timeout_s after its
- * first line has its connection shut without an answer, as is a connection
- * that has waited limits.timeout_s in all for a request line (idle keep-alive,
- * or a line sent a byte at a time: it cannot tell which). A request whose body
- * is still arriving after its deadline is answered 408 through libmicrohttpd
- * by the access handler when its next bytes come (see embd_conn_expired); one
- * that sends nothing more is shut by the sweep a grace period later. Nothing
- * here writes to a socket: libmicrohttpd alone answers, so a request never
- * gets two answers.
+ * still arriving (line, headers or body) limits.request_timeout_s after its
+ * first line has its connection shut, as has a connection that has waited
+ * limits.timeout_s in all for a request line (idle keep-alive, or a line sent
+ * a byte at a time: it cannot tell which). Neither gets an answer, as nginx
+ * gives none at client_header_timeout and client_body_timeout: libmicrohttpd
+ * 0.9.75 queues no response while a body is arriving, and nothing here writes
+ * to a socket, so that a request never gets two answers. The access handler
+ * closes a request whose body bytes come after its deadline at once, without
+ * waiting for the sweep (embd_conn_expired).
  *
  * The table has room for limits.connections plus a surplus: connections past
  * limits.connections are accepted into the surplus only to be answered 503 at
@@ -29,12 +29,11 @@
 #include <stdint.h>
 
 /*
- * CONN_RECEIVING: the line and headers are arriving. CONN_BODY: the handler
- * has the headers and the body is arriving. CONN_BUSY: the request has arrived
- * or is being answered. CONN_TIMED_OUT: the sweep has claimed the connection
- * (shut it); nothing may be queued on it any more.
+ * CONN_RECEIVING: the request (line, headers, body) is arriving. CONN_BUSY: it
+ * has arrived, or is being answered. CONN_TIMED_OUT: the sweep has claimed the
+ * connection (shut it); nothing may be queued on it any more.
  */
-enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BODY, CONN_BUSY, CONN_TIMED_OUT };
+enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT };
 
 struct conn_slot {
 	int fd;                    /* valid while used; under the table's lock */
@@ -71,9 +70,6 @@ struct conn_slot *embd_conn_slot(struct MHD_Connection *c);
 /* A request's first line has arrived: its clock starts. */
 void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns);
 
-/* The handler has the headers of a request whose body is still to come. */
-void embd_conn_body(struct conn_slot *slot);
-
 /*
  * The request has arrived, or is about to be answered: no deadline any more.
  * Returns 0, or -1 if the sweep has already claimed the connection (it is
@@ -87,18 +83,15 @@ int embd_conn_expired(const struct conn_slot *slot, uint64_t now_ns, uint64_t re
 /* The request is over; the connection waits for the next. */
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns);
 
-/* How long a surplus connection may stay unanswered, and the grace a stalled body gets to earn its 408. */
+/* How long a surplus connection may stay without having been answered. */
 #define EMBD_CONN_SURPLUS_NS 1000000000u
-#define EMBD_CONN_GRACE_NS   1000000000u
 
 /*
  * Shut (shutdown(2), no write: libmicrohttpd then closes it) every connection
- * whose headers are still arriving request_ns after its first line, whose body
- * is still arriving request_ns plus EMBD_CONN_GRACE_NS after it (the handler
- * answers 408 when more of it comes; this is for a body that stopped), that
- * has waited wait_ns for a request line (0: no such limit), or that is surplus
- * and still there after EMBD_CONN_SURPLUS_NS. Returns how many requests were
- * shut for the request deadline.
+ * whose request is still arriving request_ns after its first line (0: no such
+ * limit), that has waited wait_ns for a request line (0: no such limit), or
+ * that is surplus and still there after EMBD_CONN_SURPLUS_NS. Returns how many
+ * requests were shut for the request deadline.
  */
 unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns);
 

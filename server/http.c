@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdarg.h>
@@ -178,10 +179,12 @@ enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp,
 	char gen[24];
 	snprintf(gen, sizeof gen, "%" PRIu64, embd_matrix_info_get(r->gen)->generation);
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
-	r->status = status;
-	r->body_bytes = body_len;
 	enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
+	if (ret == MHD_YES) {
+		r->status = status;
+		r->body_bytes = body_len;
+	}
 	return ret;
 }
 
@@ -216,8 +219,8 @@ enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
 	}
 	if (status == 401)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-	/* A late request and a connection past the limit are answered, then closed. */
-	if (status == 408 || (r->slot != NULL && r->slot->surplus))
+	/* A connection past limits.connections is answered, then closed. */
+	if (r->slot != NULL && r->slot->surplus)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (status == 405 && r->handler != NULL) {
 		char allow[32] = "";
@@ -395,8 +398,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			    r, EMBD_EBUSY, "all limits.connections (%" PRId64 ") connections are in use; retry later",
 			    s->cfg.connections);
 		}
-		if (r->method == M_POST && body_start(r) == 0) /* may refuse from the headers alone */
-			embd_conn_body(r->slot);
+		if (r->method == M_POST)
+			body_start(r); /* may refuse from the headers alone, before the body is read */
 		/*
 		 * Answer on the next call, once libmicrohttpd has seen the end of the
 		 * request: a response queued on this first call is sent only when
@@ -412,14 +415,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (*upload_data_size == 0 && embd_conn_claim(r->slot) != 0)
 		return MHD_NO; /* all of it has arrived, but too late: the sweep is shutting the connection */
 	if (*upload_data_size != 0) {
-		if (embd_conn_expired(r->slot, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u)) {
-			/* Answered through libmicrohttpd, which then closes the connection (Connection: close). */
+		if (embd_conn_expired(r->slot, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u) &&
+		    embd_conn_claim(r->slot) == 0) {
+			/*
+			 * libmicrohttpd 0.9.75 queues no response while a body is
+			 * arriving, so a late body cannot be answered 408: the
+			 * connection is closed without a word (as nginx does at
+			 * client_body_timeout), and logged and counted as a 408.
+			 */
 			atomic_fetch_add(&s->metrics.rejected[REJ_REQUEST_TIMEOUT], 1);
-			*upload_data_size = 0;
-			return embd_reply_error(r, EMBD_ETIMEOUT,
-			                        "the request did not arrive within limits.request_timeout_s (%" PRId64
-			                        " s)",
-			                        s->cfg.request_timeout_s);
+			r->status = 408;
+			return MHD_NO;
 		}
 		body_take(r, upload_data, *upload_data_size);
 		*upload_data_size = 0;
@@ -553,6 +559,15 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		threads = n > 0 ? (unsigned)n : 1;
 	}
 	unsigned need = (accepted + CONNS_PER_THREAD - 1) / CONNS_PER_THREAD;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	if (threads < need && cores > 0) {
+		/*
+		 * More threads than cores, only to keep each one's share of the
+		 * connections small: they must not also multiply glibc's malloc
+		 * arenas, each of which keeps freed gather buffers of its own.
+		 */
+		mallopt(M_ARENA_MAX, (int)(threads > (unsigned)cores ? threads : (unsigned)cores));
+	}
 	if (threads < need) {
 		embd_log(EMBD_LOG_NOTICE,
 		         "%u request threads, not %u: a libmicrohttpd thread may hold at most %u of the %u connections "
