@@ -59,7 +59,8 @@ static const struct key keys[] = {
     STR("listen.address", "listen", listen_address, "127.0.0.1",
         "address to bind (IPv4 or IPv6 literal); 0.0.0.0 exposes the daemon to the network"),
     INT("listen.port", "port", listen_port, "8080", 0, 65535, "TCP port; 0 picks a free one and prints it"),
-    INT("listen.threads", "threads", threads, "0", 0, 256, "request threads; 0: one per core"),
+    INT("listen.threads", "threads", threads, "0", 0, 256,
+        "request threads; 0: one per core; raised so that none holds more than 120 connections"),
     STR("matrix.path", "matrix", matrix_path, "",
         "matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
     CHOICE("matrix.format", "format", matrix_format, "auto", embd_format_names, format_accepts,
@@ -79,16 +80,19 @@ static const struct key keys[] = {
     INT("limits.max_ids", NULL, max_ids, "65536", 1, INT64_MAX, "ids one request may name; more: 413"),
     SIZE("limits.max_body_bytes", NULL, max_body_bytes, "16MiB", 1,
          "largest request body; a larger Content-Length is refused (413) before the body is read"),
-    INT("limits.connections", NULL, connections, "512", 1, 1000000, "concurrent connections"),
-    INT("limits.connections_per_ip", NULL, connections_per_ip, "0", 0, 1000000,
-        "concurrent connections from one IP address, so that one client cannot take them all; 0: no limit"),
+    INT("limits.connections", NULL, connections, "512", 1, 1000000,
+        "concurrent connections served; past it, a surplus (an eighth more, at least 16) is answered 503 and "
+        "closed at once"),
+    INT("limits.connections_per_ip", NULL, connections_per_ip, "128", 0, 1000000,
+        "concurrent connections from one IP address, so that one client cannot take them all (the excess is "
+        "closed at once); 0: no limit"),
     SIZE("limits.connection_memory", NULL, connection_memory, "16KiB", 8192,
          "libmicrohttpd's per-connection buffer: the request line and headers must fit (so ?ids= of ~2000 ids; "
          "POST larger batches); it is zeroed between requests, so smaller is faster"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.request_timeout_s", NULL, request_timeout_s, "20", 0, 86400,
-        "a request (line, headers, body) must arrive within this many seconds of its first line, or it is "
-        "answered 408 and closed (slowloris); 0: no limit"),
+        "a request (line, headers, body) must arrive within this many seconds of its first line (slowloris): "
+        "a late body is answered 408 and closed, late headers are closed; 0: no limit"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
     INT("limits.shutdown_s", NULL, shutdown_s, "10", 0, 3600,
         "on SIGTERM/SIGINT: seconds to let requests in flight finish before closing them"),

@@ -1,4 +1,4 @@
-/* Connection slots and the request deadline (see conns.h). */
+/* Connection slots, the connection limit and the request deadline (see conns.h). */
 #include "conns.h"
 
 #include <errno.h>
@@ -8,13 +8,15 @@
 
 #include "server.h"
 
-int embd_conns_init(embd_conns *t, unsigned n, atomic_long *open)
+int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, atomic_long *open)
 {
 	t->open = open;
-	t->slots = calloc(n, sizeof *t->slots);
+	t->n = limit + surplus;
+	t->limit = limit;
+	t->held = 0;
+	t->slots = calloc(t->n, sizeof *t->slots);
 	if (t->slots == NULL)
 		return -ENOMEM;
-	t->n = n;
 	pthread_mutex_init(&t->lock, NULL);
 	return 0;
 }
@@ -40,7 +42,11 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 			if (!s->used) {
 				s->used = 1;
 				s->fd = ci->connect_fd;
-				atomic_store(&s->since_ns, embd_now_ns());
+				s->surplus = t->held >= t->limit;
+				if (!s->surplus)
+					t->held++;
+				s->opened_ns = embd_now_ns();
+				atomic_store(&s->since_ns, s->opened_ns);
 				atomic_store(&s->state, CONN_IDLE);
 				*socket_context = s;
 				break;
@@ -51,6 +57,8 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 		/* libmicrohttpd closes the socket after this returns, so the sweep never sees a reused fd. */
 		struct conn_slot *s = *socket_context;
 		if (s != NULL) {
+			if (!s->surplus)
+				t->held--;
 			s->used = 0;
 			s->fd = -1;
 			*socket_context = NULL;
@@ -73,11 +81,24 @@ void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns)
 	atomic_store(&slot->state, CONN_RECEIVING);
 }
 
-void embd_conn_busy(struct conn_slot *slot)
+int embd_conn_claim(struct conn_slot *slot)
 {
-	int want = CONN_RECEIVING;
-	if (slot != NULL)
-		atomic_compare_exchange_strong(&slot->state, &want, CONN_BUSY);
+	if (slot == NULL)
+		return 0;
+	int state = atomic_load(&slot->state);
+	while (state == CONN_RECEIVING)
+		if (atomic_compare_exchange_weak(&slot->state, &state, CONN_BUSY))
+			return 0;
+	return state == CONN_TIMED_OUT ? -1 : 0;
+}
+
+int embd_conn_expired(const struct conn_slot *slot, uint64_t now_ns, uint64_t request_ns)
+{
+	if (slot == NULL || request_ns == 0)
+		return 0;
+	int state = atomic_load(&((struct conn_slot *)slot)->state);
+	uint64_t since = atomic_load(&((struct conn_slot *)slot)->since_ns);
+	return state == CONN_RECEIVING && since < now_ns && now_ns - since > request_ns;
 }
 
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
@@ -88,8 +109,17 @@ void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
 	atomic_store(&slot->state, CONN_IDLE);
 }
 
-unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns, const char *reply,
-                          size_t len)
+/* Claim the slot from state want for the sweep and shut its socket; 1 if this call did. */
+static int shut(struct conn_slot *s, int want)
+{
+	if (!atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))
+		return 0; /* a worker moved it on meanwhile */
+	/* No write: libmicrohttpd sees the end of the stream, closes the connection and reports the request ended. */
+	shutdown(s->fd, SHUT_RDWR);
+	return 1;
+}
+
+unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns)
 {
 	unsigned timed_out = 0;
 	pthread_mutex_lock(&t->lock);
@@ -98,25 +128,18 @@ unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, u
 		if (!s->used)
 			continue;
 		int state = atomic_load(&s->state);
+		if (s->surplus && state != CONN_BUSY && state != CONN_TIMED_OUT && now_ns > s->opened_ns &&
+		    now_ns - s->opened_ns > EMBD_CONN_SURPLUS_NS) {
+			shut(s, state);
+			continue;
+		}
 		/* A worker may have stamped the slot after now_ns was read: that is age 0, not 2^64 - 1. */
 		uint64_t since = atomic_load(&s->since_ns);
 		uint64_t age = since < now_ns ? now_ns - since : 0;
-		if (state == CONN_IDLE && wait_ns != 0 && age > wait_ns) {
-			int want = CONN_IDLE;
-			if (atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))
-				shutdown(s->fd, SHUT_RDWR);
-			continue;
-		}
-		if (state != CONN_RECEIVING || request_ns == 0 || age <= request_ns)
-			continue;
-		int want = CONN_RECEIVING;
-		if (!atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))
-			continue; /* it became busy meanwhile */
-		/* A small reply fits the empty socket buffer of a connection that has sent but not received. */
-		ssize_t w = send(s->fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		(void)w; /* a client that cannot take 200 bytes is closed all the same */
-		shutdown(s->fd, SHUT_RDWR);
-		timed_out++;
+		if (state == CONN_IDLE && wait_ns != 0 && age > wait_ns)
+			shut(s, CONN_IDLE);
+		else if (state == CONN_RECEIVING && request_ns != 0 && age > request_ns)
+			timed_out += (unsigned)shut(s, CONN_RECEIVING);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return timed_out;

@@ -1,12 +1,23 @@
 /*
- * Connections and the request deadline. libmicrohttpd's own timeout is an
- * idle timeout, which a client sending one byte a second never meets
- * (slowloris). Here each connection has a slot saying what it is doing and
- * since when; from the main thread, a request still arriving
- * limits.request_timeout_s after its first line is answered 408 and its
- * connection shut down, and a connection that has waited limits.timeout_s
- * in all for a request line (idle keep-alive, or a line sent a byte at a
- * time: it cannot tell which) is shut down without an answer.
+ * Connections: their slots, the connection limit and the request deadline.
+ *
+ * libmicrohttpd's own timeout is an idle timeout, which a client sending one
+ * byte a second never meets (slowloris). Here each connection has a slot
+ * saying what it is doing and since when. From the main thread, a request
+ * still arriving (line, headers or body) limits.request_timeout_s after its
+ * first line has its connection shut, as has a connection that has waited
+ * limits.timeout_s in all for a request line (idle keep-alive, or a line sent
+ * a byte at a time: it cannot tell which). Neither gets an answer, as nginx
+ * gives none at client_header_timeout and client_body_timeout: libmicrohttpd
+ * 0.9.75 queues no response while a body is arriving, and nothing here writes
+ * to a socket, so that a request never gets two answers. The access handler
+ * closes a request whose body bytes come after its deadline at once, without
+ * waiting for the sweep (embd_conn_expired).
+ *
+ * The table has room for limits.connections plus a surplus: connections past
+ * limits.connections are accepted into the surplus only to be answered 503 at
+ * once (or, if they send nothing, shut within a second), so that a crowd of
+ * clients is refused at once rather than left waiting in the listen backlog.
  */
 #ifndef EMBD_CONNS_H
 #define EMBD_CONNS_H
@@ -17,24 +28,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * CONN_RECEIVING: the request (line, headers, body) is arriving. CONN_BUSY: it
+ * has arrived, or is being answered. CONN_TIMED_OUT: the sweep has claimed the
+ * connection (shut it); nothing may be queued on it any more.
+ */
 enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT };
 
 struct conn_slot {
 	int fd;                    /* valid while used; under the table's lock */
 	int used;                  /* under the table's lock */
+	int surplus;               /* past limits.connections: answered 503; set before the connection is seen */
 	atomic_int state;          /* enum conn_state */
 	_Atomic uint64_t since_ns; /* when the state began */
+	uint64_t opened_ns;        /* when the connection was accepted; under the table's lock */
 };
 
 typedef struct embd_conns {
 	pthread_mutex_t lock; /* taken when a connection opens or closes, and by the sweep */
 	struct conn_slot *slots;
-	unsigned n;
+	unsigned n;        /* slots: the limit and the surplus */
+	unsigned limit;    /* limits.connections */
+	unsigned held;     /* connections within the limit now; under the lock */
 	atomic_long *open; /* borrowed: the gauge of open connections */
 } embd_conns;
 
-/* A table for n connections (libmicrohttpd's connection limit), counting them in *open. 0 or -ENOMEM. */
-int embd_conns_init(embd_conns *t, unsigned n, atomic_long *open);
+/*
+ * A table for limit connections and surplus more (libmicrohttpd's connection
+ * limit is their sum), counting them in *open. 0 or -ENOMEM.
+ */
+int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, atomic_long *open);
 void embd_conns_destroy(embd_conns *t);
 
 /* MHD_OPTION_NOTIFY_CONNECTION: a slot for each connection, given back before its socket is closed. */
@@ -47,20 +70,29 @@ struct conn_slot *embd_conn_slot(struct MHD_Connection *c);
 /* A request's first line has arrived: its clock starts. */
 void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns);
 
-/* The request has arrived, or is being answered: no deadline (unless the sweep has just timed it out). */
-void embd_conn_busy(struct conn_slot *slot);
+/*
+ * The request has arrived, or is about to be answered: no deadline any more.
+ * Returns 0, or -1 if the sweep has already claimed the connection (it is
+ * being shut): then nothing may be queued on it.
+ */
+int embd_conn_claim(struct conn_slot *slot);
+
+/* Whether a request still arriving has passed its deadline (request_ns after its first line; 0: none). */
+int embd_conn_expired(const struct conn_slot *slot, uint64_t now_ns, uint64_t request_ns);
 
 /* The request is over; the connection waits for the next. */
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns);
 
+/* How long a surplus connection may stay without having been answered. */
+#define EMBD_CONN_SURPLUS_NS 1000000000u
+
 /*
- * Answer every request still arriving after request_ns with reply (a whole
- * HTTP response, written directly: nothing else writes to a connection whose
- * request is still arriving) and shut its socket, so that libmicrohttpd closes
- * it; shut, without a word, every connection that has waited wait_ns for a
- * request line (0: no such limit). Returns how many requests were answered 408.
+ * Shut (shutdown(2), no write: libmicrohttpd then closes it) every connection
+ * whose request is still arriving request_ns after its first line (0: no such
+ * limit), that has waited wait_ns for a request line (0: no such limit), or
+ * that is surplus and still there after EMBD_CONN_SURPLUS_NS. Returns how many
+ * requests were shut for the request deadline.
  */
-unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns, const char *reply,
-                          size_t len);
+unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns);
 
 #endif

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdarg.h>
@@ -126,14 +127,24 @@ static void response_done(void *cls)
 	req_unref(cls);
 }
 
-int embd_req_alloc(struct req *r, size_t n, void **out)
+static int req_alloc(struct req *r, size_t n, void **out, int reserved)
 {
 	if (r->nbufs == REQ_MAX_BUFS)
 		return EMBD_EINTERNAL;
-	int rc = embd_acct_alloc(&r->acct, n, out);
+	int rc = reserved ? embd_acct_alloc_reserved(&r->acct, n, out) : embd_acct_alloc(&r->acct, n, out);
 	if (rc == 0)
 		r->bufs[r->nbufs++] = *out;
 	return rc;
+}
+
+int embd_req_alloc(struct req *r, size_t n, void **out)
+{
+	return req_alloc(r, n, out, 0);
+}
+
+int embd_req_alloc_reserved(struct req *r, size_t n, void **out)
+{
+	return req_alloc(r, n, out, 1);
 }
 
 const char *embd_arg(struct req *r, const char *name)
@@ -160,14 +171,20 @@ struct MHD_Response *embd_response_pinned_iovec(struct req *r, const struct MHD_
 
 enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len)
 {
-	embd_conn_busy(r->slot); /* an answer ends the request's deadline */
+	/* An answer ends the request's deadline, unless the sweep has shut the connection first: then none. */
+	if (embd_conn_claim(r->slot) != 0) {
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
 	char gen[24];
 	snprintf(gen, sizeof gen, "%" PRIu64, embd_gen_number(r->gen));
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
-	r->status = status;
-	r->body_bytes = body_len;
 	enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
+	if (ret == MHD_YES) {
+		r->status = status;
+		r->body_bytes = body_len;
+	}
 	return ret;
 }
 
@@ -202,6 +219,9 @@ enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
 	}
 	if (status == 401)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	/* A connection past limits.connections is answered, then closed. */
+	if (r->slot != NULL && r->slot->surplus)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (status == 405 && r->handler != NULL) {
 		char allow[32] = "";
 		if (r->handler->methods & (1u << M_GET))
@@ -233,44 +253,47 @@ enum MHD_Result embd_reply_charge_error(struct req *r, int rc, const char *what)
 	return embd_reply_error(r, rc, "%s: %s", what, embd_strerror(rc));
 }
 
-/* The first call for a request with a body: refuse what can be refused before reading it. */
+/* The Content-Length of the request (libmicrohttpd has refused one that is not a number); 0 if it has none. */
+static uint64_t body_announced(struct req *r)
+{
+	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	uint64_t n = 0;
+	if (cl == NULL || embd_query_u64(cl, &n) != 0)
+		return 0;
+	return n;
+}
+
+/*
+ * The first call for a request with a body: refuse what can be refused before
+ * reading it. Nothing is charged yet: the body is charged as it arrives (see
+ * body_take), so a client announcing a large body and sending nothing holds
+ * no more than its request record.
+ */
 static int body_start(struct req *r)
 {
 	embd_config *cfg = &r->srv->cfg;
-	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	size_t want = 4096;
-	if (cl != NULL) {
-		/* libmicrohttpd has refused a Content-Length that is not a number before this. */
-		uint64_t n = 0;
-		if (embd_query_u64(cl, &n) == 0 && n > (uint64_t)cfg->max_body_bytes) {
-			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
-			embd_reply_error(r, EMBD_EBODYTOOBIG,
-			                 "the body is %" PRIu64 " bytes; limits.max_body_bytes is %" PRId64, n,
-			                 cfg->max_body_bytes);
-			return -1;
-		}
-		want = (size_t)n;
+	uint64_t n = body_announced(r);
+	if (n > (uint64_t)cfg->max_body_bytes) {
+		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
+		embd_reply_error(r, EMBD_EBODYTOOBIG,
+		                 "the body is %" PRIu64 " bytes; limits.max_body_bytes is %" PRId64, n,
+		                 cfg->max_body_bytes);
+		return -1;
 	}
-	if (want == 0)
-		return 0;
-	int rc = embd_acct_alloc(&r->acct, want, (void **)&r->body);
-	if (rc != 0) {
-		/*
-		 * Answered once the body has gone by (read and dropped, holding
-		 * nothing): answering now would make libmicrohttpd close the
-		 * connection under a client still sending, which then sees a broken
-		 * pipe instead of the 503.
-		 */
-		r->body = NULL;
-		r->body_error = rc;
-		snprintf(r->body_msg, sizeof r->body_msg, "the request body");
-		return 0;
-	}
-	r->body_cap = want;
 	return 0;
 }
 
-/* More body bytes; a chunked body grows its buffer. Refusals are answered once the body has arrived. */
+/* The first buffer for a body: what has come, at least 64 KiB, never more than the body announced. */
+#define BODY_FIRST_BYTES ((size_t)64 << 10)
+
+/*
+ * More body bytes. The buffer grows as they come, doubling, up to the
+ * Content-Length when there is one (limits.max_body_bytes for a chunked body),
+ * so what a request holds follows what it has sent. Refusals are answered once
+ * the body has gone by (read and dropped, holding nothing): answering now would
+ * make libmicrohttpd close the connection under a client still sending, which
+ * then sees a broken pipe instead of the answer.
+ */
 static void body_take(struct req *r, const char *data, size_t n)
 {
 	embd_config *cfg = &r->srv->cfg;
@@ -281,20 +304,25 @@ static void body_take(struct req *r, const char *data, size_t n)
 		snprintf(r->body_msg, sizeof r->body_msg, "the body is over limits.max_body_bytes %" PRId64,
 		         cfg->max_body_bytes);
 		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
-		return;
+		goto drop;
 	}
 	if (r->body_len + n > r->body_cap) {
-		size_t cap = r->body_cap ? r->body_cap : 4096;
+		uint64_t top = body_announced(r);
+		if (top == 0 || top > (uint64_t)cfg->max_body_bytes)
+			top = (uint64_t)cfg->max_body_bytes;
+		size_t cap = r->body_cap != 0 ? r->body_cap : BODY_FIRST_BYTES;
 		while (cap < r->body_len + n)
 			cap *= 2;
-		if (cap > (size_t)cfg->max_body_bytes)
-			cap = (size_t)cfg->max_body_bytes;
+		if (cap > top)
+			cap = (size_t)top;
+		if (cap < r->body_len + n) /* more than announced: libmicrohttpd does not pass that on; be safe */
+			cap = r->body_len + n;
 		char *nb;
 		int rc = embd_acct_alloc(&r->acct, cap, (void **)&nb);
 		if (rc != 0) {
 			r->body_error = rc;
 			snprintf(r->body_msg, sizeof r->body_msg, "the request body");
-			return;
+			goto drop;
 		}
 		if (r->body_len)
 			memcpy(nb, r->body, r->body_len);
@@ -304,6 +332,12 @@ static void body_take(struct req *r, const char *data, size_t n)
 	}
 	memcpy(r->body + r->body_len, data, n);
 	r->body_len += n;
+	return;
+drop:
+	/* The body will not be used: give back what it held at once. */
+	embd_acct_free(&r->acct, r->body);
+	r->body = NULL;
+	r->body_cap = r->body_len = 0;
 }
 
 static enum MHD_Result count_host(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -358,6 +392,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->route = r->handler->id;
 		if (!(r->handler->methods & (1u << r->method)))
 			return embd_reply_error(r, EMBD_EMETHOD, "%s is not allowed on %s", method, url);
+		if (r->slot != NULL && r->slot->surplus) {
+			atomic_fetch_add(&s->metrics.rejected[REJ_CONNECTIONS], 1);
+			return embd_reply_error(
+			    r, EMBD_EBUSY, "all limits.connections (%" PRId64 ") connections are in use; retry later",
+			    s->cfg.connections);
+		}
 		if (r->method == M_POST)
 			body_start(r); /* may refuse from the headers alone, before the body is read */
 		/*
@@ -368,13 +408,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		 */
 		return MHD_YES;
 	}
-	if (*upload_data_size == 0 && r->status == 0)
-		embd_conn_busy(r->slot); /* all of it has arrived: the deadline is met */
-	if (r->status != 0) {            /* already answered; let the rest of the body go by */
+	if (r->status != 0) { /* already answered; let the rest of the body go by */
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (*upload_data_size == 0 && embd_conn_claim(r->slot) != 0)
+		return MHD_NO; /* all of it has arrived, but too late: the sweep is shutting the connection */
 	if (*upload_data_size != 0) {
+		if (embd_conn_expired(r->slot, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u) &&
+		    embd_conn_claim(r->slot) == 0) {
+			/*
+			 * libmicrohttpd 0.9.75 queues no response while a body is
+			 * arriving, so a late body cannot be answered 408: the
+			 * connection is closed without a word (as nginx does at
+			 * client_body_timeout), and logged and counted as a 408.
+			 */
+			atomic_fetch_add(&s->metrics.rejected[REJ_REQUEST_TIMEOUT], 1);
+			r->status = 408;
+			return MHD_NO;
+		}
 		body_take(r, upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return MHD_YES;
@@ -399,53 +451,91 @@ void embd_http_sweep(embd_server *s)
 {
 	if (s->daemon == NULL)
 		return;
-	char body[200], reply[400];
-	int n = snprintf(body, sizeof body,
-	                 "{\"error\":{\"status\":408,\"code\":\"%s\",\"message\":\"the request did not arrive within "
-	                 "limits.request_timeout_s (%" PRId64 " s)\"}}",
-	                 embd_error_code(EMBD_ETIMEOUT), s->cfg.request_timeout_s);
-	int m = snprintf(reply, sizeof reply,
-	                 "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-	                 "Content-Length: %d\r\n\r\n%s",
-	                 n, body);
 	unsigned k = embd_conns_sweep(&s->conns, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u,
-	                              (uint64_t)s->cfg.timeout_s * 1000000000u, reply, (size_t)m);
+	                              (uint64_t)s->cfg.timeout_s * 1000000000u);
 	if (k != 0) {
 		atomic_fetch_add(&s->metrics.rejected[REJ_REQUEST_TIMEOUT], k);
-		embd_log(EMBD_LOG_WARN,
-		         "%u request(s) still arriving after limits.request_timeout_s: answered 408, closed", k);
+		embd_log(EMBD_LOG_WARN, "%u request(s) still arriving after limits.request_timeout_s: closed", k);
 	}
 }
 
+/*
+ * libmicrohttpd's messages, at most one of a kind a second: some come once per
+ * refused connection, and a flood of those must not become a flood of log
+ * lines (each a write under the log's lock).
+ */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char last[512];
+	static uint64_t last_ns;
+	static unsigned long dropped;
 	(void)cls;
 	char line[512];
 	vsnprintf(line, sizeof line, fmt, ap);
 	size_t n = strlen(line);
 	while (n > 0 && line[n - 1] == '\n')
 		line[--n] = '\0';
+	uint64_t now = embd_now_ns();
+	pthread_mutex_lock(&lock);
+	int same = strcmp(line, last) == 0 && now - last_ns < 1000000000u;
+	unsigned long before = 0;
+	if (same) {
+		dropped++;
+	} else {
+		before = dropped;
+		dropped = 0;
+		memcpy(last, line, n + 1);
+		last_ns = now;
+	}
+	pthread_mutex_unlock(&lock);
+	if (same)
+		return;
+	if (before != 0)
+		embd_log(EMBD_LOG_WARN, "libmicrohttpd: (%lu more of the message before)", before);
 	embd_log(EMBD_LOG_WARN, "libmicrohttpd: %s", line);
 }
+
+/*
+ * libmicrohttpd 0.9.75 in epoll mode drains at most 128 events per epoll_wait
+ * and, when it gets all 128, waits again with its full timeout before handling
+ * any of them. Edge-triggered connections do not report again, so a thread
+ * whose ready connections fill the batch (a full thread under load, or its
+ * clients all closing at once) sleeps until limits.timeout_s with work in
+ * hand. A thread holding at most this many connections (plus its wake-up pipe
+ * and the listening socket) never fills the batch.
+ */
+#define CONNS_PER_THREAD 120
 
 int embd_http_start(embd_server *s, char *msg, size_t cap)
 {
 	embd_config *cfg = &s->cfg;
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof ss);
-	/* ITC: MHD_quiesce_daemon needs it to stop accepting while the threads run on. */
-	uint64_t reserve = (uint64_t)cfg->connections * sizeof(struct req);
+	/* Past limits.connections, a surplus is accepted only to be refused at once (see conns.h). */
+	unsigned limit = (unsigned)cfg->connections;
+	unsigned surplus = limit / 8 > 16 ? limit / 8 : 16;
+	unsigned accepted = limit + surplus;
+	/*
+	 * The reserve at the top of the budget: a request record per connection
+	 * (with room for its JSON error body) and a health answer per connection,
+	 * and a few metrics pages, so that every connection can be answered (if
+	 * only with a 503) and /healthz and /metrics answer whatever the load,
+	 * while the in-flight total never passes limits.inflight_bytes.
+	 */
+	uint64_t reserve = (uint64_t)accepted * (sizeof(struct req) + EMBD_HEALTHZ_BYTES) + 4 * embd_metrics_bound();
 	if ((uint64_t)cfg->inflight_bytes < 2 * reserve) {
 		snprintf(msg, cap,
 		         "limits.inflight_bytes %" PRId64 " is too small for limits.connections %" PRId64
-		         ": it needs at least twice the %" PRIu64 " bytes kept for one %zu-byte request record per "
-		         "connection",
-		         cfg->inflight_bytes, cfg->connections, reserve, sizeof(struct req));
+		         ": it needs at least twice the %" PRIu64
+		         " bytes kept for the request records of %u connections "
+		         "and for health and metrics answers",
+		         cfg->inflight_bytes, cfg->connections, reserve, accepted);
 		return -1;
 	}
 	embd_budget_set_reserve(&s->budget, reserve);
-	if (embd_conns_init(&s->conns, (unsigned)cfg->connections, &s->metrics.connections) != 0) {
-		snprintf(msg, cap, "out of memory for %" PRId64 " connection slots", cfg->connections);
+	if (embd_conns_init(&s->conns, limit, surplus, &s->metrics.connections) != 0) {
+		snprintf(msg, cap, "out of memory for %u connection slots", accepted);
 		return -1;
 	}
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
@@ -468,14 +558,30 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		threads = n > 0 ? (unsigned)n : 1;
 	}
+	unsigned need = (accepted + CONNS_PER_THREAD - 1) / CONNS_PER_THREAD;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	if (threads < need && cores > 0) {
+		/*
+		 * More threads than cores, only to keep each one's share of the
+		 * connections small: they must not also multiply glibc's malloc
+		 * arenas, each of which keeps freed gather buffers of its own.
+		 */
+		mallopt(M_ARENA_MAX, (int)(threads > (unsigned)cores ? threads : (unsigned)cores));
+	}
+	if (threads < need) {
+		embd_log(EMBD_LOG_NOTICE,
+		         "%u request threads, not %u: a libmicrohttpd thread may hold at most %u of the %u connections "
+		         "(limits.connections and a surplus to refuse)",
+		         need, threads, CONNS_PER_THREAD, accepted);
+		threads = need;
+	}
 	s->daemon = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->connections, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)cfg->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_NOTIFY_CONNECTION, embd_conns_notify, &s->conns,
-	    MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    (unsigned)cfg->connections_per_ip, MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_LIMIT, accepted, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+	    NULL, MHD_OPTION_NOTIFY_CONNECTION, embd_conns_notify, &s->conns, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->connections_per_ip, MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
 		         cfg->listen_address, cfg->listen_port);

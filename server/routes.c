@@ -85,10 +85,11 @@ static enum MHD_Result h_healthz(struct req *r)
 	if (check_params(r, none) != 0)
 		return MHD_YES;
 	char *buf;
-	int rc = embd_req_alloc(r, 64, (void **)&buf);
+	int rc = embd_req_alloc_reserved(r, EMBD_HEALTHZ_BYTES, (void **)&buf);
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the response");
-	int n = snprintf(buf, 64, "{\"status\":\"ok\",\"generation\":%" PRIu64 "}", embd_gen_number(r->gen));
+	int n = snprintf(buf, EMBD_HEALTHZ_BYTES, "{\"status\":\"ok\",\"generation\":%" PRIu64 "}",
+	                 embd_gen_number(r->gen));
 	return embd_reply_buffer(r, 200, "application/json", buf, (size_t)n);
 }
 
@@ -99,7 +100,7 @@ static enum MHD_Result h_metrics(struct req *r)
 		return MHD_YES;
 	char *buf;
 	size_t cap = embd_metrics_bound();
-	int rc = embd_req_alloc(r, cap, (void **)&buf);
+	int rc = embd_req_alloc_reserved(r, cap, (void **)&buf);
 	if (rc != 0)
 		return embd_reply_charge_error(r, rc, "the metrics page");
 	size_t n = embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->acct.held, buf, cap);

@@ -95,8 +95,14 @@ enum MHD_Result embd_reply_buffer(struct req *r, int status, const char *content
 /* An accounted buffer that lives as long as the request; 0 or an EMBD_E code (the caller replies). */
 int embd_req_alloc(struct req *r, size_t n, void **out);
 
+/* As embd_req_alloc, from the budget's reserve: for /healthz and /metrics, which answer whatever the load. */
+int embd_req_alloc_reserved(struct req *r, size_t n, void **out);
+
 /* Reply to a failed charge or allocation of `what` with 413/503 and the figures. */
 enum MHD_Result embd_reply_charge_error(struct req *r, int rc, const char *what);
+
+/* The most /healthz's answer takes; the budget's reserve keeps this much per connection. */
+#define EMBD_HEALTHZ_BYTES 64
 
 /* Queue a response the handler built; adds the common headers, takes it over. */
 enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len);
