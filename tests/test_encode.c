@@ -201,16 +201,124 @@ static void converts_and_normalizes(void **state)
 	assert_false(embd_encode_transforms(&m, &o));
 }
 
+/* embd_json_escape of in into a cap-byte buffer with a guard after it: the output, checked for its length and the guard. */
+static const char *esc(const char *in, size_t cap)
+{
+	static char buf[512 + 16];
+	assert_true(cap <= 512);
+	memset(buf, 'G', sizeof buf);
+	size_t n = embd_json_escape(buf, cap, in);
+	for (size_t i = cap; i < sizeof buf; i++)
+		assert_int_equal(buf[i], 'G');
+	if (cap == 0) {
+		assert_int_equal(n, 0);
+		return "";
+	}
+	assert_true(n < cap);
+	assert_int_equal(strlen(buf), n);
+	return buf;
+}
+
 static void escapes_json(void **state)
 {
 	(void)state;
-	char out[64];
-	embd_json_escape(out, sizeof out, "a\"b\\c\n\x01");
-	assert_string_equal(out, "a\\\"b\\\\c\\u000a\\u0001");
-	embd_json_escape(out, sizeof out, "caf\xc3\xa9 \xff!");
-	assert_string_equal(out, "caf\xc3\xa9 \\ufffd!");
-	embd_json_escape(out, 5, "abcdefgh");
-	assert_string_equal(out, "abcd");
+	assert_string_equal(esc("a\"b\\c\n\x01", 64), "a\\\"b\\\\c\\u000a\\u0001");
+	assert_string_equal(esc("\x1f/\x7f", 64), "\\u001f/\x7f"); /* DEL and '/' need no escape */
+	assert_string_equal(esc("caf\xc3\xa9 \xff!", 64), "caf\xc3\xa9 \\ufffd!");
+	assert_string_equal(esc("abcdefgh", 5), "abcd");
+	assert_string_equal(esc("", 64), "");
+}
+
+/* Well-formed UTF-8 at the edges of every row of Unicode's Table 3-7 passes through unchanged. */
+static void escape_passes_valid_utf8(void **state)
+{
+	(void)state;
+	static const char *const valid[] = {
+	    "\xc2\x80",         /* U+0080 */
+	    "\xdf\xbf",         /* U+07FF */
+	    "\xe0\xa0\x80",     /* U+0800, the first 3-byte after the overlongs */
+	    "\xe1\x80\x80",     /* U+1000 */
+	    "\xec\xbf\xbf",     /* U+CFFF */
+	    "\xed\x80\x80",     /* U+D000 */
+	    "\xed\x9f\xbf",     /* U+D7FF, just below the surrogates */
+	    "\xee\x80\x80",     /* U+E000, just above them */
+	    "\xef\xbf\xbf",     /* U+FFFF */
+	    "\xf0\x90\x80\x80", /* U+10000 */
+	    "\xf0\x9f\x98\x80", /* U+1F600 */
+	    "\xf3\xbf\xbf\xbf", /* U+FFFFF */
+	    "\xf4\x80\x80\x80", /* U+100000 */
+	    "\xf4\x8f\xbf\xbf", /* U+10FFFF, the last code point */
+	    "\xe2\x80\xa7",     /* U+2027, next to the line separator */
+	    "\xe2\x80\xaa",     /* U+202A */
+	};
+	for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+		char in[16];
+		snprintf(in, sizeof in, "<%s>", valid[i]);
+		assert_string_equal(esc(in, 64), in);
+	}
+}
+
+/* Each maximal ill-formed subpart becomes exactly one \ufffd; what follows it is read afresh. */
+static void escape_replaces_invalid_utf8(void **state)
+{
+	(void)state;
+#define FFFD "\\ufffd"
+	/* Overlongs: C0 and C1 never lead; E0 80-9F and F0 80-8F are not valid second bytes. */
+	assert_string_equal(esc("\xc0\xaf", 64), FFFD FFFD);
+	assert_string_equal(esc("\xc1\xbf", 64), FFFD FFFD);
+	assert_string_equal(esc("\xe0\x80\xaf", 64), FFFD FFFD FFFD);
+	assert_string_equal(esc("\xe0\x9f\xbf", 64), FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf0\x80\x80\xaf", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf0\x8f\xbf\xbf", 64), FFFD FFFD FFFD FFFD);
+	/* Surrogates, U+D800 and U+DFFF. */
+	assert_string_equal(esc("\xed\xa0\x80", 64), FFFD FFFD FFFD);
+	assert_string_equal(esc("\xed\xbf\xbf", 64), FFFD FFFD FFFD);
+	/* Past U+10FFFF: F4 90 and up, and F5-FF, which never lead. */
+	assert_string_equal(esc("\xf4\x90\x80\x80", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf5\x80\x80\x80", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf7\xbf\xbf\xbf", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xfe\xff", 64), FFFD FFFD);
+	/* Truncated: a good start cut short by the end or by another character is one replacement. */
+	assert_string_equal(esc("\xe2\x82", 64), FFFD);
+	assert_string_equal(esc("\xe2\x82x", 64), FFFD "x");
+	assert_string_equal(esc("\xf0\x9f\x98", 64), FFFD);
+	assert_string_equal(esc("\xf0\x9f\x98\xe2\x82\xac", 64), FFFD "\xe2\x82\xac");
+	assert_string_equal(esc("\xf4\x8f\xbf\"", 64), FFFD "\\\"");
+	assert_string_equal(esc("\xc3", 64), FFFD);
+	assert_string_equal(esc("\xc3\xc3\xa9", 64), FFFD "\xc3\xa9");
+	/* Stray continuation bytes, one each. */
+	assert_string_equal(esc("\x80", 64), FFFD);
+	assert_string_equal(esc("a\x80\xbf" "b", 64), "a" FFFD FFFD "b");
+	assert_string_equal(esc("\xc3\xa9\xa9", 64), "\xc3\xa9" FFFD);
+#undef FFFD
+}
+
+/* U+2028 and U+2029 are written as escapes, so the JSON can be pasted into JavaScript. */
+static void escape_line_separators(void **state)
+{
+	(void)state;
+	assert_string_equal(esc("a\xe2\x80\xa8" "b\xe2\x80\xa9", 64), "a\\u2028b\\u2029");
+}
+
+/* At the capacity boundary the output stops before a character or escape that does not fit whole. */
+static void escape_capacity_boundary(void **state)
+{
+	(void)state;
+	assert_string_equal(esc("a\xc3\xa9", 2), "a");
+	assert_string_equal(esc("a\xc3\xa9", 3), "a"); /* room for one byte of the two */
+	assert_string_equal(esc("a\xc3\xa9", 4), "a\xc3\xa9");
+	assert_string_equal(esc("\xf0\x9f\x98\x80", 4), "");
+	assert_string_equal(esc("\xf0\x9f\x98\x80", 5), "\xf0\x9f\x98\x80");
+	assert_string_equal(esc("ab\"c", 4), "ab"); /* no "c" after a dropped escape either */
+	assert_string_equal(esc("ab\"c", 5), "ab\\\"");
+	assert_string_equal(esc("\x01", 6), "");
+	assert_string_equal(esc("\x01", 7), "\\u0001");
+	assert_string_equal(esc("\xff", 6), "");
+	assert_string_equal(esc("\xff", 7), "\\ufffd");
+	assert_string_equal(esc("\xe2\x80\xa8", 6), "");
+	assert_string_equal(esc("\xe2\x80\xa8", 7), "\\u2028");
+	assert_string_equal(esc("abc", 1), "");
+	assert_string_equal(esc("abc", 0), "");
 }
 
 static void error_table(void **state)
@@ -239,6 +347,10 @@ int main(void)
 	    cmocka_unit_test(json_rows),
 	    cmocka_unit_test(converts_and_normalizes),
 	    cmocka_unit_test(escapes_json),
+	    cmocka_unit_test(escape_passes_valid_utf8),
+	    cmocka_unit_test(escape_replaces_invalid_utf8),
+	    cmocka_unit_test(escape_line_separators),
+	    cmocka_unit_test(escape_capacity_boundary),
 	    cmocka_unit_test(error_table),
 	};
 	return cmocka_run_group_tests_name("encode", tests, NULL, NULL);
