@@ -1,6 +1,7 @@
 /* Response encoders: shortest float text, JSON rows, converted binary rows, JSON string escaping. */
 #include "encode.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,8 +261,23 @@ size_t embd_f32_shortest(float v, char *buf)
 
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids)
 {
-	/* Per element: the longest number and a comma. Per row: brackets and a comma. Per id: 19 digits and a comma. */
-	return 128 + nrows * (dim * (EMBD_F32_TEXT_MAX + 1) + 3) + (uint64_t)nids * 20;
+	/*
+	 * Fixed: {"shape":[N,D],"dtype":"bf16","ids":[],"rows":[]} is 87 bytes with
+	 * 20-digit N and D. Per row: per element the longest number and a comma,
+	 * then two brackets and a comma. Per id: the longest int64 text
+	 * ("-9223372036854775808", 20 bytes; ids reach here validated, but the
+	 * bound does not lean on that) and a comma.
+	 */
+	const uint64_t fixed = 128, per_elem = EMBD_F32_TEXT_MAX + 1, per_id = 21;
+	if (dim > (UINT64_MAX - 3) / per_elem)
+		return UINT64_MAX;
+	uint64_t per_row = dim * per_elem + 3;
+	if (nrows > (UINT64_MAX - fixed) / per_row)
+		return UINT64_MAX;
+	uint64_t total = fixed + nrows * per_row;
+	if (nids > (UINT64_MAX - total) / per_id)
+		return UINT64_MAX;
+	return total + (uint64_t)nids * per_id;
 }
 
 int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o)
@@ -318,6 +334,8 @@ size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run
 	}
 	*p++ = ']';
 	*p++ = '}';
+	/* The bound is the only guard of dst (the hot loop has no capacity checks): a miss is a bug, loudly. */
+	assert((uint64_t)(p - dst) <= embd_json_rows_bound(nrows, m->dim, ids != NULL ? ids->n : 0));
 	return (size_t)(p - dst);
 }
 

@@ -33,7 +33,12 @@ size_t embd_f32_shortest(float v, char *buf);
  */
 size_t embd_f32_shortest_ref(float v, char *buf);
 
-/* Bytes that embd_json_rows_write can need at most, for nrows x dim and nids ids. */
+/*
+ * Bytes that embd_json_rows_write can need at most, for nrows x dim and nids
+ * ids of any int64 value; UINT64_MAX when that does not fit in 64 bits (no
+ * buffer is that big, so the caller refuses). The writer checks no capacity:
+ * a buffer of this size is its only guard.
+ */
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids);
 
 /*

@@ -179,6 +179,118 @@ static void json_rows(void **state)
 	assert_string_equal(out, "{\"shape\":[1,2],\"dtype\":\"f16\",\"rows\":[[2.9802322e-07,4]]}");
 }
 
+/*
+ * embd_json_rows_write into a heap buffer of exactly embd_json_rows_bound
+ * bytes and a guard after it: the guard must stay untouched and the length
+ * within the bound. Returns the length.
+ */
+static size_t write_within_bound(const embd_matrix_info *m, const embd_run *runs, size_t nruns,
+                                 const embd_ids *ids, embd_dtype dtype)
+{
+	enum { GUARD = 256 };
+	uint64_t nrows = 0;
+	for (size_t k = 0; k < nruns; k++)
+		nrows += runs[k].count;
+	uint64_t bound = embd_json_rows_bound(nrows, m->dim, ids != NULL ? ids->n : 0);
+	unsigned char *buf = malloc(bound + GUARD);
+	float *scratch = malloc(m->dim * sizeof *scratch);
+	assert_non_null(buf);
+	assert_non_null(scratch);
+	memset(buf + bound, 0xa5, GUARD);
+	embd_encode_opts o = {dtype, 0};
+	size_t n = embd_json_rows_write((char *)buf, m, runs, nruns, ids, &o, scratch);
+	for (size_t i = 0; i < GUARD; i++)
+		if (buf[bound + i] != 0xa5)
+			fail_msg("%llu rows x %llu, %zu ids: byte %zu past the bound %llu was written",
+			         (unsigned long long)nrows, (unsigned long long)m->dim, ids != NULL ? ids->n : 0, i,
+			         (unsigned long long)bound);
+	assert_true(n <= bound);
+	assert_true(n >= 2 && buf[0] == '{' && buf[n - 1] == '}');
+	free(scratch);
+	free(buf);
+	return n;
+}
+
+/* Negative floats that need all nine digits and a two-digit exponent: the longest text, 15 bytes. */
+static size_t longest_floats(float *out, size_t want)
+{
+	size_t k = 0;
+	float v = -1.17549435e-38f;
+	for (uint32_t bits = 0x80800000u; k < want && bits < 0x9f000000u; bits += 4099) {
+		memcpy(&v, &bits, sizeof v);
+		char buf[EMBD_F32_TEXT_MAX + 1];
+		if (embd_f32_shortest(v, buf) == EMBD_F32_TEXT_MAX)
+			out[k++] = v;
+	}
+	return k;
+}
+
+/* The JSON size bound is the only guard of the writer's buffer: check it on every worst case. */
+static void json_rows_bound_holds(void **state)
+{
+	(void)state;
+	enum { ROWS = 200, MAXDIM = 100, NLONG = 64 };
+	float longv[NLONG];
+	assert_int_equal(longest_floats(longv, NLONG), NLONG);
+	float *data = malloc((size_t)ROWS * MAXDIM * sizeof *data);
+	assert_non_null(data);
+	int64_t *idv = malloc(4 * ROWS * sizeof *idv);
+	assert_non_null(idv);
+	static const uint64_t dims[] = {1, 2, 17, MAXDIM};
+	static const uint64_t counts[] = {1, 2, ROWS};
+	static const embd_dtype dtypes[] = {EMBD_F32, EMBD_F16, EMBD_BF16};
+	for (int fill = 0; fill < 2; fill++) {
+		for (size_t i = 0; i < (size_t)ROWS * MAXDIM; i++) {
+			static const float special[] = {NAN, INFINITY, -INFINITY, -0.0f};
+			data[i] = fill == 0 ? longv[i % NLONG] : special[i % 4];
+		}
+		for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+			embd_matrix_info m = {.data = (const unsigned char *)data,
+			                      .rows = ROWS,
+			                      .dim = dims[d],
+			                      .dtype = EMBD_F32,
+			                      .row_bytes = dims[d] * sizeof(float)};
+			for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+				uint64_t nrows = counts[c];
+				/* One run, and the same rows as one run each (a gather of scattered ids). */
+				embd_run one = {0, nrows};
+				embd_run *each = malloc(nrows * sizeof *each);
+				assert_non_null(each);
+				for (uint64_t r = 0; r < nrows; r++)
+					each[r] = (embd_run){r, 1};
+				for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; t++) {
+					write_within_bound(&m, &one, 1, NULL, dtypes[t]);
+					write_within_bound(&m, each, nrows, NULL, dtypes[t]);
+					/* Ids with the most digits: 2^63-1 (19) and, for a caller that did not validate, -2^63 (20). */
+					for (size_t i = 0; i < nrows; i++)
+						idv[i] = i % 2 ? INT64_MAX : INT64_MIN;
+					embd_ids ids = {(const unsigned char *)idv, nrows, 8};
+					write_within_bound(&m, each, nrows, &ids, dtypes[t]);
+					for (size_t i = 0; i < nrows; i++)
+						idv[i] = INT64_MAX;
+					write_within_bound(&m, &one, 1, &ids, dtypes[t]);
+				}
+				free(each);
+			}
+		}
+	}
+	/* The contract allows more ids than rows: the bound counts each id on its own. */
+	for (size_t i = 0; i < 4 * ROWS; i++)
+		idv[i] = INT64_MIN;
+	embd_matrix_info m1 = {.data = (const unsigned char *)data, .rows = ROWS, .dim = 1, .dtype = EMBD_F32, .row_bytes = 4};
+	embd_run one = {0, 1};
+	embd_ids many = {(const unsigned char *)idv, 4 * ROWS, 8};
+	write_within_bound(&m1, &one, 1, &many, EMBD_BF16);
+	free(idv);
+	free(data);
+	/* A bound that does not fit in 64 bits is UINT64_MAX, which no allocation satisfies, never a wrapped small one. */
+	assert_true(embd_json_rows_bound(UINT64_MAX, 1, 0) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(1, UINT64_MAX / 8, 0) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(1ull << 32, 1ull << 30, 0) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(1, 1, SIZE_MAX) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(2, 3, 2) == 128 + 2 * (3 * 16 + 3) + 2 * 21);
+}
+
 static void converts_and_normalizes(void **state)
 {
 	(void)state;
@@ -345,6 +457,7 @@ int main(void)
 	    cmocka_unit_test(f16_exhaustive),
 	    cmocka_unit_test(bf16),
 	    cmocka_unit_test(json_rows),
+	    cmocka_unit_test(json_rows_bound_holds),
 	    cmocka_unit_test(converts_and_normalizes),
 	    cmocka_unit_test(escapes_json),
 	    cmocka_unit_test(escape_passes_valid_utf8),
