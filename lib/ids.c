@@ -147,7 +147,8 @@ static int json_string(struct json *j, char *key, size_t cap, size_t *klen)
 						return syntax(j, "four hex digits after \\u");
 					cp = cp * 16 + (unsigned)v;
 				}
-				c = cp != 0 && cp < 0x80 ? (unsigned char)cp : '?'; /* a NUL would end the key in messages */
+				/* '?' for NUL too: a NUL would cut the key short in messages. */
+				c = cp != 0 && cp < 0x80 ? (unsigned char)cp : '?';
 			} else if (at != NULL) {
 				c = (unsigned char)decoded[at - simple];
 			} else {

@@ -184,8 +184,8 @@ static void json_rows(void **state)
  * bytes and a guard after it: the guard must stay untouched and the length
  * within the bound. Returns the length.
  */
-static size_t write_within_bound(const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-                                 const embd_ids *ids, embd_dtype dtype)
+static size_t write_within_bound(const embd_matrix_info *m, const embd_run *runs, size_t nruns, const embd_ids *ids,
+                                 embd_dtype dtype)
 {
 	enum { GUARD = 256 };
 	uint64_t nrows = 0;
@@ -261,7 +261,7 @@ static void json_rows_bound_holds(void **state)
 				for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; t++) {
 					write_within_bound(&m, &one, 1, NULL, dtypes[t]);
 					write_within_bound(&m, each, nrows, NULL, dtypes[t]);
-					/* Ids with the most digits: 2^63-1 (19) and, for a caller that did not validate, -2^63 (20). */
+					/* The longest ids: 2^63-1, and -2^63 for a caller that did not validate. */
 					for (size_t i = 0; i < nrows; i++)
 						idv[i] = i % 2 ? INT64_MAX : INT64_MIN;
 					embd_ids ids = {(const unsigned char *)idv, nrows, 8};
@@ -277,13 +277,14 @@ static void json_rows_bound_holds(void **state)
 	/* The contract allows more ids than rows: the bound counts each id on its own. */
 	for (size_t i = 0; i < 4 * ROWS; i++)
 		idv[i] = INT64_MIN;
-	embd_matrix_info m1 = {.data = (const unsigned char *)data, .rows = ROWS, .dim = 1, .dtype = EMBD_F32, .row_bytes = 4};
+	embd_matrix_info m1 = {
+	    .data = (const unsigned char *)data, .rows = ROWS, .dim = 1, .dtype = EMBD_F32, .row_bytes = 4};
 	embd_run one = {0, 1};
 	embd_ids many = {(const unsigned char *)idv, 4 * ROWS, 8};
 	write_within_bound(&m1, &one, 1, &many, EMBD_BF16);
 	free(idv);
 	free(data);
-	/* A bound that does not fit in 64 bits is UINT64_MAX, which no allocation satisfies, never a wrapped small one. */
+	/* A bound past 64 bits is UINT64_MAX, which no allocation satisfies, never a wrapped small one. */
 	assert_true(embd_json_rows_bound(UINT64_MAX, 1, 0) == UINT64_MAX);
 	assert_true(embd_json_rows_bound(1, UINT64_MAX / 8, 0) == UINT64_MAX);
 	assert_true(embd_json_rows_bound(1ull << 32, 1ull << 30, 0) == UINT64_MAX);
@@ -313,7 +314,7 @@ static void converts_and_normalizes(void **state)
 	assert_false(embd_encode_transforms(&m, &o));
 }
 
-/* embd_json_escape of in into a cap-byte buffer with a guard after it: the output, checked for its length and the guard. */
+/* embd_json_escape of in into cap bytes with a guard after them; checks the length and the guard. */
 static const char *esc(const char *in, size_t cap)
 {
 	static char buf[512 + 16];
@@ -400,7 +401,10 @@ static void escape_replaces_invalid_utf8(void **state)
 	assert_string_equal(esc("\xc3\xc3\xa9", 64), FFFD "\xc3\xa9");
 	/* Stray continuation bytes, one each. */
 	assert_string_equal(esc("\x80", 64), FFFD);
-	assert_string_equal(esc("a\x80\xbf" "b", 64), "a" FFFD FFFD "b");
+	assert_string_equal(esc("a\x80\xbf"
+	                        "b",
+	                        64),
+	                    "a" FFFD FFFD "b");
 	assert_string_equal(esc("\xc3\xa9\xa9", 64), "\xc3\xa9" FFFD);
 #undef FFFD
 }
@@ -409,7 +413,10 @@ static void escape_replaces_invalid_utf8(void **state)
 static void escape_line_separators(void **state)
 {
 	(void)state;
-	assert_string_equal(esc("a\xe2\x80\xa8" "b\xe2\x80\xa9", 64), "a\\u2028b\\u2029");
+	assert_string_equal(esc("a\xe2\x80\xa8"
+	                        "b\xe2\x80\xa9",
+	                        64),
+	                    "a\\u2028b\\u2029");
 }
 
 /* At the capacity boundary the output stops before a character or escape that does not fit whole. */

@@ -145,11 +145,11 @@ static void json_nul_is_bad_json(void **state)
 		size_t len, at;
 	} cases[] = {
 	    {"{\"ids\":[1,\0 2]}", 15, 10}, /* where a value starts: strchr found the terminator */
-	    {"\0{\"ids\":[1]}", 12, 0},      /* where the body starts */
-	    {"{\"ids\":[1.\0]}", 13, 10},    /* inside a number */
-	    {"{\"ids\":[1\0]}", 12, 9},      /* between values */
-	    {"{\"i\0s\":[1]}", 11, 3},       /* inside a key */
-	    {"{\"ids\":[1]}\0", 12, 11},     /* after the object */
+	    {"\0{\"ids\":[1]}", 12, 0},     /* where the body starts */
+	    {"{\"ids\":[1.\0]}", 13, 10},   /* inside a number */
+	    {"{\"ids\":[1\0]}", 12, 9},     /* between values */
+	    {"{\"i\0s\":[1]}", 11, 3},      /* inside a key */
+	    {"{\"ids\":[1]}\0", 12, 11},    /* after the object */
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char want[64];
@@ -183,8 +183,14 @@ static void json_key_with_escaped_nul(void **state)
 static void failures_zero_the_count(void **state)
 {
 	(void)state;
-	static const char *const json[] = {"",         "{\"ids\":[1,2",  "[1]",        "{\"ids\":[-1]}",
-	                                   "{\"ids\":[]}", "{\"idz\":[1]}", "{\"ids\":[1.5]}", "{\"ids\":[1]} x"};
+	static const char *const json[] = {"",
+	                                   "{\"ids\":[1,2",
+	                                   "[1]",
+	                                   "{\"ids\":[-1]}",
+	                                   "{\"ids\":[]}",
+	                                   "{\"idz\":[1]}",
+	                                   "{\"ids\":[1.5]}",
+	                                   "{\"ids\":[1]} x"};
 	for (size_t i = 0; i < sizeof json / sizeof json[0]; i++) {
 		int64_t out[8];
 		size_t n = 12345;

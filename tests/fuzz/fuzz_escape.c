@@ -78,7 +78,10 @@ static size_t encode_utf8(uint32_t cp, unsigned char *o)
 
 static int hexval(unsigned char h)
 {
-	return h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+	return h >= '0' && h <= '9'   ? h - '0'
+	       : h >= 'a' && h <= 'f' ? h - 'a' + 10
+	       : h >= 'A' && h <= 'F' ? h - 'A' + 10
+	                              : -1;
 }
 
 /*
