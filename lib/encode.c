@@ -1,6 +1,7 @@
-/* Response encoders: shortest float text, JSON rows, converted binary rows. */
+/* Response encoders: shortest float text, JSON rows, converted binary rows, JSON string escaping. */
 #include "encode.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,8 +261,23 @@ size_t embd_f32_shortest(float v, char *buf)
 
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids)
 {
-	/* Per element: the longest number and a comma. Per row: brackets and a comma. Per id: 19 digits and a comma. */
-	return 128 + nrows * (dim * (EMBD_F32_TEXT_MAX + 1) + 3) + (uint64_t)nids * 20;
+	/*
+	 * Fixed: {"shape":[N,D],"dtype":"bf16","ids":[],"rows":[]} is 87 bytes with
+	 * 20-digit N and D. Per row: per element the longest number and a comma,
+	 * then two brackets and a comma. Per id: the longest int64 text
+	 * ("-9223372036854775808", 20 bytes; ids reach here validated, but the
+	 * bound does not lean on that) and a comma.
+	 */
+	const uint64_t fixed = 128, per_elem = EMBD_F32_TEXT_MAX + 1, per_id = 21;
+	if (dim > (UINT64_MAX - 3) / per_elem)
+		return UINT64_MAX;
+	uint64_t per_row = dim * per_elem + 3;
+	if (nrows > (UINT64_MAX - fixed) / per_row)
+		return UINT64_MAX;
+	uint64_t total = fixed + nrows * per_row;
+	if (nids > (UINT64_MAX - total) / per_id)
+		return UINT64_MAX;
+	return total + (uint64_t)nids * per_id;
 }
 
 int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o)
@@ -318,6 +334,8 @@ size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run
 	}
 	*p++ = ']';
 	*p++ = '}';
+	/* The bound is the only guard of dst (the hot loop has no capacity checks): a miss is a bug, loudly. */
+	assert((uint64_t)(p - dst) <= embd_json_rows_bound(nrows, m->dim, ids != NULL ? ids->n : 0));
 	return (size_t)(p - dst);
 }
 
@@ -335,25 +353,56 @@ void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *run
 	}
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s)
+/*
+ * The well-formed UTF-8 sequence at s, by Unicode's Table 3-7 (RFC 3629):
+ * its length, or 0 when it is ill-formed, with *bad the length of its
+ * maximal subpart (1 to 3 bytes), which becomes one U+FFFD. The second byte's
+ * range shuts out overlongs (C0, C1, E0 80-9F, F0 80-8F), surrogates
+ * (ED A0-BF) and code points past U+10FFFF (F4 90-BF, F5-FF). s is
+ * NUL-terminated and NUL is not a continuation byte, so no read passes it.
+ */
+static size_t utf8_seq(const unsigned char *s, size_t *bad)
 {
-	unsigned char c = s[0];
-	size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-	if (c >= 0xf5)
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t n;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else {
+		*bad = 1; /* a continuation byte without a lead, C0, C1 or F5-FF */
 		return 0;
-	for (size_t i = 1; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
+	}
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	for (size_t i = 1; i < n; i++) {
+		if (s[i] < lo || s[i] > hi) {
+			*bad = i;
 			return 0;
+		}
+		lo = 0x80;
+		hi = 0xbf;
+	}
 	return n;
 }
 
 size_t embd_json_escape(char *dst, size_t cap, const char *s)
 {
+	static const char hex[] = "0123456789abcdef";
 	size_t k = 0;
 	const unsigned char *p = (const unsigned char *)s;
-	while (*p && cap > 0) {
-		char tmp[8];
+	if (cap == 0)
+		return 0;
+	while (*p) {
+		char tmp[6];
 		const char *out = tmp;
 		size_t n, adv = 1;
 		if (*p == '"' || *p == '\\') {
@@ -361,25 +410,32 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s)
 			tmp[1] = (char)*p;
 			n = 2;
 		} else if (*p < 0x20) {
-			n = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", *p);
+			memcpy(tmp, "\\u00", 4);
+			tmp[4] = hex[*p >> 4];
+			tmp[5] = hex[*p & 0xf];
+			n = 6;
 		} else if (*p < 0x80) {
 			tmp[0] = (char)*p;
 			n = 1;
-		} else if ((adv = utf8_len(p)) != 0) {
-			out = (const char *)p;
-			n = adv;
-		} else {
+		} else if ((adv = utf8_seq(p, &n)) == 0) {
+			adv = n;
 			out = "\\ufffd";
 			n = 6;
-			adv = 1;
+		} else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+			/* U+2028 and U+2029 are valid JSON but end a line in JavaScript before ES2019. */
+			out = p[2] == 0xa8 ? "\\u2028" : "\\u2029";
+			n = 6;
+		} else {
+			out = (const char *)p;
+			n = adv;
 		}
-		if (k + n >= cap)
+		/* A unit that does not fit ends the text: never half a sequence or half an escape. */
+		if (n >= cap - k)
 			break;
 		memcpy(dst + k, out, n);
 		k += n;
 		p += adv;
 	}
-	if (cap > 0)
-		dst[k] = '\0';
+	dst[k] = '\0';
 	return k;
 }

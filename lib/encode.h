@@ -33,7 +33,12 @@ size_t embd_f32_shortest(float v, char *buf);
  */
 size_t embd_f32_shortest_ref(float v, char *buf);
 
-/* Bytes that embd_json_rows_write can need at most, for nrows x dim and nids ids. */
+/*
+ * Bytes that embd_json_rows_write can need at most, for nrows x dim and nids
+ * ids of any int64 value; UINT64_MAX when that does not fit in 64 bits (no
+ * buffer is that big, so the caller refuses). The writer checks no capacity:
+ * a buffer of this size is its only guard.
+ */
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids);
 
 /*
@@ -55,10 +60,16 @@ void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *run
 int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o);
 
 /*
- * Copy s into dst as the inside of a JSON string (quotes not included),
- * escaping quotes, backslashes and control characters; bytes >= 0x80 are
- * passed through when they form valid UTF-8 and written as \ufffd when not.
- * Writes at most cap-1 bytes and a NUL; returns the length written.
+ * Copy s (NUL-terminated, borrowed; any bytes) into dst as the inside of a
+ * JSON string (quotes not included), so that the output is always valid
+ * UTF-8 and valid JSON: quotes and backslashes are escaped, control
+ * characters become \u00XX, U+2028 and U+2029 become \u2028 and \u2029
+ * (safe to embed in JavaScript), well-formed UTF-8 (Unicode Table 3-7)
+ * passes through, and each maximal ill-formed subpart (an overlong, a
+ * surrogate, a code point past U+10FFFF, a truncated sequence, a stray
+ * continuation byte) becomes one \ufffd. Writes at most cap-1 bytes and a NUL
+ * (nothing when cap is 0); a character or escape that does not fit ends the
+ * output whole, never half of it. Returns the length written. Thread-safe.
  */
 size_t embd_json_escape(char *dst, size_t cap, const char *s);
 

@@ -10,6 +10,12 @@ static int is_space(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* Is c one of the characters of set? Unlike a bare strchr, NUL is in no set: strchr finds the terminator. */
+static int in_set(const char *set, char c)
+{
+	return c != '\0' && strchr(set, c) != NULL;
+}
+
 /* Digits at s[*i..] into *v; 0, or EMBD_EBADID on overflow. At least one digit is the caller's check. */
 static int digits(const char *s, size_t len, size_t *i, int64_t *v)
 {
@@ -34,7 +40,7 @@ static int item_error(embd_err *e, const char *s, size_t start, size_t len, cons
 	return embd_err_set(e, EMBD_EBADID, "id '%.*s'%s %s", shown, s + start, end - start > 40 ? "..." : "", why);
 }
 
-int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
+static int parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
 {
 	size_t i = 0;
 	while (i < len && is_space(s[i]))
@@ -76,6 +82,14 @@ int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd
 	return 0;
 }
 
+int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
+{
+	int rc = parse_list(s, len, out, n, e);
+	if (rc != 0)
+		*n = 0; /* a caller that copies the count on failure copies nothing */
+	return rc;
+}
+
 /* JSON body parsing: a cursor and a recursive-descent subset that only ever descends two levels. */
 struct json {
 	const char *s;
@@ -96,15 +110,20 @@ static int syntax(struct json *j, const char *expected)
 	return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: expected %s", j->i, expected);
 }
 
-/* A JSON string into key (truncated to cap-1 bytes; escapes decoded for ASCII). */
-static int json_string(struct json *j, char *key, size_t cap)
+/*
+ * A JSON string into key (truncated to cap-1 bytes and NUL-terminated;
+ * \u escapes decoded for ASCII but NUL, '?' for the rest) and its length into
+ * *klen, which with the bytes says which key it is.
+ */
+static int json_string(struct json *j, char *key, size_t cap, size_t *klen)
 {
 	size_t k = 0;
 	j->i++; /* the opening quote */
 	while (j->i < j->len) {
 		unsigned char c = (unsigned char)j->s[j->i++];
 		if (c == '"') {
-			key[k < cap ? k : cap - 1] = '\0';
+			key[k] = '\0';
+			*klen = k;
 			return 0;
 		}
 		if (c < 0x20)
@@ -115,7 +134,7 @@ static int json_string(struct json *j, char *key, size_t cap)
 				break;
 			char esc = j->s[j->i++];
 			static const char simple[] = "\"\\/bfnrt", decoded[] = "\"\\/\b\f\n\r\t";
-			const char *at = strchr(simple, esc);
+			const char *at = in_set(simple, esc) ? strchr(simple, esc) : NULL;
 			if (esc == 'u') {
 				unsigned cp = 0;
 				for (int d = 0; d < 4; d++, j->i++) {
@@ -128,8 +147,9 @@ static int json_string(struct json *j, char *key, size_t cap)
 						return syntax(j, "four hex digits after \\u");
 					cp = cp * 16 + (unsigned)v;
 				}
-				c = cp < 0x80 ? (unsigned char)cp : '?';
-			} else if (esc != '\0' && at != NULL) {
+				/* '?' for NUL too: a NUL would cut the key short in messages. */
+				c = cp != 0 && cp < 0x80 ? (unsigned char)cp : '?';
+			} else if (at != NULL) {
 				c = (unsigned char)decoded[at - simple];
 			} else {
 				j->i--;
@@ -181,7 +201,7 @@ static int json_id(struct json *j, size_t index, int64_t *out)
 		int frac = j->i < j->len && (j->s[j->i] == '.' || j->s[j->i] == 'e' || j->s[j->i] == 'E');
 		if (frac) {
 			/* Valid JSON, but not an integer: consume it to quote it. */
-			while (j->i < j->len && strchr("0123456789.eE+-", j->s[j->i]) != NULL)
+			while (j->i < j->len && in_set("0123456789.eE+-", j->s[j->i]))
 				j->i++;
 			return embd_err_set(j->e, EMBD_EJSONTYPE, "ids[%zu] is %.*s, not an integer", index,
 			                    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
@@ -195,7 +215,7 @@ static int json_id(struct json *j, size_t index, int64_t *out)
 			*out = v;
 		return 0;
 	}
-	if (strchr("\"{[tfn", c) != NULL)
+	if (in_set("\"{[tfn", c))
 		return embd_err_set(j->e, EMBD_EJSONTYPE, "ids[%zu] is %s; ids are integers", index, type_name(c));
 	return syntax(j, "a number");
 }
@@ -234,15 +254,19 @@ static int json_ids_array(struct json *j, int64_t *out, size_t *n)
 	return 0;
 }
 
-int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
+static int parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
 {
 	struct json j = {s, len, 0, e};
 	int seen = 0;
+	/* JSON has no NUL outside a \u0000 escape; refusing it first keeps it from reading as a terminator. */
+	const char *nul = memchr(s, '\0', len);
+	if (nul != NULL)
+		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %zu: a NUL byte", (size_t)(nul - s));
 	ws(&j);
 	if (j.i >= j.len)
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON: the body is empty");
 	if (s[j.i] != '{')
-		return strchr("\"[tfn-0123456789", s[j.i]) != NULL
+		return in_set("\"[tfn-0123456789", s[j.i])
 		           ? embd_err_set(e, EMBD_EJSONTYPE, "the body is %s; send an object {\"ids\": [...]}",
 		                          s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number"
 		                                                                            : type_name(s[j.i]))
@@ -256,7 +280,8 @@ int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd
 		if (j.i >= j.len || s[j.i] != '"')
 			return syntax(&j, "a key in quotes");
 		char key[64];
-		int rc = json_string(&j, key, sizeof key);
+		size_t klen = 0;
+		int rc = json_string(&j, key, sizeof key, &klen);
 		if (rc != 0)
 			return rc;
 		ws(&j);
@@ -266,7 +291,7 @@ int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd
 		ws(&j);
 		if (j.i >= j.len)
 			return syntax(&j, "a value");
-		if (strcmp(key, "ids") != 0)
+		if (klen != 3 || memcmp(key, "ids", 3) != 0)
 			return embd_err_set(e, EMBD_EBADBODY, "unknown key \"%s\"; the body is {\"ids\": [...]}", key);
 		if (seen)
 			return embd_err_set(e, EMBD_EBADBODY, "\"ids\" appears twice");
@@ -293,6 +318,14 @@ int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd
 	if (j.i != j.len)
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %zu: data after the object", j.i);
 	return 0;
+}
+
+int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e)
+{
+	int rc = parse_json(s, len, out, n, e);
+	if (rc != 0)
+		*n = 0; /* a caller that copies the count on failure copies nothing */
+	return rc;
 }
 
 int embd_ids_from_npy(const void *body, size_t len, embd_ids *out, embd_err *e)

@@ -35,15 +35,17 @@ static inline int64_t embd_ids_at(const embd_ids *ids, size_t i)
  * the number of items the list holds (1 + commas), for sizing out. With out
  * (room for *n ids), parses and validates. Errors: EMBD_EEMPTY, EMBD_EBADID
  * (empty item, non-digit, negative, over 2^63-1), with e naming the item.
+ * On any error *n is 0.
  */
 int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e);
 
 /*
  * A JSON body {"ids": [3, 17, 42]}. With out NULL, validates the whole body
- * and sets *n; with out (room for *n), fills it. Errors: EMBD_EJSON (syntax,
- * with the byte offset), EMBD_EJSONTYPE (a value of the wrong type),
+ * and sets *n; with out (room for *n), fills it. s is len bytes, not
+ * NUL-terminated; a NUL byte anywhere in them is EMBD_EJSON. Errors: EMBD_EJSON
+ * (syntax, with the byte offset), EMBD_EJSONTYPE (a value of the wrong type),
  * EMBD_EBADID (negative or too large), EMBD_EBADBODY (no "ids", unknown key),
- * EMBD_EEMPTY.
+ * EMBD_EEMPTY. On any error *n is 0.
  */
 int embd_ids_parse_json(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e);
 

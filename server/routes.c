@@ -380,7 +380,7 @@ static int body_ids(struct req *r, embd_ids *ids, int64_t **parsed)
 		return -1;
 	}
 	if (strcasecmp(type, "application/json") == 0) {
-		size_t n;
+		size_t n = 0;
 		rc = embd_ids_parse_json(r->body, r->body_len, NULL, &n, &e);
 		if (rc == 0 && too_many_ids(r, n, "the body"))
 			return -1;

@@ -179,6 +179,119 @@ static void json_rows(void **state)
 	assert_string_equal(out, "{\"shape\":[1,2],\"dtype\":\"f16\",\"rows\":[[2.9802322e-07,4]]}");
 }
 
+/*
+ * embd_json_rows_write into a heap buffer of exactly embd_json_rows_bound
+ * bytes and a guard after it: the guard must stay untouched and the length
+ * within the bound. Returns the length.
+ */
+static size_t write_within_bound(const embd_matrix_info *m, const embd_run *runs, size_t nruns, const embd_ids *ids,
+                                 embd_dtype dtype)
+{
+	enum { GUARD = 256 };
+	uint64_t nrows = 0;
+	for (size_t k = 0; k < nruns; k++)
+		nrows += runs[k].count;
+	uint64_t bound = embd_json_rows_bound(nrows, m->dim, ids != NULL ? ids->n : 0);
+	unsigned char *buf = malloc(bound + GUARD);
+	float *scratch = malloc(m->dim * sizeof *scratch);
+	assert_non_null(buf);
+	assert_non_null(scratch);
+	memset(buf + bound, 0xa5, GUARD);
+	embd_encode_opts o = {dtype, 0};
+	size_t n = embd_json_rows_write((char *)buf, m, runs, nruns, ids, &o, scratch);
+	for (size_t i = 0; i < GUARD; i++)
+		if (buf[bound + i] != 0xa5)
+			fail_msg("%llu rows x %llu, %zu ids: byte %zu past the bound %llu was written",
+			         (unsigned long long)nrows, (unsigned long long)m->dim, ids != NULL ? ids->n : 0, i,
+			         (unsigned long long)bound);
+	assert_true(n <= bound);
+	assert_true(n >= 2 && buf[0] == '{' && buf[n - 1] == '}');
+	free(scratch);
+	free(buf);
+	return n;
+}
+
+/* Negative floats that need all nine digits and a two-digit exponent: the longest text, 15 bytes. */
+static size_t longest_floats(float *out, size_t want)
+{
+	size_t k = 0;
+	float v = -1.17549435e-38f;
+	for (uint32_t bits = 0x80800000u; k < want && bits < 0x9f000000u; bits += 4099) {
+		memcpy(&v, &bits, sizeof v);
+		char buf[EMBD_F32_TEXT_MAX + 1];
+		if (embd_f32_shortest(v, buf) == EMBD_F32_TEXT_MAX)
+			out[k++] = v;
+	}
+	return k;
+}
+
+/* The JSON size bound is the only guard of the writer's buffer: check it on every worst case. */
+static void json_rows_bound_holds(void **state)
+{
+	(void)state;
+	enum { ROWS = 200, MAXDIM = 100, NLONG = 64 };
+	float longv[NLONG];
+	assert_int_equal(longest_floats(longv, NLONG), NLONG);
+	float *data = malloc((size_t)ROWS * MAXDIM * sizeof *data);
+	assert_non_null(data);
+	int64_t *idv = malloc(4 * ROWS * sizeof *idv);
+	assert_non_null(idv);
+	static const uint64_t dims[] = {1, 2, 17, MAXDIM};
+	static const uint64_t counts[] = {1, 2, ROWS};
+	static const embd_dtype dtypes[] = {EMBD_F32, EMBD_F16, EMBD_BF16};
+	for (int fill = 0; fill < 2; fill++) {
+		for (size_t i = 0; i < (size_t)ROWS * MAXDIM; i++) {
+			static const float special[] = {NAN, INFINITY, -INFINITY, -0.0f};
+			data[i] = fill == 0 ? longv[i % NLONG] : special[i % 4];
+		}
+		for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+			embd_matrix_info m = {.data = (const unsigned char *)data,
+			                      .rows = ROWS,
+			                      .dim = dims[d],
+			                      .dtype = EMBD_F32,
+			                      .row_bytes = dims[d] * sizeof(float)};
+			for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+				uint64_t nrows = counts[c];
+				/* One run, and the same rows as one run each (a gather of scattered ids). */
+				embd_run one = {0, nrows};
+				embd_run *each = malloc(nrows * sizeof *each);
+				assert_non_null(each);
+				for (uint64_t r = 0; r < nrows; r++)
+					each[r] = (embd_run){r, 1};
+				for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; t++) {
+					write_within_bound(&m, &one, 1, NULL, dtypes[t]);
+					write_within_bound(&m, each, nrows, NULL, dtypes[t]);
+					/* The longest ids: 2^63-1, and -2^63 for a caller that did not validate. */
+					for (size_t i = 0; i < nrows; i++)
+						idv[i] = i % 2 ? INT64_MAX : INT64_MIN;
+					embd_ids ids = {(const unsigned char *)idv, nrows, 8};
+					write_within_bound(&m, each, nrows, &ids, dtypes[t]);
+					for (size_t i = 0; i < nrows; i++)
+						idv[i] = INT64_MAX;
+					write_within_bound(&m, &one, 1, &ids, dtypes[t]);
+				}
+				free(each);
+			}
+		}
+	}
+	/* The contract allows more ids than rows: the bound counts each id on its own. */
+	for (size_t i = 0; i < 4 * ROWS; i++)
+		idv[i] = INT64_MIN;
+	embd_matrix_info m1 = {
+	    .data = (const unsigned char *)data, .rows = ROWS, .dim = 1, .dtype = EMBD_F32, .row_bytes = 4};
+	embd_run one = {0, 1};
+	embd_ids many = {(const unsigned char *)idv, 4 * ROWS, 8};
+	write_within_bound(&m1, &one, 1, &many, EMBD_BF16);
+	free(idv);
+	free(data);
+	/* A bound past 64 bits is UINT64_MAX, which no allocation satisfies, never a wrapped small one. */
+	assert_true(embd_json_rows_bound(UINT64_MAX, 1, 0) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(1, UINT64_MAX / 8, 0) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(1ull << 32, 1ull << 30, 0) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(1, 1, SIZE_MAX) == UINT64_MAX);
+	assert_true(embd_json_rows_bound(2, 3, 2) == 128 + 2 * (3 * 16 + 3) + 2 * 21);
+}
+
 static void converts_and_normalizes(void **state)
 {
 	(void)state;
@@ -201,16 +314,130 @@ static void converts_and_normalizes(void **state)
 	assert_false(embd_encode_transforms(&m, &o));
 }
 
+/* embd_json_escape of in into cap bytes with a guard after them; checks the length and the guard. */
+static const char *esc(const char *in, size_t cap)
+{
+	static char buf[512 + 16];
+	assert_true(cap <= 512);
+	memset(buf, 'G', sizeof buf);
+	size_t n = embd_json_escape(buf, cap, in);
+	for (size_t i = cap; i < sizeof buf; i++)
+		assert_int_equal(buf[i], 'G');
+	if (cap == 0) {
+		assert_int_equal(n, 0);
+		return "";
+	}
+	assert_true(n < cap);
+	assert_int_equal(strlen(buf), n);
+	return buf;
+}
+
 static void escapes_json(void **state)
 {
 	(void)state;
-	char out[64];
-	embd_json_escape(out, sizeof out, "a\"b\\c\n\x01");
-	assert_string_equal(out, "a\\\"b\\\\c\\u000a\\u0001");
-	embd_json_escape(out, sizeof out, "caf\xc3\xa9 \xff!");
-	assert_string_equal(out, "caf\xc3\xa9 \\ufffd!");
-	embd_json_escape(out, 5, "abcdefgh");
-	assert_string_equal(out, "abcd");
+	assert_string_equal(esc("a\"b\\c\n\x01", 64), "a\\\"b\\\\c\\u000a\\u0001");
+	assert_string_equal(esc("\x1f/\x7f", 64), "\\u001f/\x7f"); /* DEL and '/' need no escape */
+	assert_string_equal(esc("caf\xc3\xa9 \xff!", 64), "caf\xc3\xa9 \\ufffd!");
+	assert_string_equal(esc("abcdefgh", 5), "abcd");
+	assert_string_equal(esc("", 64), "");
+}
+
+/* Well-formed UTF-8 at the edges of every row of Unicode's Table 3-7 passes through unchanged. */
+static void escape_passes_valid_utf8(void **state)
+{
+	(void)state;
+	static const char *const valid[] = {
+	    "\xc2\x80",         /* U+0080 */
+	    "\xdf\xbf",         /* U+07FF */
+	    "\xe0\xa0\x80",     /* U+0800, the first 3-byte after the overlongs */
+	    "\xe1\x80\x80",     /* U+1000 */
+	    "\xec\xbf\xbf",     /* U+CFFF */
+	    "\xed\x80\x80",     /* U+D000 */
+	    "\xed\x9f\xbf",     /* U+D7FF, just below the surrogates */
+	    "\xee\x80\x80",     /* U+E000, just above them */
+	    "\xef\xbf\xbf",     /* U+FFFF */
+	    "\xf0\x90\x80\x80", /* U+10000 */
+	    "\xf0\x9f\x98\x80", /* U+1F600 */
+	    "\xf3\xbf\xbf\xbf", /* U+FFFFF */
+	    "\xf4\x80\x80\x80", /* U+100000 */
+	    "\xf4\x8f\xbf\xbf", /* U+10FFFF, the last code point */
+	    "\xe2\x80\xa7",     /* U+2027, next to the line separator */
+	    "\xe2\x80\xaa",     /* U+202A */
+	};
+	for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+		char in[16];
+		snprintf(in, sizeof in, "<%s>", valid[i]);
+		assert_string_equal(esc(in, 64), in);
+	}
+}
+
+/* Each maximal ill-formed subpart becomes exactly one \ufffd; what follows it is read afresh. */
+static void escape_replaces_invalid_utf8(void **state)
+{
+	(void)state;
+#define FFFD "\\ufffd"
+	/* Overlongs: C0 and C1 never lead; E0 80-9F and F0 80-8F are not valid second bytes. */
+	assert_string_equal(esc("\xc0\xaf", 64), FFFD FFFD);
+	assert_string_equal(esc("\xc1\xbf", 64), FFFD FFFD);
+	assert_string_equal(esc("\xe0\x80\xaf", 64), FFFD FFFD FFFD);
+	assert_string_equal(esc("\xe0\x9f\xbf", 64), FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf0\x80\x80\xaf", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf0\x8f\xbf\xbf", 64), FFFD FFFD FFFD FFFD);
+	/* Surrogates, U+D800 and U+DFFF. */
+	assert_string_equal(esc("\xed\xa0\x80", 64), FFFD FFFD FFFD);
+	assert_string_equal(esc("\xed\xbf\xbf", 64), FFFD FFFD FFFD);
+	/* Past U+10FFFF: F4 90 and up, and F5-FF, which never lead. */
+	assert_string_equal(esc("\xf4\x90\x80\x80", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf5\x80\x80\x80", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xf7\xbf\xbf\xbf", 64), FFFD FFFD FFFD FFFD);
+	assert_string_equal(esc("\xfe\xff", 64), FFFD FFFD);
+	/* Truncated: a good start cut short by the end or by another character is one replacement. */
+	assert_string_equal(esc("\xe2\x82", 64), FFFD);
+	assert_string_equal(esc("\xe2\x82x", 64), FFFD "x");
+	assert_string_equal(esc("\xf0\x9f\x98", 64), FFFD);
+	assert_string_equal(esc("\xf0\x9f\x98\xe2\x82\xac", 64), FFFD "\xe2\x82\xac");
+	assert_string_equal(esc("\xf4\x8f\xbf\"", 64), FFFD "\\\"");
+	assert_string_equal(esc("\xc3", 64), FFFD);
+	assert_string_equal(esc("\xc3\xc3\xa9", 64), FFFD "\xc3\xa9");
+	/* Stray continuation bytes, one each. */
+	assert_string_equal(esc("\x80", 64), FFFD);
+	assert_string_equal(esc("a\x80\xbf"
+	                        "b",
+	                        64),
+	                    "a" FFFD FFFD "b");
+	assert_string_equal(esc("\xc3\xa9\xa9", 64), "\xc3\xa9" FFFD);
+#undef FFFD
+}
+
+/* U+2028 and U+2029 are written as escapes, so the JSON can be pasted into JavaScript. */
+static void escape_line_separators(void **state)
+{
+	(void)state;
+	assert_string_equal(esc("a\xe2\x80\xa8"
+	                        "b\xe2\x80\xa9",
+	                        64),
+	                    "a\\u2028b\\u2029");
+}
+
+/* At the capacity boundary the output stops before a character or escape that does not fit whole. */
+static void escape_capacity_boundary(void **state)
+{
+	(void)state;
+	assert_string_equal(esc("a\xc3\xa9", 2), "a");
+	assert_string_equal(esc("a\xc3\xa9", 3), "a"); /* room for one byte of the two */
+	assert_string_equal(esc("a\xc3\xa9", 4), "a\xc3\xa9");
+	assert_string_equal(esc("\xf0\x9f\x98\x80", 4), "");
+	assert_string_equal(esc("\xf0\x9f\x98\x80", 5), "\xf0\x9f\x98\x80");
+	assert_string_equal(esc("ab\"c", 4), "ab"); /* no "c" after a dropped escape either */
+	assert_string_equal(esc("ab\"c", 5), "ab\\\"");
+	assert_string_equal(esc("\x01", 6), "");
+	assert_string_equal(esc("\x01", 7), "\\u0001");
+	assert_string_equal(esc("\xff", 6), "");
+	assert_string_equal(esc("\xff", 7), "\\ufffd");
+	assert_string_equal(esc("\xe2\x80\xa8", 6), "");
+	assert_string_equal(esc("\xe2\x80\xa8", 7), "\\u2028");
+	assert_string_equal(esc("abc", 1), "");
+	assert_string_equal(esc("abc", 0), "");
 }
 
 static void error_table(void **state)
@@ -237,8 +464,13 @@ int main(void)
 	    cmocka_unit_test(f16_exhaustive),
 	    cmocka_unit_test(bf16),
 	    cmocka_unit_test(json_rows),
+	    cmocka_unit_test(json_rows_bound_holds),
 	    cmocka_unit_test(converts_and_normalizes),
 	    cmocka_unit_test(escapes_json),
+	    cmocka_unit_test(escape_passes_valid_utf8),
+	    cmocka_unit_test(escape_replaces_invalid_utf8),
+	    cmocka_unit_test(escape_line_separators),
+	    cmocka_unit_test(escape_capacity_boundary),
 	    cmocka_unit_test(error_table),
 	};
 	return cmocka_run_group_tests_name("encode", tests, NULL, NULL);

@@ -136,6 +136,90 @@ static void json_deep_nesting_is_not_recursed(void **state)
 	free(s);
 }
 
+/* A NUL anywhere in a JSON body is malformed JSON that names its offset, on both passes, and never a terminator. */
+static void json_nul_is_bad_json(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *body;
+		size_t len, at;
+	} cases[] = {
+	    {"{\"ids\":[1,\0 2]}", 15, 10}, /* where a value starts: strchr found the terminator */
+	    {"\0{\"ids\":[1]}", 12, 0},     /* where the body starts */
+	    {"{\"ids\":[1.\0]}", 13, 10},   /* inside a number */
+	    {"{\"ids\":[1\0]}", 12, 9},     /* between values */
+	    {"{\"i\0s\":[1]}", 11, 3},      /* inside a key */
+	    {"{\"ids\":[1]}\0", 12, 11},    /* after the object */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char want[64];
+		snprintf(want, sizeof want, "malformed JSON at byte %zu: a NUL byte", cases[i].at);
+		int64_t out[8];
+		for (int pass = 0; pass < 2; pass++) {
+			size_t n = 8;
+			embd_err e = {{0}};
+			int rc = embd_ids_parse_json(cases[i].body, cases[i].len, pass ? out : NULL, &n, &e);
+			if (rc != EMBD_EJSON || strcmp(e.msg, want) != 0 || n != 0)
+				fail_msg("case %zu pass %d: got %d '%s' n=%zu, want %d '%s' n=0", i, pass, rc, e.msg, n,
+				         EMBD_EJSON, want);
+		}
+	}
+}
+
+/* A key is matched by its bytes and length: a \u0000 in it does not cut it short to "ids". */
+static void json_key_with_escaped_nul(void **state)
+{
+	(void)state;
+	int64_t out[8];
+	size_t n;
+	embd_err e = {{0}};
+	assert_int_equal(parse_json("{\"ids\\u0000\":[1]}", out, &n, &e), EMBD_EBADBODY);
+	assert_string_equal(e.msg, "unknown key \"ids?\"; the body is {\"ids\": [...]}");
+	assert_int_equal(parse_json("{\"ids\\u0000x\":[1]}", out, &n, &e), EMBD_EBADBODY);
+	assert_non_null(strstr(e.msg, "unknown key \"ids?x\""));
+}
+
+/* Every failure leaves the count at 0, so that a caller that copies it copies no garbage. */
+static void failures_zero_the_count(void **state)
+{
+	(void)state;
+	static const char *const json[] = {"",
+	                                   "{\"ids\":[1,2",
+	                                   "[1]",
+	                                   "{\"ids\":[-1]}",
+	                                   "{\"ids\":[]}",
+	                                   "{\"idz\":[1]}",
+	                                   "{\"ids\":[1.5]}",
+	                                   "{\"ids\":[1]} x"};
+	for (size_t i = 0; i < sizeof json / sizeof json[0]; i++) {
+		int64_t out[8];
+		size_t n = 12345;
+		assert_int_not_equal(embd_ids_parse_json(json[i], strlen(json[i]), NULL, &n, NULL), 0);
+		assert_int_equal(n, 0);
+		n = 8;
+		assert_int_not_equal(embd_ids_parse_json(json[i], strlen(json[i]), out, &n, NULL), 0);
+		assert_int_equal(n, 0);
+	}
+	/* The second pass finding more ids than the first counted is a failure too. */
+	int64_t out[2];
+	size_t n = 2;
+	assert_int_equal(embd_ids_parse_json("{\"ids\":[1,2,3]}", 15, out, &n, NULL), EMBD_EINTERNAL);
+	assert_int_equal(n, 0);
+	static const char *const list[] = {"", "1,,2", "-1", "x", "99999999999999999999"};
+	for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
+		int64_t lout[8];
+		size_t m = 12345;
+		int rc = embd_ids_parse_list(list[i], strlen(list[i]), NULL, &m, NULL);
+		if (rc == 0) /* the counting pass only looks for emptiness; the second pass judges the items */
+			rc = embd_ids_parse_list(list[i], strlen(list[i]), lout, &m, NULL);
+		assert_int_not_equal(rc, 0);
+		assert_int_equal(m, 0);
+	}
+	n = 2;
+	assert_int_equal(embd_ids_parse_list("1,2,3", 5, out, &n, NULL), EMBD_EINTERNAL);
+	assert_int_equal(n, 0);
+}
+
 static void npy_bodies(void **state)
 {
 	(void)state;
@@ -194,6 +278,9 @@ int main(void)
 	    cmocka_unit_test(json_ok),
 	    cmocka_unit_test(json_errors),
 	    cmocka_unit_test(json_deep_nesting_is_not_recursed),
+	    cmocka_unit_test(json_nul_is_bad_json),
+	    cmocka_unit_test(json_key_with_escaped_nul),
+	    cmocka_unit_test(failures_zero_the_count),
 	    cmocka_unit_test(npy_bodies),
 	    cmocka_unit_test(raw_bodies),
 	};

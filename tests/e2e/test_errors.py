@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from conftest import npy
 
@@ -103,6 +104,35 @@ def test_bad_inputs(f32d):
     m = f32d.settled()
     assert sum(v for k, v in m.items() if k.startswith("embd_requests_total") and 'status="200"' not in k) == len(CASES)
     assert m["embd_inflight_accounted_bytes"] == 0
+
+
+# Percent-encoded bytes that are not UTF-8: an overlong '/', a surrogate, a code point past U+10FFFF, a C0 lead
+# and a byte that never occurs in UTF-8. The message quotes the id, so each must come back as U+FFFD.
+NOT_UTF8 = [("%E0%80%AF", 3), ("%ED%A0%80", 3), ("%F4%90%80%80", 4), ("%C0%AF", 2), ("%FF", 1)]
+
+
+@pytest.mark.parametrize("path,replaced", NOT_UTF8)
+def test_error_bodies_are_valid_utf8(f32d, path, replaced):
+    status, h, b = f32d.get("/v1/rows/" + path)
+    assert status == 400, b
+    assert h["content-type"] == "application/json"
+    doc = json.loads(b.decode("utf-8"))  # strict: no errors="replace"
+    assert doc["error"] == {"status": 400, "code": "bad_id",
+                            "message": "id '%s' is not a non-negative decimal integer" % ("\ufffd" * replaced)}
+
+
+def test_line_separators_are_escaped(f32d):
+    """U+2028 and U+2029 are valid JSON but end a JavaScript string: escaped, the body is safe to embed."""
+    status, _, b = f32d.get("/v1/rows/%E2%80%A8%E2%80%A9")
+    assert status == 400 and b"\\u2028\\u2029" in b and b"\xe2\x80\xa8" not in b, b
+    assert json.loads(b.decode("utf-8"))["error"]["message"] == "id '\u2028\u2029' is not a non-negative decimal integer"
+
+
+def test_nul_in_a_json_body_is_bad_json(f32d):
+    for body, at in [(b'{"ids":[1,\x002]}', 10), (b'\x00{"ids":[1]}', 0), (b'{"ids":[1]}\x00', 11)]:
+        status, h, b = f32d.request("POST", "/v1/rows", body, JSON)
+        check_error(status, h, b, 400, "bad_json", "malformed JSON at byte %d: a NUL byte" % at)
+    assert f32d.json("/healthz")["status"] == "ok"
 
 
 def test_405_says_what_is_allowed(f32d):
