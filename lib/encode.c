@@ -9,11 +9,28 @@
 
 #include "ops.h"
 
+static size_t format_g(char *buf, int neg, uint64_t c, int k);
+
 static int round_trips(float v, int digits, char *buf, size_t *len)
 {
-	int n = snprintf(buf, EMBD_F32_TEXT_MAX + 1, "%.*g", digits, (double)v);
-	*len = (size_t)n;
-	return strtof(buf, NULL) == v;
+	char text[40];
+	snprintf(text, sizeof text, "%.*e", digits - 1, (double)v);
+	if (strtof(text, NULL) != v)
+		return 0;
+	/* text is [-]d.ddde[+-]XX: its digits c and exponent k (v = c * 10^k), laid out by format_g. */
+	const char *p = text;
+	int neg = *p == '-';
+	p += neg;
+	uint64_t c = 0;
+	int ndig = 0;
+	for (; *p != 'e'; p++)
+		if (*p != '.') {
+			c = c * 10 + (uint64_t)(*p - '0');
+			ndig++;
+		}
+	int k = atoi(p + 1) - (ndig - 1);
+	*len = format_g(buf, neg, c, k);
+	return 1;
 }
 
 size_t embd_f32_shortest_ref(float v, char *buf)
@@ -154,9 +171,13 @@ static int candidates(uint64_t lo, uint64_t hi, int inclusive, int e, int k, int
 	return *c_lo <= *c_hi;
 }
 
-/* Write c (p digits) times 10^k the way printf's %.{p}g writes it. */
+/* Write c times 10^k (c without trailing zeros: the fewest digits) as Python's repr writes a float. */
 static size_t format_g(char *buf, int neg, uint64_t c, int k)
 {
+	while (c != 0 && c % 10 == 0) {
+		c /= 10;
+		k++;
+	}
 	char d[24];
 	int p = 0;
 	for (uint64_t x = c; x; x /= 10)
@@ -170,7 +191,7 @@ static size_t format_g(char *buf, int neg, uint64_t c, int k)
 	char *o = buf;
 	if (neg)
 		*o++ = '-';
-	if (x10 < -4 || x10 >= p) {
+	if (x10 < -4 || x10 >= 16) {
 		*o++ = d[0];
 		if (p > 1) {
 			*o++ = '.';
@@ -188,8 +209,14 @@ static size_t format_g(char *buf, int neg, uint64_t c, int k)
 			*o++ = (char)('0' + ax);
 		}
 	} else if (x10 >= 0) {
-		memcpy(o, d, (size_t)x10 + 1);
-		o += x10 + 1;
+		if (p > x10) {
+			memcpy(o, d, (size_t)x10 + 1);
+			o += x10 + 1;
+		} else { /* an integer with trailing zeros: 10, 1000000 */
+			memcpy(o, d, (size_t)p);
+			memset(o + p, '0', (size_t)(x10 + 1 - p));
+			o += x10 + 1;
+		}
 		if (p > x10 + 1) {
 			*o++ = '.';
 			memcpy(o, d + x10 + 1, (size_t)(p - x10 - 1));
@@ -430,6 +457,34 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s)
 			n = adv;
 		}
 		/* A unit that does not fit ends the text: never half a sequence or half an escape. */
+		if (n >= cap - k)
+			break;
+		memcpy(dst + k, out, n);
+		k += n;
+		p += adv;
+	}
+	dst[k] = '\0';
+	return k;
+}
+
+size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s)
+{
+	size_t k = 0;
+	const unsigned char *p = (const unsigned char *)s;
+	if (cap == 0)
+		return 0;
+	while (*p) {
+		const char *out = (const char *)p;
+		size_t n = 1, adv = 1;
+		if (*p >= 0x80) {
+			size_t bad;
+			n = adv = utf8_seq(p, &bad);
+			if (adv == 0) { /* a maximal ill-formed subpart: one U+FFFD */
+				out = "\xef\xbf\xbd";
+				n = 3;
+				adv = bad;
+			}
+		}
 		if (n >= cap - k)
 			break;
 		memcpy(dst + k, out, n);

@@ -16,14 +16,16 @@ typedef struct embd_encode_opts {
 	int normalize;    /* scale every row to unit L2 norm */
 } embd_encode_opts;
 
-/* The longest text embd_f32_shortest writes ("-1.17549435e-38"), without a NUL. */
-#define EMBD_F32_TEXT_MAX 15
+/* The longest text embd_f32_shortest writes (nine digits in fixed notation below 1e16: "-1234567800000000"). */
+#define EMBD_F32_TEXT_MAX 17
 
 /*
- * The shortest decimal text that reads back (strtof, Python float, JSON
- * parsers) to exactly v, e.g. "0.1", "7.063", "1e-05", "-0.0". NaN and
- * infinities, which JSON cannot carry, are written as null. buf needs
- * EMBD_F32_TEXT_MAX + 1 bytes; returns the length (no NUL written).
+ * The decimal text with the fewest significant digits that reads back
+ * (strtof, Python float, JSON parsers) to exactly v, laid out as Python's
+ * repr lays out a float: fixed notation from 1e-4 up to 1e16, exponential
+ * outside it ("0.1", "7.063", "10", "1000000", "1e-05", "1e+16", "-0.0").
+ * NaN and infinities, which JSON cannot carry, are written as null. buf
+ * needs EMBD_F32_TEXT_MAX + 1 bytes; returns the length (no NUL written).
  */
 size_t embd_f32_shortest(float v, char *buf);
 
@@ -72,5 +74,14 @@ int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o)
  * output whole, never half of it. Returns the length written. Thread-safe.
  */
 size_t embd_json_escape(char *dst, size_t cap, const char *s);
+
+/*
+ * Copy s (NUL-terminated, borrowed; any bytes) into dst as valid UTF-8: each
+ * maximal ill-formed subpart becomes U+FFFD (EF BF BD), by the same rule as
+ * embd_json_escape; nothing is escaped. Writes at most cap-1 bytes and a NUL
+ * (nothing when cap is 0), never half a character. Returns the length.
+ * Thread-safe.
+ */
+size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s);
 
 #endif

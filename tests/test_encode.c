@@ -26,6 +26,16 @@ static void shortest_known_values(void **state)
 	assert_string_equal(shortest(-0.0f), "-0.0");
 	assert_string_equal(shortest(16777216.0f), "16777216");
 	assert_string_equal(shortest(3.4028235e38f), "3.4028235e+38");
+	/* Laid out as Python's repr: fixed from 1e-4 up to 1e16, never "1e+01" for ten. */
+	assert_string_equal(shortest(10.0f), "10");
+	assert_string_equal(shortest(20.0f), "20");
+	assert_string_equal(shortest(1000000.0f), "1000000");
+	assert_string_equal(shortest(1e15f), "1000000000000000");
+	assert_string_equal(shortest(1e16f), "1e+16");
+	assert_string_equal(shortest(0.0001f), "0.0001");
+	assert_string_equal(shortest(-1.5e-5f), "-1.5e-05");
+	assert_string_equal(shortest(-1234567800000000.0f), "-1234567800000000");
+	assert_string_equal(shortest(-1.17549435e-38f), "-1.1754944e-38");
 	assert_string_equal(shortest(NAN), "null");
 	assert_string_equal(shortest(INFINITY), "null");
 	assert_string_equal(shortest(-INFINITY), "null");
@@ -45,7 +55,8 @@ static int min_digits(float v)
 
 static int digits_of(const char *s)
 {
-	int n = 0, leading = 1;
+	int fraction = strchr(s, '.') != NULL;
+	int n = 0, leading = 1, zeros = 0;
 	for (; *s && *s != 'e'; s++) {
 		if (*s < '0' || *s > '9')
 			continue;
@@ -53,9 +64,10 @@ static int digits_of(const char *s)
 			continue;
 		leading = 0;
 		n++;
+		zeros = *s == '0' ? zeros + 1 : 0;
 	}
-	/* Trailing zeros of an integer written out in full are not significant. */
-	return n;
+	/* Trailing zeros of an integer written out in full ("1000000") are not significant. */
+	return fraction ? n : n - zeros;
 }
 
 static void shortest_round_trips_and_is_shortest(void **state)
@@ -109,7 +121,7 @@ static void fast_path_matches_reference(void **state)
 			fail_msg("0x%08x: fast %s, reference %s", bits, a, r);
 	}
 	assert_string_equal(shortest(0x1p90f), "1.2379401e+27"); /* NumPy's repr; the probe says 1.23794004e+27 */
-	assert_string_equal(shortest(100.0f), "1e+02");
+	assert_string_equal(shortest(100.0f), "100");
 	assert_string_equal(shortest(0x1p-149f), "1e-45");
 	assert_string_equal(shortest(0x1p-126f), "1.1754944e-38");
 }
@@ -211,12 +223,12 @@ static size_t write_within_bound(const embd_matrix_info *m, const embd_run *runs
 	return n;
 }
 
-/* Negative floats that need all nine digits and a two-digit exponent: the longest text, 15 bytes. */
+/* Negative floats in [1e15, 1e16) that need all nine digits: sixteen in fixed notation, the longest text. */
 static size_t longest_floats(float *out, size_t want)
 {
 	size_t k = 0;
-	float v = -1.17549435e-38f;
-	for (uint32_t bits = 0x80800000u; k < want && bits < 0x9f000000u; bits += 4099) {
+	float v = -1e15f;
+	for (uint32_t bits = 0xd8635fa9u; k < want && bits < 0xda0e1bcau; bits += 4099) {
 		memcpy(&v, &bits, sizeof v);
 		char buf[EMBD_F32_TEXT_MAX + 1];
 		if (embd_f32_shortest(v, buf) == EMBD_F32_TEXT_MAX)
@@ -289,7 +301,24 @@ static void json_rows_bound_holds(void **state)
 	assert_true(embd_json_rows_bound(1, UINT64_MAX / 8, 0) == UINT64_MAX);
 	assert_true(embd_json_rows_bound(1ull << 32, 1ull << 30, 0) == UINT64_MAX);
 	assert_true(embd_json_rows_bound(1, 1, SIZE_MAX) == UINT64_MAX);
-	assert_true(embd_json_rows_bound(2, 3, 2) == 128 + 2 * (3 * 16 + 3) + 2 * 21);
+	assert_true(embd_json_rows_bound(2, 3, 2) == 128 + 2 * (3 * (EMBD_F32_TEXT_MAX + 1) + 3) + 2 * 21);
+}
+
+/* The sanitizer keeps valid UTF-8 as it is and puts one U+FFFD for each ill-formed subpart, never half a character. */
+static void sanitizes_utf8(void **state)
+{
+	(void)state;
+	char out[64];
+	assert_int_equal(embd_utf8_sanitize(out, sizeof out, "k\xc3\xb6nig \xe2\x82\xac \xf0\x9f\x98\x80"), 15);
+	assert_string_equal(out, "k\xc3\xb6nig \xe2\x82\xac \xf0\x9f\x98\x80");
+	embd_utf8_sanitize(out, sizeof out, "a\xe0\x80\xaf" "b"); /* overlong: three subparts */
+	assert_string_equal(out, "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b");
+	embd_utf8_sanitize(out, sizeof out, "\xed\xa0\x80|\xf4\x90\x80\x80|\xe2\x82|\xff");
+	assert_string_equal(out, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+	                         "\xef\xbf\xbd|\xef\xbf\xbd");
+	assert_int_equal(embd_utf8_sanitize(out, 4, "ab\xe2\x82\xac"), 2); /* the euro sign does not fit whole */
+	assert_string_equal(out, "ab");
+	assert_int_equal(embd_utf8_sanitize(out, 0, "x"), 0);
 }
 
 static void converts_and_normalizes(void **state)
@@ -466,6 +495,7 @@ int main(void)
 	    cmocka_unit_test(json_rows),
 	    cmocka_unit_test(json_rows_bound_holds),
 	    cmocka_unit_test(converts_and_normalizes),
+	    cmocka_unit_test(sanitizes_utf8),
 	    cmocka_unit_test(escapes_json),
 	    cmocka_unit_test(escape_passes_valid_utf8),
 	    cmocka_unit_test(escape_replaces_invalid_utf8),
