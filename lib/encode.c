@@ -28,7 +28,7 @@ static int round_trips(float v, int digits, char *buf, size_t *len)
 			c = c * 10 + (uint64_t)(*p - '0');
 			ndig++;
 		}
-	int k = atoi(p + 1) - (ndig - 1);
+	int k = (int)strtol(p + 1, NULL, 10) - (ndig - 1);
 	*len = format_g(buf, neg, c, k);
 	return 1;
 }
@@ -47,7 +47,7 @@ size_t embd_f32_shortest_ref(float v, char *buf)
 		buf[0] = '0';
 		return 1;
 	}
-	size_t len;
+	size_t len = 0; /* nine digits always read back to a float32: round_trips(9) sets it */
 	uint32_t bits;
 	memcpy(&bits, &v, sizeof bits);
 	/*
@@ -174,7 +174,11 @@ static int candidates(uint64_t lo, uint64_t hi, int inclusive, int e, int k, int
 /* Write c times 10^k (c without trailing zeros: the fewest digits) as Python's repr writes a float. */
 static size_t format_g(char *buf, int neg, uint64_t c, int k)
 {
-	while (c != 0 && c % 10 == 0) {
+	if (c == 0) { /* not reached: a nonzero float has a nonzero digit */
+		buf[0] = '0';
+		return 1;
+	}
+	while (c % 10 == 0) {
 		c /= 10;
 		k++;
 	}

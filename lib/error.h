@@ -62,7 +62,7 @@ int embd_error_status(int err);
  * more than the table's default take an optional embd_err * (may be NULL).
  */
 typedef struct embd_err {
-	char msg[256];
+	char msg[512];
 } embd_err;
 
 /* Format into e->msg (no-op when e is NULL). Returns code, so `return embd_err_set(e, CODE, ...)`. */

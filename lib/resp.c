@@ -6,7 +6,7 @@
 #include "npy.h"
 
 const char *const embd_wire_types[EMBD_WIRE_COUNT] = {"application/json", "application/octet-stream",
-                                                       "application/x-npy"};
+                                                      "application/x-npy"};
 static const char *const wire_names[EMBD_WIRE_COUNT] = {"json", "bin", "npy"};
 
 const char *embd_wire_name(embd_wire w)
@@ -38,6 +38,12 @@ void embd_resp_init(embd_resp *b, embd_acct *acct)
 	b->cap = EMBD_RESP_INLINE_SEGS;
 	b->len = 0;
 	b->copied = 0;
+	b->reserved = 0;
+}
+
+static int alloc(embd_resp *b, size_t n, void **out)
+{
+	return b->reserved ? embd_acct_alloc_reserved(b->acct, n, out) : embd_acct_alloc(b->acct, n, out);
 }
 
 /* Room for one more segment: the inline ones first, then an accounted array that doubles. */
@@ -46,7 +52,7 @@ static int reserve(embd_resp *b)
 	if (b->nsegs < b->cap)
 		return 0;
 	embd_seg *more;
-	int rc = embd_acct_alloc(b->acct, 2 * b->cap * sizeof *more, (void **)&more);
+	int rc = alloc(b, 2 * b->cap * sizeof *more, (void **)&more);
 	if (rc != 0)
 		return rc;
 	memcpy(more, b->segs, b->nsegs * sizeof *more);
@@ -72,7 +78,7 @@ int embd_resp_buffer(embd_resp *b, size_t n, void **out)
 	int rc = reserve(b);
 	if (rc != 0)
 		return rc;
-	rc = embd_acct_alloc(b->acct, n, out);
+	rc = alloc(b, n, out);
 	if (rc != 0)
 		return rc;
 	b->segs[b->nsegs++] = (embd_seg){*out, n};

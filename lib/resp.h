@@ -41,11 +41,12 @@ int embd_wire_parse(const char *name, embd_wire *out);
 #define EMBD_RESP_INLINE_SEGS 4
 
 typedef struct embd_resp {
-	embd_acct *acct;  /* borrowed: owns every buffer of the body */
-	embd_seg *segs;   /* inline_segs, or an accounted array once there are more */
+	embd_acct *acct; /* borrowed: owns every buffer of the body */
+	embd_seg *segs;  /* inline_segs, or an accounted array once there are more */
 	size_t nsegs, cap;
-	uint64_t len;     /* body bytes */
-	uint64_t copied;  /* of which in owned buffers */
+	uint64_t len;    /* body bytes */
+	uint64_t copied; /* of which in owned buffers */
+	int reserved;    /* buffers may come from the budget's reserve (answers given whatever the load) */
 	embd_seg inline_segs[EMBD_RESP_INLINE_SEGS];
 } embd_resp;
 

@@ -1,6 +1,7 @@
 /* libmicrohttpd glue: the request record's life, body intake, replies and the daemon's start and stop. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "encode.h"
+#include "json.h"
 #include "log.h"
 #include "query.h"
 #include "server.h"
@@ -62,6 +64,7 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 		free(r);
 		return NULL;
 	}
+	embd_resp_init(&r->resp, &r->acct);
 	r->gen = embd_gen_current_acquire(&s->current);
 	atomic_fetch_add(&s->requests_live, 1);
 	return r;
@@ -71,12 +74,10 @@ static void req_finish(struct req *r)
 {
 	embd_server *s = r->srv;
 	uint64_t dur = embd_now_ns() - r->t0_ns;
-	for (int i = 0; i < r->nbufs; i++)
-		embd_acct_free(&r->acct, r->bufs[i]);
-	if (r->body != NULL)
-		embd_acct_free(&r->acct, r->body);
 	uint64_t peak = r->acct.peak;
 	embd_acct_uncharge(&r->acct, sizeof *r);
+	/* Frees every buffer the request held (body, ids, the response's); what is left is a raw charge never given
+	 * back. */
 	uint64_t leaked = embd_acct_close(&r->acct);
 	char url[1024], method[64];
 	if (leaked != 0 || (s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO))) {
@@ -127,49 +128,22 @@ static void response_done(void *cls)
 	req_unref(cls);
 }
 
-static int req_alloc(struct req *r, size_t n, void **out, int reserved)
-{
-	if (r->nbufs == REQ_MAX_BUFS)
-		return EMBD_EINTERNAL;
-	int rc = reserved ? embd_acct_alloc_reserved(&r->acct, n, out) : embd_acct_alloc(&r->acct, n, out);
-	if (rc == 0)
-		r->bufs[r->nbufs++] = *out;
-	return rc;
-}
-
-int embd_req_alloc(struct req *r, size_t n, void **out)
-{
-	return req_alloc(r, n, out, 0);
-}
-
-int embd_req_alloc_reserved(struct req *r, size_t n, void **out)
-{
-	return req_alloc(r, n, out, 1);
-}
-
 const char *embd_arg(struct req *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-struct MHD_Response *embd_response_pinned_buffer(struct req *r, const void *data, size_t len)
-{
-	struct MHD_Response *resp =
-	    MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)data, response_done, r);
-	if (resp != NULL)
-		atomic_fetch_add(&r->refs, 1);
-	return resp;
-}
+_Static_assert(sizeof(embd_seg) == sizeof(struct MHD_IoVec) &&
+                   offsetof(embd_seg, base) == offsetof(struct MHD_IoVec, iov_base) &&
+                   offsetof(embd_seg, len) == offsetof(struct MHD_IoVec, iov_len),
+               "a response's segments are handed to libmicrohttpd as they are");
 
-struct MHD_Response *embd_response_pinned_iovec(struct req *r, const struct MHD_IoVec *iov, unsigned n)
-{
-	struct MHD_Response *resp = MHD_create_response_from_iovec(iov, n, response_done, r);
-	if (resp != NULL)
-		atomic_fetch_add(&r->refs, 1);
-	return resp;
-}
-
-enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len)
+/*
+ * Queue the response: its bytes (the generation's mapping, the accountant's
+ * buffers) stay valid until libmicrohttpd destroys it, because the response
+ * holds a reference to the request, and the request holds both.
+ */
+static enum MHD_Result queue(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len)
 {
 	/* An answer ends the request's deadline, unless the sweep has shut the connection first: then none. */
 	if (embd_conn_claim(r->slot) != 0) {
@@ -179,6 +153,9 @@ enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp,
 	char gen[24];
 	snprintf(gen, sizeof gen, "%" PRIu64, embd_gen_number(r->gen));
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
+	/* A connection past limits.connections is answered, then closed. */
+	if (r->slot != NULL && r->slot->surplus)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES) {
@@ -188,27 +165,75 @@ enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp,
 	return ret;
 }
 
-enum MHD_Result embd_reply_buffer(struct req *r, int status, const char *content_type, void *buf, size_t len)
+/* A response over segs, holding a reference to r until libmicrohttpd destroys it. */
+static struct MHD_Response *pinned(struct req *r, const embd_seg *segs, size_t n, uint64_t len)
 {
-	struct MHD_Response *resp = embd_response_pinned_buffer(r, buf, len);
-	if (resp == NULL)
-		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-	return embd_reply(r, status, resp, len);
+	struct MHD_Response *resp =
+	    n == 1 ? MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)segs[0].base, response_done, r)
+	           : MHD_create_response_from_iovec((const struct MHD_IoVec *)segs, (unsigned)n, response_done, r);
+	if (resp != NULL)
+		atomic_fetch_add(&r->refs, 1);
+	return resp;
 }
 
-enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
+/* The body a handler built (r->resp), with its headers; a rows body says its path and cost. */
+static enum MHD_Result reply_body(struct req *r)
 {
-	char msg[400], esc[sizeof r->errbuf - 128];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	embd_json_escape(esc, sizeof esc, msg);
+	embd_resp *b = &r->resp;
+	struct MHD_Response *resp = pinned(r, b->segs, b->nsegs, b->len);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->type);
+	if (r->rows) {
+		const embd_matrix_info *m = embd_gen_matrix(r->gen);
+		embd_metrics *mt = &r->srv->metrics;
+		atomic_fetch_add_explicit(&mt->copied_bytes, b->copied, memory_order_relaxed);
+		atomic_fetch_add_explicit(&mt->zerocopy_bytes, b->len - b->copied, memory_order_relaxed);
+		r->copied = b->copied;
+		r->path_taken = embd_path_name(embd_resp_path(b));
+		char v[64];
+		MHD_add_response_header(resp, "X-Embd-Path", r->path_taken);
+		snprintf(v, sizeof v, "%" PRIu64, b->copied);
+		MHD_add_response_header(resp, "X-Embd-Copied-Bytes", v);
+		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak);
+		MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", v);
+		snprintf(v, sizeof v, "%" PRIu64 ",%" PRIu64, r->nrows, m->dim);
+		MHD_add_response_header(resp, "X-Embd-Shape", v);
+		MHD_add_response_header(resp, "X-Embd-Dtype", embd_dtype_name(r->dtype));
+	}
+	return queue(r, 200, resp, b->len);
+}
+
+/*
+ * {"error":{"status":N,"code":"...","message":"..."}} in the record's own
+ * buffer, through jansson (ASCII: every other character escaped). A message
+ * that makes the body outgrow the buffer (client text full of control
+ * characters, each six bytes escaped) is cut shorter; without memory for
+ * jansson's values, the body carries the code's default message.
+ */
+static size_t error_json(struct req *r, int status, int code, const char *msg)
+{
+	static const size_t cuts[] = {400, 100};
+	for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+		json_t *v = json_pack("{s:{s:i,s:s,s:o}}", "error", "status", status, "code", embd_error_code(code),
+		                      "message", embd_json_text(msg, cuts[i]));
+		size_t n = v != NULL ? json_dumpb(v, r->errbuf, sizeof r->errbuf, JSON_COMPACT | JSON_ENSURE_ASCII) : 0;
+		json_decref(v);
+		if (n != 0 && n <= sizeof r->errbuf)
+			return n;
+		if (v == NULL)
+			break;
+	}
+	return (size_t)snprintf(r->errbuf, sizeof r->errbuf,
+	                        "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}", status,
+	                        embd_error_code(code), embd_strerror(code));
+}
+
+static enum MHD_Result reply_error(struct req *r, int code, const char *msg)
+{
 	int status = embd_error_status(code);
-	int n = snprintf(r->errbuf, sizeof r->errbuf, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}",
-	                 status, embd_error_code(code), esc);
-	struct MHD_Response *resp = embd_response_pinned_buffer(r, r->errbuf, (size_t)n);
+	embd_seg body = {r->errbuf, error_json(r, status, code, msg)};
+	struct MHD_Response *resp = pinned(r, &body, 1, body.len);
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
@@ -219,9 +244,6 @@ enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
 	}
 	if (status == 401)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-	/* A connection past limits.connections is answered, then closed. */
-	if (r->slot != NULL && r->slot->surplus)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	if (status == 405 && r->handler != NULL) {
 		char allow[32] = "";
 		if (r->handler->methods & (1u << M_GET))
@@ -230,27 +252,49 @@ enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...)
 			strcat(allow, *allow ? ", POST" : "POST");
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
 	}
-	return embd_reply(r, status, resp, (uint64_t)n);
+	return queue(r, status, resp, body.len);
 }
 
-enum MHD_Result embd_reply_charge_error(struct req *r, int rc, const char *what)
+/* The one place a request is answered: its error, or the body its handler built. */
+static enum MHD_Result answer(struct req *r, int rc, const embd_err *e)
+{
+	if (rc == EMBD_PENDING)
+		return MHD_YES;
+	embd_json_bind(&r->acct); /* the error body's jansson values, charged to the request */
+	enum MHD_Result ret = rc != 0 ? reply_error(r, rc, e->msg) : reply_body(r);
+	embd_json_bind(NULL);
+	return ret;
+}
+
+/* Run the route's handler, its jansson values charged to the request, and answer once. */
+static enum MHD_Result dispatch(struct req *r)
+{
+	embd_err e;
+	embd_json_bind(&r->acct);
+	int rc = r->handler->fn(r, &e);
+	embd_json_bind(NULL);
+	return answer(r, rc, &e);
+}
+
+int embd_req_charge_error(struct req *r, int rc, const char *what, embd_err *e)
 {
 	embd_metrics *m = &r->srv->metrics;
+	char w[128];
+	snprintf(w, sizeof w, "%s", what); /* what may be e->msg itself */
 	if (rc == EMBD_ETOOBIG) {
 		atomic_fetch_add(&m->rejected[REJ_REQUEST_BYTES], 1);
-		return embd_reply_error(
-		    r, rc, "%s needs this request to hold %" PRIu64 " bytes; limits.request_bytes is %" PRIu64, what,
-		    r->acct.need, r->acct.limit);
+		return embd_err_set(e, rc,
+		                    "%s needs this request to hold %" PRIu64 " bytes; limits.request_bytes is %" PRIu64,
+		                    w, r->acct.need, r->acct.limit);
 	}
 	if (rc == EMBD_EBUSY) {
 		atomic_fetch_add(&m->rejected[REJ_INFLIGHT_BYTES], 1);
-		return embd_reply_error(r, rc,
-		                        "%s needs %" PRIu64 " bytes but requests in flight hold %" PRIu64
-		                        " of limits.inflight_bytes %" PRIu64 "; retry later",
-		                        what, r->acct.need, embd_budget_inflight(&r->srv->budget),
-		                        r->srv->budget.limit);
+		return embd_err_set(e, rc,
+		                    "%s needs %" PRIu64 " bytes but requests in flight hold %" PRIu64
+		                    " of limits.inflight_bytes %" PRIu64 "; retry later",
+		                    w, r->acct.need, embd_budget_inflight(&r->srv->budget), r->srv->budget.limit);
 	}
-	return embd_reply_error(r, rc, "%s: %s", what, embd_strerror(rc));
+	return embd_err_set(e, rc, "%s: %s", w, embd_strerror(rc));
 }
 
 /* The Content-Length of the request (libmicrohttpd has refused one that is not a number); 0 if it has none. */
@@ -269,16 +313,15 @@ static uint64_t body_announced(struct req *r)
  * body_take), so a client announcing a large body and sending nothing holds
  * no more than its request record.
  */
-static int body_start(struct req *r)
+static int body_start(struct req *r, embd_err *e)
 {
 	embd_config *cfg = &r->srv->cfg;
 	uint64_t n = body_announced(r);
 	if (n > (uint64_t)cfg->max_body_bytes) {
 		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
-		embd_reply_error(r, EMBD_EBODYTOOBIG,
-		                 "the body is %" PRIu64 " bytes; limits.max_body_bytes is %" PRId64, n,
-		                 cfg->max_body_bytes);
-		return -1;
+		return embd_err_set(e, EMBD_EBODYTOOBIG,
+		                    "the body is %" PRIu64 " bytes; limits.max_body_bytes is %" PRId64, n,
+		                    cfg->max_body_bytes);
 	}
 	return 0;
 }
@@ -369,37 +412,50 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 	return embd_query_unescape(s);
 }
 
+/*
+ * What can be refused before the handler runs, from the request line and
+ * headers alone: 0, or an EMBD_E code with e.
+ */
+static int admit(struct req *r, const char *version, embd_err *e)
+{
+	embd_server *s = r->srv;
+	int hosts = 0;
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_host, &hosts);
+	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && hosts != 1)
+		return embd_err_set(e, EMBD_EBADREQ, "an HTTP/1.1 request needs exactly one Host header, not %d",
+		                    hosts);
+	r->handler = embd_route_find(r->url);
+	if (r->handler == NULL)
+		return embd_err_set(e, EMBD_ENOTFOUND, "no such path: %.200s", r->url);
+	r->route = r->handler->id;
+	if (!(r->handler->methods & (1u << r->method)))
+		return embd_err_set(e, EMBD_EMETHOD, "%.20s is not allowed on %.200s", r->method_name, r->url);
+	if (r->slot != NULL && r->slot->surplus) {
+		atomic_fetch_add(&s->metrics.rejected[REJ_CONNECTIONS], 1);
+		return embd_err_set(e, EMBD_EBUSY,
+		                    "all limits.connections (%" PRId64 ") connections are in use; retry later",
+		                    s->cfg.connections);
+	}
+	if (r->method == M_POST)
+		return body_start(r, e); /* may refuse from the headers alone, before the body is read */
+	return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
 	embd_server *s = cls;
 	struct req *r = *con_cls;
+	embd_err e;
 	if (r == NULL) {
-		url = origin_form(url);
-		r = req_new(s, c, url, method);
+		r = req_new(s, c, origin_form(url), method);
 		if (r == NULL)
 			return MHD_NO; /* out of memory (or of reserve): drop the connection */
 		*con_cls = r;
-		int hosts = 0;
-		MHD_get_connection_values(c, MHD_HEADER_KIND, count_host, &hosts);
-		if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && hosts != 1)
-			return embd_reply_error(r, EMBD_EBADREQ,
-			                        "an HTTP/1.1 request needs exactly one Host header, not %d", hosts);
-		r->handler = embd_route_find(url);
-		if (r->handler == NULL)
-			return embd_reply_error(r, EMBD_ENOTFOUND, "no such path: %s", url);
-		r->route = r->handler->id;
-		if (!(r->handler->methods & (1u << r->method)))
-			return embd_reply_error(r, EMBD_EMETHOD, "%s is not allowed on %s", method, url);
-		if (r->slot != NULL && r->slot->surplus) {
-			atomic_fetch_add(&s->metrics.rejected[REJ_CONNECTIONS], 1);
-			return embd_reply_error(
-			    r, EMBD_EBUSY, "all limits.connections (%" PRId64 ") connections are in use; retry later",
-			    s->cfg.connections);
-		}
-		if (r->method == M_POST)
-			body_start(r); /* may refuse from the headers alone, before the body is read */
+		int rc = admit(r, version, &e);
+		if (rc != 0)
+			return answer(r, rc, &e);
 		/*
 		 * Answer on the next call, once libmicrohttpd has seen the end of the
 		 * request: a response queued on this first call is sent only when
@@ -431,11 +487,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (r->body_error == EMBD_EBODYTOOBIG)
-		return embd_reply_error(r, r->body_error, "%s", r->body_msg);
+	if (r->body_error == EMBD_EBODYTOOBIG) {
+		embd_err_set(&e, r->body_error, "%s", r->body_msg);
+		return answer(r, r->body_error, &e);
+	}
 	if (r->body_error != 0)
-		return embd_reply_charge_error(r, r->body_error, r->body_msg);
-	return r->handler->fn(r);
+		return answer(r, embd_req_charge_error(r, r->body_error, r->body_msg, &e), &e);
+	return dispatch(r);
 }
 
 /* The request line has arrived: the request's deadline starts. */

@@ -28,7 +28,11 @@ void embd_json_bind(embd_acct *a);
  */
 int embd_json_body(embd_resp *b, json_t *v);
 
-/* s as a JSON string: invalid UTF-8 becomes U+FFFD (jansson takes only valid UTF-8). NULL: out of memory. */
-json_t *embd_json_text(const char *s);
+/*
+ * The first at most max bytes of s (cut on a character boundary; max < 4096)
+ * as a JSON string: invalid UTF-8 becomes U+FFFD (jansson takes only valid
+ * UTF-8). NULL: out of memory.
+ */
+json_t *embd_json_text(const char *s, size_t max);
 
 #endif

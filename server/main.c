@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "log.h"
 #include "matrix.h"
 #include "ops.h"
@@ -356,6 +357,7 @@ static int cmd_info(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	embd_json_init(); /* before any jansson value exists: each is freed by the functions that made it */
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
-static const char *const route_names[R_COUNT] = {"info", "row", "rows", "healthz", "metrics", "admin", "other"};
 static const char *const reject_names[REJ_COUNT] = {"request_bytes",  "inflight_bytes",  "max_ids",
                                                     "max_body_bytes", "request_timeout", "connections"};
 static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -17,11 +16,6 @@ static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.
 void embd_metrics_init(embd_metrics *m)
 {
 	memset(m, 0, sizeof *m);
-}
-
-const char *embd_route_name(enum route_id route)
-{
-	return route_names[route];
 }
 
 void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint64_t duration_ns)
@@ -96,10 +90,11 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 			if (n == 0)
 				continue;
 			if (statuses[s] != 0)
-				put(&o, "embd_requests_total{route=\"%s\",status=\"%d\"} %llu\n", route_names[r],
-				    statuses[s], n);
+				put(&o, "embd_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+				    embd_route_name((enum route_id)r), statuses[s], n);
 			else
-				put(&o, "embd_requests_total{route=\"%s\",status=\"other\"} %llu\n", route_names[r], n);
+				put(&o, "embd_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+				    embd_route_name((enum route_id)r), n);
 		}
 	}
 	put(&o, "# HELP embd_request_duration_seconds Time from a request's first byte to its last response byte.\n"

@@ -7,8 +7,7 @@
 #include <stdint.h>
 
 #include "acct.h"
-
-enum route_id { R_INFO, R_ROW, R_ROWS, R_HEALTHZ, R_METRICS, R_ADMIN, R_OTHER, R_COUNT };
+#include "routes.h"
 
 enum reject_reason {
 	REJ_REQUEST_BYTES,
@@ -41,8 +40,6 @@ void embd_metrics_init(embd_metrics *m);
 
 /* Count one finished request. Thread-safe. */
 void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint64_t duration_ns);
-
-const char *embd_route_name(enum route_id route);
 
 /*
  * Render the text exposition into buf (cap bytes); the budget gives the

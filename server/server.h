@@ -15,6 +15,8 @@
 #include "metrics.h"
 #include "conns.h"
 #include "plan.h"
+#include "resp.h"
+#include "routes.h"
 #include "reload.h"
 
 #define EMBD_VERSION "0.1.0"
@@ -34,15 +36,13 @@ typedef struct embd_server {
 	embd_conns conns;
 } embd_server;
 
-enum method { M_GET, M_HEAD, M_POST, M_OTHER };
-
-#define REQ_MAX_BUFS 6
-
 /*
  * One request. It is referenced by the connection (until libmicrohttpd
  * reports the request completed) and by its response (until libmicrohttpd
- * destroys it); the last reference frees every buffer, drops the matrix
- * reference and closes the accountant, on every path.
+ * destroys it). Every byte it holds beyond this record belongs to its
+ * accountant (body, parsed ids, the response's buffers and segment list,
+ * jansson's values), so the last reference closes the accountant and with it
+ * frees everything, and drops the generation, on every path.
  */
 struct req {
 	atomic_int refs;
@@ -60,8 +60,12 @@ struct req {
 	size_t body_len, body_cap;
 	int body_error; /* set when the body broke a limit while arriving */
 	char body_msg[256];
-	void *bufs[REQ_MAX_BUFS];
-	int nbufs;
+	/* the answer a handler builds (see handler_fn) */
+	embd_resp resp;   /* the body: views into the generation and buffers of the accountant */
+	const char *type; /* its media type */
+	int rows;         /* a rows body: add the X-Embd-* row headers */
+	uint64_t nrows;
+	embd_dtype dtype;
 	/* filled when the response is queued */
 	int status;
 	uint64_t body_bytes;
@@ -69,47 +73,18 @@ struct req {
 	const char *path_taken;
 	uint64_t t0_ns;
 	int termination;
-	char errbuf[640]; /* the JSON error body; part of the request's fixed charge */
-	void *job;        /* a handler's work running elsewhere while the connection is suspended */
+	char errbuf[1024]; /* the JSON error body; part of the request's fixed charge */
+	void *job;         /* a handler's work running elsewhere while the connection is suspended */
 };
 
-typedef enum MHD_Result (*handler_fn)(struct req *r);
-
-struct route {
-	const char *path; /* exact path, or a prefix when prefix is set */
-	int prefix;
-	enum route_id id;
-	unsigned methods; /* bit (1 << enum method) */
-	handler_fn fn;
-};
-
-/* Find the route for url; NULL: no such path. */
-const struct route *embd_route_find(const char *url);
-
-/* Answer with the JSON error body for code (an EMBD_E code) and a message. */
-enum MHD_Result embd_reply_error(struct req *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Answer with an accounted buffer the request holds (freed when the request ends). */
-enum MHD_Result embd_reply_buffer(struct req *r, int status, const char *content_type, void *buf, size_t len);
-
-/* An accounted buffer that lives as long as the request; 0 or an EMBD_E code (the caller replies). */
-int embd_req_alloc(struct req *r, size_t n, void **out);
-
-/* As embd_req_alloc, from the budget's reserve: for /healthz and /metrics, which answer whatever the load. */
-int embd_req_alloc_reserved(struct req *r, size_t n, void **out);
-
-/* Reply to a failed charge or allocation of `what` with 413/503 and the figures. */
-enum MHD_Result embd_reply_charge_error(struct req *r, int rc, const char *what);
+/*
+ * Say why a charge for `what` failed (rc from embd_acct_* or embd_resp_*):
+ * 413 or 503 with the figures, in e; counts the refusal. Returns rc.
+ */
+int embd_req_charge_error(struct req *r, int rc, const char *what, embd_err *e);
 
 /* The most /healthz's answer takes; the budget's reserve keeps this much per connection. */
 #define EMBD_HEALTHZ_BYTES 64
-
-/* Queue a response the handler built; adds the common headers, takes it over. */
-enum MHD_Result embd_reply(struct req *r, int status, struct MHD_Response *resp, uint64_t body_len);
-
-/* A response whose bytes are not ours (the mapping): it holds a reference to r until destroyed. */
-struct MHD_Response *embd_response_pinned_buffer(struct req *r, const void *data, size_t len);
-struct MHD_Response *embd_response_pinned_iovec(struct req *r, const struct MHD_IoVec *iov, unsigned n);
 
 /* Query argument, or NULL. */
 const char *embd_arg(struct req *r, const char *name);

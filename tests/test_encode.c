@@ -311,11 +311,15 @@ static void sanitizes_utf8(void **state)
 	char out[64];
 	assert_int_equal(embd_utf8_sanitize(out, sizeof out, "k\xc3\xb6nig \xe2\x82\xac \xf0\x9f\x98\x80"), 15);
 	assert_string_equal(out, "k\xc3\xb6nig \xe2\x82\xac \xf0\x9f\x98\x80");
-	embd_utf8_sanitize(out, sizeof out, "a\xe0\x80\xaf" "b"); /* overlong: three subparts */
-	assert_string_equal(out, "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b");
+	embd_utf8_sanitize(out, sizeof out,
+	                   "a\xe0\x80\xaf"
+	                   "b"); /* overlong: three subparts */
+	assert_string_equal(out, "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+	                         "b");
 	embd_utf8_sanitize(out, sizeof out, "\xed\xa0\x80|\xf4\x90\x80\x80|\xe2\x82|\xff");
-	assert_string_equal(out, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
-	                         "\xef\xbf\xbd|\xef\xbf\xbd");
+	assert_string_equal(out,
+	                    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+	                    "\xef\xbf\xbd|\xef\xbf\xbd");
 	assert_int_equal(embd_utf8_sanitize(out, 4, "ab\xe2\x82\xac"), 2); /* the euro sign does not fit whole */
 	assert_string_equal(out, "ab");
 	assert_int_equal(embd_utf8_sanitize(out, 0, "x"), 0);

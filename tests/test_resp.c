@@ -191,10 +191,14 @@ static void wire_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(one_run_is_one_view),         cmocka_unit_test(npy_is_a_copied_header_and_views),
-	    cmocka_unit_test(scattered_rows_are_gathered), cmocka_unit_test(converted_rows_are_gathered),
-	    cmocka_unit_test(json_is_shrunk_to_what_was_written), cmocka_unit_test(many_views_grow_the_list),
-	    cmocka_unit_test(refused_charge_says_what),    cmocka_unit_test(wire_names),
+	    cmocka_unit_test(one_run_is_one_view),
+	    cmocka_unit_test(npy_is_a_copied_header_and_views),
+	    cmocka_unit_test(scattered_rows_are_gathered),
+	    cmocka_unit_test(converted_rows_are_gathered),
+	    cmocka_unit_test(json_is_shrunk_to_what_was_written),
+	    cmocka_unit_test(many_views_grow_the_list),
+	    cmocka_unit_test(refused_charge_says_what),
+	    cmocka_unit_test(wire_names),
 	};
 	return cmocka_run_group_tests_name("resp", tests, setup, teardown);
 }
