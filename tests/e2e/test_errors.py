@@ -214,3 +214,35 @@ def test_a_busy_port_is_an_error_not_a_shared_one(f32d, data):
     p = subprocess.run([EMBD, "serve", data["f32_path"], "--port", str(f32d.port)], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 1 and "cannot listen on 127.0.0.1 port %d" % f32d.port in p.stderr
+
+
+def test_the_format_is_settled_before_any_id_is_parsed(f32d):
+    """Negotiation comes first, so a response nobody can accept costs no parsing: a 406 or a bad format wins over
+    ids that are malformed, too many or out of range (before, the ids were parsed and refused first)."""
+    many = ",".join(["7"] * 70000)  # past limits.max_ids, in a POST body
+    cases = [
+        ("GET", "/v1/rows?ids=-1,abc", None, {"Accept": "text/html"}, 406, "not_acceptable"),
+        ("GET", "/v1/rows?ids=1,5000", None, {"Accept": "text/html"}, 406, "not_acceptable"),
+        ("GET", "/v1/rows/abc?format=xml", None, {}, 400, "bad_parameter"),
+        ("GET", "/v1/rows/5000", None, {"Accept": "image/png"}, 406, "not_acceptable"),
+        ("POST", "/v1/rows", b'{"ids":[%s]}' % many.encode(), {**JSON, "Accept": "text/html"}, 406, "not_acceptable"),
+        ("POST", "/v1/rows?dtype=bf16&format=npy", b'{"ids":[1,', JSON, 400, "bad_parameter"),
+    ]
+    for method, path, body, headers, want, code in cases:
+        status, h, b = f32d.request(method, path, body, headers)
+        assert status == want and json.loads(b)["error"]["code"] == code, (path, b[:200])
+    assert f32d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_info_of_a_file_named_in_broken_utf8_is_valid_json(start, data, tmp_path):
+    """The source path is the operator's bytes, not necessarily UTF-8: /v1/info and the reload answer carry it as
+    valid JSON (ASCII, the broken bytes as U+FFFD), never as the raw bytes."""
+    import os
+    import shutil
+    odd = os.path.join(os.fsencode(str(tmp_path)), b"m\xe0\x80\xaf\xff.npy")
+    shutil.copy(data["f32_path"], odd)
+    d = start(os.fsdecode(odd))
+    status, h, b = d.get("/v1/info")
+    assert status == 200 and max(b) < 0x80, b  # ASCII: every other character escaped
+    info = json.loads(b.decode("utf-8"))
+    assert info["source"].endswith("m\ufffd\ufffd\ufffd\ufffd.npy") and info["rows"] == 1000
