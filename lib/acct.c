@@ -50,12 +50,22 @@ static size_t payload_of(size_t n, uint32_t *klass)
 	return class_size(*klass);
 }
 
+uint64_t embd_acct_heap_bytes(uint64_t n)
+{
+	if (n > UINT64_MAX - 8192)
+		return UINT64_MAX;
+	if (n >= ((uint64_t)128 << 10)) /* glibc may mmap it: whole pages, with a 16-byte chunk header */
+		return (n + 16 + 4095) & ~(uint64_t)4095;
+	uint64_t chunk = (n + 8 + 15) & ~(uint64_t)15; /* the size word, rounded to 16 */
+	return chunk < 32 ? 32 : chunk;
+}
+
 uint64_t embd_acct_block_bytes(size_t n)
 {
 	if (n > SIZE_MAX - EMBD_ACCT_HDR_BYTES)
 		return UINT64_MAX;
 	uint32_t k;
-	return (uint64_t)payload_of(n, &k) + EMBD_ACCT_HDR_BYTES;
+	return embd_acct_heap_bytes((uint64_t)payload_of(n, &k) + EMBD_ACCT_HDR_BYTES);
 }
 
 void embd_pool_init(embd_pool *p, uint64_t keep_bytes)
@@ -82,8 +92,8 @@ void embd_pool_destroy(embd_pool *p)
 	pthread_mutex_destroy(&p->lock);
 }
 
-/* A block of bytes bytes in class k: a warm one when the pool has one, else a new one. */
-static struct hdr *block_get(embd_pool *p, uint64_t bytes, uint32_t k)
+/* A block of size bytes (charged as bytes) in class k: a warm one when the pool has one, else a new one. */
+static struct hdr *block_get(embd_pool *p, size_t size, uint64_t bytes, uint32_t k)
 {
 	struct hdr *h = NULL;
 	if (p != NULL && k != NO_CLASS) {
@@ -97,7 +107,7 @@ static struct hdr *block_get(embd_pool *p, uint64_t bytes, uint32_t k)
 		if (h != NULL)
 			return h;
 	}
-	h = malloc((size_t)bytes);
+	h = malloc(size);
 	if (h != NULL && p != NULL)
 		atomic_fetch_add(&p->allocated_bytes, bytes);
 	return h;
@@ -219,8 +229,8 @@ static int alloc(embd_acct *a, size_t n, void **out, int (*charge_fn)(embd_acct 
 	if (rc != 0)
 		return rc;
 	uint32_t klass;
-	payload_of(n, &klass);
-	struct hdr *h = block_get(a->pool, bytes, klass);
+	size_t size = payload_of(n, &klass) + EMBD_ACCT_HDR_BYTES;
+	struct hdr *h = block_get(a->pool, size, bytes, klass);
 	if (h == NULL) {
 		embd_acct_uncharge(a, bytes);
 		return -ENOMEM;

@@ -72,9 +72,18 @@ void embd_pool_destroy(embd_pool *p);
 
 /*
  * The bytes a buffer of n bytes charges: its whole block, header and class
- * payload. UINT64_MAX when no block of n bytes can exist. Thread-safe.
+ * payload, as the heap holds it (embd_acct_heap_bytes). UINT64_MAX when no
+ * block of n bytes can exist. Thread-safe.
  */
 uint64_t embd_acct_block_bytes(size_t n);
+
+/*
+ * What malloc(n) takes from the heap, at least: glibc's chunk (n and its
+ * 8-byte size word rounded up to 16, at least 32), or whole pages from
+ * 128 KiB up, where it may mmap the chunk. Charging this, not n, keeps the
+ * bytes charged at least the bytes held, small blocks included.
+ */
+uint64_t embd_acct_heap_bytes(uint64_t n);
 
 void embd_budget_init(embd_budget *b, uint64_t limit);
 /*

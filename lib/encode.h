@@ -21,9 +21,10 @@ typedef struct embd_encode_opts {
 
 /*
  * The decimal text with the fewest significant digits that reads back
- * (strtof, Python float, JSON parsers) to exactly v, laid out as Python's
- * repr lays out a float: fixed notation from 1e-4 up to 1e16, exponential
- * outside it ("0.1", "7.063", "10", "1000000", "1e-05", "1e+16", "-0.0").
+ * (strtof, Python float, JSON parsers) to exactly v: fixed notation from
+ * 1e-4 up to 1e16 (where Python's repr draws the line), exponential outside
+ * it, whole numbers without a fraction as JavaScript writes them ("0.1",
+ * "7.063", "10", "1000000", "1e-05", "1e+16", "-0.0").
  * NaN and infinities, which JSON cannot carry, are written as null. buf
  * needs EMBD_F32_TEXT_MAX + 1 bytes; returns the length (no NUL written).
  */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "encode.h"
 #include "matrix.h"
 
 enum type { T_STR, T_INT, T_SIZE, T_BOOL };
@@ -365,7 +366,10 @@ void embd_config_dump(const embd_config *c, FILE *out)
 			json_object_set_new(obj, dot + 1, u >= 0 ? json_string(text) : json_integer(n));
 			continue;
 		}
-		json_t *v = k->type == T_STR    ? json_string(field)
+		char text[4096];
+		if (k->type == T_STR) /* jansson takes only UTF-8; a path need not be */
+			embd_utf8_sanitize(text, sizeof text, field);
+		json_t *v = k->type == T_STR    ? json_string(text)
 		            : k->type == T_BOOL ? json_boolean(*(const int *)field)
 		                                : json_integer(*(const int64_t *)field);
 		json_object_set_new(obj, dot + 1, v);

@@ -329,7 +329,7 @@ static int body_start(struct req *r, embd_err *e)
 #define BODY_FIRST_BYTES ((size_t)64 << 10)
 
 /*
- * More body bytes. The buffer grows as they come, doubling, up to the
+ * More body bytes. The buffer grows as they come, by quarters, up to the
  * Content-Length when there is one (limits.max_body_bytes for a chunked body),
  * so what a request holds follows what it has sent. Refusals are answered once
  * the body has gone by (read and dropped, holding nothing): answering now would
@@ -352,9 +352,15 @@ static void body_take(struct req *r, const char *data, size_t n)
 		uint64_t top = body_announced(r);
 		if (top == 0 || top > (uint64_t)cfg->max_body_bytes)
 			top = (uint64_t)cfg->max_body_bytes;
+		/*
+		 * A quarter more each time (the pool's class step), not double: what
+		 * a body is charged stays within 1.25 times what has arrived (a
+		 * client cannot pin twice the bytes it sends), for about five times
+		 * its size in copies, against two when doubling.
+		 */
 		size_t cap = r->body_cap != 0 ? r->body_cap : BODY_FIRST_BYTES;
 		while (cap < r->body_len + n)
-			cap *= 2;
+			cap += cap / 4;
 		if (cap > top)
 			cap = (size_t)top;
 		if (cap < r->body_len + n) /* more than announced: libmicrohttpd does not pass that on; be safe */
@@ -411,6 +417,13 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 	return embd_query_unescape(s);
 }
 
+/* Whether the request has a body still to come: a Content-Length above 0, or a chunked one. */
+static int body_coming(struct req *r)
+{
+	return body_announced(r) > 0 ||
+	       MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
 /*
  * What can be refused before the handler runs, from the request line and
  * headers alone: 0, or an EMBD_E code with e.
@@ -453,8 +466,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO; /* out of memory (or of reserve): drop the connection */
 		*con_cls = r;
 		int rc = admit(r, version, &e);
-		if (rc != 0)
-			return answer(r, rc, &e);
+		if (rc != 0 && body_coming(r))
+			return answer(r, rc, &e); /* at once, before the body is read; libmicrohttpd then closes */
+		if (rc != 0) {
+			/*
+			 * Without a body, on the next call like every other answer: one
+			 * queued on this first call makes libmicrohttpd close the
+			 * connection, and requests pipelined behind it would be lost.
+			 */
+			r->refused = rc;
+			r->why = e;
+			return MHD_YES;
+		}
 		/*
 		 * Answer on the next call, once libmicrohttpd has seen the end of the
 		 * request: a response queued on this first call is sent only when
@@ -486,6 +509,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (r->refused != 0)
+		return answer(r, r->refused, &r->why);
 	if (r->body_error == EMBD_EBODYTOOBIG) {
 		embd_err_set(&e, r->body_error, "%s", r->body_msg);
 		return answer(r, r->body_error, &e);
@@ -660,7 +685,9 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 		         "shutdown deadline (%u s) passed with a reload still opening its file: "
 		         "abandoned it",
 		         deadline_s);
+	/* The request deadlines hold during the drain too: a body that stalls is cut at its deadline, not at ours. */
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
+		embd_http_sweep(s);
 		struct timespec ts = {0, 10000000};
 		nanosleep(&ts, NULL);
 	}

@@ -28,16 +28,17 @@ static void *json_alloc(size_t n)
 	 * handler runs, and the error answers that use them must be possible
 	 * whatever the load; the per-request limit still applies.
 	 */
-	if (a != NULL && embd_acct_charge_reserved(a, n + JHDR_SIZE) != 0)
+	uint64_t bytes = embd_acct_heap_bytes(n + JHDR_SIZE);
+	if (a != NULL && embd_acct_charge_reserved(a, bytes) != 0)
 		return NULL;
 	struct jhdr *h = malloc(n + JHDR_SIZE);
 	if (h == NULL) {
 		if (a != NULL)
-			embd_acct_uncharge(a, n + JHDR_SIZE);
+			embd_acct_uncharge(a, bytes);
 		return NULL;
 	}
 	h->acct = a;
-	h->charged = a != NULL ? n + JHDR_SIZE : 0;
+	h->charged = a != NULL ? bytes : 0;
 	return (char *)h + JHDR_SIZE;
 }
 

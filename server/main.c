@@ -330,14 +330,14 @@ static int cmd_info(int argc, char **argv)
 	int rc = parse_args(argc, argv, &cfg, &print_config);
 	if (rc != 0)
 		return rc < 0 ? 2 : 0;
-	if (cfg.matrix_path[0] == '\0' && strcmp(cfg.matrix_format, "demo") != 0) {
-		fprintf(stderr, "embd info: name a matrix file\n");
-		return 2;
-	}
 	embd_matrix_spec spec;
 	char msg[512];
 	if (embd_spec_from_config(&cfg, &spec, msg, sizeof msg) != 0) {
 		fprintf(stderr, "embd: %s\n", msg);
+		return 2;
+	}
+	if (cfg.matrix_path[0] == '\0' && spec.format != EMBD_FORMAT_DEMO) {
+		fprintf(stderr, "embd info: name a matrix file\n");
 		return 2;
 	}
 	embd_matrix *m;

@@ -60,6 +60,8 @@ struct req {
 	size_t body_len, body_cap;
 	int body_error; /* set when the body broke a limit while arriving */
 	char body_msg[256];
+	int refused;  /* refused from its headers, to be answered on the next call (see on_request) */
+	embd_err why; /* what refused says */
 	/* the answer a handler builds (see handler_fn) */
 	embd_resp resp;   /* the body: views into the generation and buffers of the accountant */
 	const char *type; /* its media type */
@@ -83,8 +85,12 @@ struct req {
  */
 int embd_req_charge_error(struct req *r, int rc, const char *what, embd_err *e);
 
-/* The most /healthz's answer takes; the budget's reserve keeps this much per connection. */
-#define EMBD_HEALTHZ_BYTES 64
+/*
+ * What the budget's reserve keeps per connection for /healthz: its body's
+ * block (under 100 bytes) and jansson's values while it is built (object,
+ * hashtable, keys: a few hundred bytes), with room to spare.
+ */
+#define EMBD_HEALTHZ_BYTES 1024
 
 /* Query argument, or NULL. */
 const char *embd_arg(struct req *r, const char *name);

@@ -246,3 +246,24 @@ def test_info_of_a_file_named_in_broken_utf8_is_valid_json(start, data, tmp_path
     assert status == 200 and max(b) < 0x80, b  # ASCII: every other character escaped
     info = json.loads(b.decode("utf-8"))
     assert info["source"].endswith("m\ufffd\ufffd\ufffd\ufffd.npy") and info["rows"] == 1000
+
+
+def test_pipelined_requests_after_an_error_are_answered(f32d):
+    """A 404 or 405 found from the request line alone is answered like every other answer, so the connection stays
+    open and the requests pipelined behind it are answered too (before, the first error closed the connection)."""
+    import re
+    import socket
+    s = socket.create_connection(("127.0.0.1", f32d.port), timeout=10)
+    reqs = [b"GET /v1/rows/1 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"DELETE /v1/rows HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /v1/rows/99999 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v1/info?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    s.sendall(b"".join(reqs))
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    assert re.findall(rb"HTTP/1.1 (\d+)", buf) == [b"200", b"404", b"405", b"404", b"400", b"200"], buf
+    assert buf.count(b"Connection: close") == 1, buf  # only the last, which asked for it

@@ -187,6 +187,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(dec2);
 		free(out);
 	}
+	/*
+	 * embd_utf8_sanitize, which error and info bodies use before jansson: its
+	 * output is valid UTF-8, equals the input when that was valid, never
+	 * passes its cap, and a smaller cap gives a prefix that ends between two
+	 * characters.
+	 */
+	size_t san_cap = 3 * in_len + 1; /* each input byte becomes at most one 3-byte U+FFFD */
+	char *san = malloc(san_cap);
+	if (san == NULL)
+		abort();
+	size_t san_len = embd_utf8_sanitize(san, san_cap, s);
+	if (san_len >= san_cap || san[san_len] != '\0' || strlen(san) != san_len ||
+	    !valid_utf8((const unsigned char *)san, san_len))
+		abort();
+	if (valid_utf8((const unsigned char *)s, in_len) && (san_len != in_len || memcmp(san, s, in_len) != 0))
+		abort();
+	for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+		char *cut = malloc(caps[c]);
+		if (cut == NULL)
+			abort();
+		size_t len = embd_utf8_sanitize(cut, caps[c], s);
+		if (len >= caps[c] || len > san_len || memcmp(cut, san, len) != 0 ||
+		    !valid_utf8((const unsigned char *)cut, len))
+			abort();
+		free(cut);
+	}
+	free(san);
 	free(dec);
 	free(big);
 	free(s);
