@@ -339,12 +339,11 @@ static int body_start(struct req *r, embd_err *e)
 static void body_take(struct req *r, const char *data, size_t n)
 {
 	embd_config *cfg = &r->srv->cfg;
-	if (r->body_error)
+	if (r->refused)
 		return;
 	if (r->body_len + n > (uint64_t)cfg->max_body_bytes) {
-		r->body_error = EMBD_EBODYTOOBIG;
-		snprintf(r->body_msg, sizeof r->body_msg, "the body is over limits.max_body_bytes %" PRId64,
-		         cfg->max_body_bytes);
+		r->refused = embd_err_set(&r->why, EMBD_EBODYTOOBIG, "the body is over limits.max_body_bytes %" PRId64,
+		                          cfg->max_body_bytes);
 		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_BODY_BYTES], 1);
 		goto drop;
 	}
@@ -368,8 +367,8 @@ static void body_take(struct req *r, const char *data, size_t n)
 		char *nb;
 		int rc = embd_acct_alloc(&r->acct, cap, (void **)&nb);
 		if (rc != 0) {
-			r->body_error = rc;
-			snprintf(r->body_msg, sizeof r->body_msg, "the request body");
+			/* Counted and worded now, when it is refused; answered once the body has gone by. */
+			r->refused = embd_req_charge_error(r, rc, "the request body", &r->why);
 			goto drop;
 		}
 		if (r->body_len)
@@ -511,12 +510,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	}
 	if (r->refused != 0)
 		return answer(r, r->refused, &r->why);
-	if (r->body_error == EMBD_EBODYTOOBIG) {
-		embd_err_set(&e, r->body_error, "%s", r->body_msg);
-		return answer(r, r->body_error, &e);
-	}
-	if (r->body_error != 0)
-		return answer(r, embd_req_charge_error(r, r->body_error, r->body_msg, &e), &e);
 	return dispatch(r);
 }
 

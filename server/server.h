@@ -58,10 +58,13 @@ struct req {
 	const struct route *handler;
 	char *body;
 	size_t body_len, body_cap;
-	int body_error; /* set when the body broke a limit while arriving */
-	char body_msg[256];
-	int refused;  /* refused from its headers, to be answered on the next call (see on_request) */
-	embd_err why; /* what refused says */
+	/*
+	 * Refused, to be answered on a later call: from its headers (a request
+	 * without a body; see on_request), or when its body broke a limit while
+	 * arriving (answered once the body has gone by). why says what.
+	 */
+	int refused;
+	embd_err why;
 	/* the answer a handler builds (see handler_fn) */
 	embd_resp resp;   /* the body: views into the generation and buffers of the accountant */
 	const char *type; /* its media type */
