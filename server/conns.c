@@ -109,17 +109,25 @@ void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
 	atomic_store(&slot->state, CONN_IDLE);
 }
 
-/* Claim the slot from state want for the sweep and shut its socket; 1 if this call did. */
-static int shut(struct conn_slot *s, int want)
+/*
+ * Claim the slot from state want for the sweep and shut its socket; 1 if this
+ * call did. counted (may be NULL) is incremented first: once the socket is
+ * shut the client sees the end at once, and a scrape that follows must find
+ * the timeout counted.
+ */
+static int shut(struct conn_slot *s, int want, atomic_ullong *counted)
 {
 	if (!atomic_compare_exchange_strong(&s->state, &want, CONN_TIMED_OUT))
 		return 0; /* a worker moved it on meanwhile */
+	if (counted != NULL)
+		atomic_fetch_add(counted, 1);
 	/* No write: libmicrohttpd sees the end of the stream, closes the connection and reports the request ended. */
 	shutdown(s->fd, SHUT_RDWR);
 	return 1;
 }
 
-unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns)
+unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns,
+                          atomic_ullong *timed_out_total)
 {
 	unsigned timed_out = 0;
 	pthread_mutex_lock(&t->lock);
@@ -130,16 +138,16 @@ unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, u
 		int state = atomic_load(&s->state);
 		if (s->surplus && state != CONN_BUSY && state != CONN_TIMED_OUT && now_ns > s->opened_ns &&
 		    now_ns - s->opened_ns > EMBD_CONN_SURPLUS_NS) {
-			shut(s, state);
+			shut(s, state, NULL);
 			continue;
 		}
 		/* A worker may have stamped the slot after now_ns was read: that is age 0, not 2^64 - 1. */
 		uint64_t since = atomic_load(&s->since_ns);
 		uint64_t age = since < now_ns ? now_ns - since : 0;
 		if (state == CONN_IDLE && wait_ns != 0 && age > wait_ns)
-			shut(s, CONN_IDLE);
+			shut(s, CONN_IDLE, NULL);
 		else if (state == CONN_RECEIVING && request_ns != 0 && age > request_ns)
-			timed_out += (unsigned)shut(s, CONN_RECEIVING);
+			timed_out += (unsigned)shut(s, CONN_RECEIVING, timed_out_total);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return timed_out;

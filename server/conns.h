@@ -91,8 +91,10 @@ void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns);
  * whose request is still arriving request_ns after its first line (0: no such
  * limit), that has waited wait_ns for a request line (0: no such limit), or
  * that is surplus and still there after EMBD_CONN_SURPLUS_NS. Returns how many
- * requests were shut for the request deadline.
+ * requests were shut for the request deadline, each counted in
+ * *timed_out_total before its socket is shut.
  */
-unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns);
+unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns,
+                          atomic_ullong *timed_out_total);
 
 #endif

@@ -526,10 +526,10 @@ void embd_http_sweep(embd_server *s)
 {
 	if (s->daemon == NULL)
 		return;
-	unsigned k = embd_conns_sweep(&s->conns, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u,
-	                              (uint64_t)s->cfg.timeout_s * 1000000000u);
+	unsigned k =
+	    embd_conns_sweep(&s->conns, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u,
+	                     (uint64_t)s->cfg.timeout_s * 1000000000u, &s->metrics.rejected[REJ_REQUEST_TIMEOUT]);
 	if (k != 0) {
-		atomic_fetch_add(&s->metrics.rejected[REJ_REQUEST_TIMEOUT], k);
 		embd_log(EMBD_LOG_WARN, "%u request(s) still arriving after limits.request_timeout_s: closed", k);
 	}
 }
