@@ -113,6 +113,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 {
 	(void)cls;
 	struct req *r = *con_cls;
+	/*
+	 * A request the sweep cut at its deadline (its headers in, its body
+	 * late) ends unanswered: it is logged and counted as a 408, as the
+	 * handler's own deadline check does, whichever of the two saw it first.
+	 */
+	if (r != NULL && r->status == 0 && r->slot != NULL && atomic_load(&r->slot->state) == CONN_TIMED_OUT)
+		r->status = 408;
 	/* The request looked its slot up once; only a request MHD ended before our handler saw it has none. */
 	embd_conn_idle(r != NULL ? r->slot : embd_conn_slot(c), embd_now_ns());
 	if (r == NULL)
