@@ -31,6 +31,8 @@ struct embd_vocab {
 };
 
 #define MIN_SLOTS 16
+/* Lines hashed ahead of their inserts by the file parser. */
+#define BATCH 32
 /* Longest stretch of a token quoted in an error message. */
 #define QUOTE_MAX 40
 
@@ -48,7 +50,7 @@ static uint64_t now_ns(void)
  * quality; nothing hashed is ever stored in a file.
  */
 static const uint64_t P0 = 0xa0761d6478bd642fu, P1 = 0xe7037ed1a0b428dbu, P2 = 0x8ebc6af09c88c6e3u,
-		      P3 = 0x589965cc75374cc3u;
+                      P3 = 0x589965cc75374cc3u;
 
 static inline void mum(uint64_t *a, uint64_t *b)
 {
@@ -124,10 +126,10 @@ static uint64_t hash(const void *key, size_t len)
 /* Why a token is refused, found in one pass; at is the offending byte's index. */
 enum verdict { TOKEN_OK, TOKEN_NUL, TOKEN_NEWLINE, TOKEN_UTF8 };
 
-#define ONES 0x0101010101010101u
+#define ONES  0x0101010101010101u
 #define HIGHS 0x8080808080808080u
 /* High bit set in each byte of w that is zero (exact when no byte has its own high bit set, as below). */
-#define ZEROS(w) (((w) - ONES) & ~(w) & HIGHS)
+#define ZEROS(w) (((w)-ONES) & ~(w)&HIGHS)
 
 /* Well-formed UTF-8 by Unicode Table 3-7, no NUL, no newline; 8 ASCII bytes at a time where it can. */
 static enum verdict check(const unsigned char *s, size_t n, size_t *at)
@@ -229,7 +231,7 @@ static int reserve(embd_vocab *v, size_t len)
 		return EMBD_EOVERFLOW;
 	size_t need = v->arena_len + len + 1;
 	if (need > v->arena_cap) {
-		size_t cap = v->arena_cap > 0 ? v->arena_cap : 64;
+		size_t cap = v->arena_cap;
 		while (cap < need)
 			cap = cap > SIZE_MAX / 2 ? need : cap * 2;
 		char *arena = realloc(v->arena, cap);
@@ -265,15 +267,13 @@ int embd_vocab_new(uint64_t tokens_hint, size_t bytes_hint, embd_vocab **out)
 	while (v->cap < 2 * tokens_hint)
 		v->cap *= 2;
 	v->off_cap = tokens_hint + 1 > 16 ? tokens_hint + 1 : 16;
-	if (bytes_hint > 0 && bytes_hint <= SIZE_MAX - tokens_hint) {
-		v->arena_cap = bytes_hint + tokens_hint;
-		v->arena = malloc(v->arena_cap);
-		if (v->arena == NULL)
-			goto fail;
-	}
+	/* The arena always exists, so that no path meets a NULL one. */
+	v->arena_cap =
+	    bytes_hint <= SIZE_MAX - tokens_hint && bytes_hint + tokens_hint > 64 ? bytes_hint + tokens_hint : 64;
+	v->arena = malloc(v->arena_cap);
 	v->slots = calloc(v->cap, sizeof *v->slots);
 	v->off = malloc(v->off_cap * sizeof *v->off);
-	if (v->slots == NULL || v->off == NULL)
+	if (v->arena == NULL || v->slots == NULL || v->off == NULL)
 		goto fail;
 	v->off[0] = 0;
 	*out = v;
@@ -295,10 +295,11 @@ static const char *quote_tail(size_t len)
 }
 
 /*
- * Append one token. unit and base say how messages name a token's place:
- * ("row", 0) for the builder, ("line", 1) for vocabulary files.
+ * Append one token whose hash (masked) is h. unit and base say how messages
+ * name a token's place: ("row", 0) for the builder, ("line", 1) for
+ * vocabulary files.
  */
-static int add(embd_vocab *v, const void *tok, size_t len, const char *unit, uint64_t base, embd_err *e)
+static int add(embd_vocab *v, const void *tok, size_t len, uint64_t h, const char *unit, uint64_t base, embd_err *e)
 {
 	uint64_t where = v->n + base;
 	if (v->finished)
@@ -324,13 +325,12 @@ static int add(embd_vocab *v, const void *tok, size_t len, const char *unit, uin
 	}
 	if (((const char *)tok)[len - 1] == '\r')
 		return embd_err_set(e, EMBD_EVOCAB, "%s %" PRIu64 ": the token ends in a carriage return", unit, where);
-	uint64_t h = hash(tok, len) & v->mask;
-	uint64_t slot;
+	uint64_t slot = 0; /* set by probe when it answers EMBD_VOCAB_NONE */
 	int64_t first = probe(v, tok, len, h, &slot);
 	if (first != EMBD_VOCAB_NONE)
-		return embd_err_set(e, EMBD_EVOCAB, "%s %" PRIu64 ": duplicate token \"%.*s%s\" (first at %s %" PRIu64 ")",
-		                    unit, where, quote_len(len), (const char *)tok, quote_tail(len), unit,
-		                    (uint64_t)first + base);
+		return embd_err_set(e, EMBD_EVOCAB,
+		                    "%s %" PRIu64 ": duplicate token \"%.*s%s\" (first at %s %" PRIu64 ")", unit, where,
+		                    quote_len(len), (const char *)tok, quote_tail(len), unit, (uint64_t)first + base);
 	int rc = reserve(v, len);
 	if (rc == 0 && 2 * (v->n + 1) > v->cap) {
 		rc = grow_table(v);
@@ -338,7 +338,8 @@ static int add(embd_vocab *v, const void *tok, size_t len, const char *unit, uin
 			(void)probe(v, tok, len, h, &slot);
 	}
 	if (rc != 0)
-		return embd_err_set(e, rc, "%s %" PRIu64 ": %s", unit, where, rc == -ENOMEM ? "out of memory" : "too big");
+		return embd_err_set(e, rc, "%s %" PRIu64 ": %s", unit, where,
+		                    rc == -ENOMEM ? "out of memory" : "too big");
 	memcpy(v->arena + v->arena_len, tok, len);
 	v->arena[v->arena_len + len] = '\0';
 	v->arena_len += len + 1;
@@ -350,7 +351,7 @@ static int add(embd_vocab *v, const void *tok, size_t len, const char *unit, uin
 
 int embd_vocab_add(embd_vocab *v, const void *tok, size_t len, embd_err *e)
 {
-	return add(v, tok, len, "row", 0, e);
+	return add(v, tok, len, hash(tok, len) & v->mask, "row", 0, e);
 }
 
 void embd_vocab_finish(embd_vocab *v)
@@ -431,20 +432,39 @@ int embd_vocab_parse(const char *text, size_t len, uint64_t expect_rows, embd_vo
 	embd_vocab *v;
 	if (embd_vocab_new(lines, len - newlines, &v) != 0)
 		return embd_err_set(e, -ENOMEM, "vocabulary of %" PRIu64 " lines: out of memory", lines);
+	/*
+	 * Lines go in batches: first each line's bounds and hash, with a
+	 * prefetch of its slot, then the inserts. A table of a few hundred
+	 * thousand tokens is far bigger than the caches, and one line at a time
+	 * would wait for each slot's miss in turn; this way they overlap.
+	 */
+	struct pending {
+		const char *tok;
+		size_t len;
+		uint64_t h;
+	} batch[BATCH];
 	int rc;
 	const char *p = text, *end = text + len;
 	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n = (size_t)((nl != NULL ? nl : end) - p);
-		if (n > 0 && p[n - 1] == '\r')
-			n--;
-		if ((rc = add(v, p, n, "line", 1, e)) != 0)
-			goto fail;
-		p = nl != NULL ? nl + 1 : end;
+		size_t k = 0;
+		for (; k < BATCH && p < end; k++) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t n = (size_t)((nl != NULL ? nl : end) - p);
+			if (n > 0 && p[n - 1] == '\r')
+				n--;
+			uint64_t h = hash(p, n) & v->mask;
+			__builtin_prefetch(&v->slots[h & (v->cap - 1)]);
+			batch[k] = (struct pending){p, n, h};
+			p = nl != NULL ? nl + 1 : end;
+		}
+		for (size_t i = 0; i < k; i++)
+			if ((rc = add(v, batch[i].tok, batch[i].len, batch[i].h, "line", 1, e)) != 0)
+				goto fail;
 	}
 	if (expect_rows != 0 && v->n != expect_rows) {
-		rc = embd_err_set(e, EMBD_EVOCAB, "the vocabulary has %" PRIu64 " lines but the matrix has %" PRIu64 " rows",
-		                  v->n, expect_rows);
+		rc = embd_err_set(e, EMBD_EVOCAB,
+		                  "the vocabulary has %" PRIu64 " lines but the matrix has %" PRIu64 " rows", v->n,
+		                  expect_rows);
 		goto fail;
 	}
 	embd_vocab_finish(v);
