@@ -37,7 +37,8 @@
 	X(EMBD_EINTERNAL, 25, 500, "internal", "internal error")                                                       \
 	X(EMBD_ETIMEOUT, 28, 408, "request_timeout", "the request did not arrive in time")                             \
 	X(EMBD_EUNAUTH, 26, 401, "unauthorized", "a valid bearer token is required")                                   \
-	X(EMBD_ERELOAD, 27, 500, "reload_failed", "the reload failed; the current matrix still serves")
+	X(EMBD_ERELOAD, 27, 500, "reload_failed", "the reload failed; the current matrix still serves")                \
+	X(EMBD_EVOCAB, 29, 500, "bad_vocabulary", "malformed vocabulary")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000
