@@ -6,6 +6,7 @@
 
 #include "internal.h"
 #include "npy.h"
+#include "safetensors.h"
 
 static int has_suffix(const char *s, const char *suffix)
 {
@@ -71,6 +72,42 @@ static int layout_npy(struct embd_matrix *m, const embd_matrix_spec *spec, embd_
 		                    (unsigned long long)need, (unsigned long long)(m->map_len - h.data_offset),
 		                    h.data_offset);
 	m->info.data = (const unsigned char *)m->map + h.data_offset;
+	return 0;
+}
+
+/* safetensors: no magic, but an 8-byte little-endian length that fits the file, then the JSON header's '{'. */
+static int sniff_safetensors(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec)
+{
+	(void)spec;
+	if (len > 9 && head[8] == '{') {
+		uint64_t n = 0;
+		for (int i = 7; i >= 0; i--)
+			n = n << 8 | head[i];
+		if (n >= 2 && n <= len - 8)
+			return 2;
+	}
+	return has_suffix(path, ".safetensors") ? 1 : 0;
+}
+
+static int layout_safetensors(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
+{
+	embd_safetensors *st;
+	const embd_safetensors_tensor *t;
+	embd_dtype dtype;
+	embd_err why;
+	int rc = embd_safetensors_parse(m->map, m->map_len, m->map_len, &st, &why);
+	if (rc != 0)
+		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
+	if ((rc = embd_safetensors_pick(st, spec->tensor, &t, &dtype, &why)) != 0) {
+		embd_safetensors_free(st);
+		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
+	}
+	/* parse checked end - begin == rows * dim * itemsize and end <= the data section. */
+	m->info.rows = t->shape[0];
+	m->info.dim = t->shape[1];
+	m->info.dtype = dtype;
+	m->info.data = (const unsigned char *)m->map + st->data_offset + t->begin;
+	embd_safetensors_free(st);
 	return 0;
 }
 
@@ -149,6 +186,7 @@ static int layout_demo(struct embd_matrix *m, const embd_matrix_spec *spec, embd
 /* Every format embd reads, in the order auto-detection tries them. A new format is one row here. */
 static const embd_format_ops formats[] = {
     {EMBD_FORMAT_NPY, "npy", 1, sniff_npy, layout_npy},
+    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, sniff_safetensors, layout_safetensors},
     {EMBD_FORMAT_RAW, "raw", 1, sniff_raw, layout_raw},
     {EMBD_FORMAT_DEMO, "demo", 0, NULL, layout_demo},
 };

@@ -13,6 +13,7 @@ typedef enum embd_format {
 	EMBD_FORMAT_NPY,
 	EMBD_FORMAT_RAW,
 	EMBD_FORMAT_DEMO, /* the built-in demo matrix; no file */
+	EMBD_FORMAT_SAFETENSORS,
 } embd_format;
 
 typedef enum embd_advice {
@@ -34,6 +35,7 @@ typedef struct embd_matrix_spec {
 	int populate;    /* prefault every page at open (MAP_POPULATE) */
 	int lock;        /* mlock the mapping */
 	embd_advice advice;
+	const char *tensor; /* safetensors only: the tensor to serve; NULL or "": the only 2-D tensor */
 } embd_matrix_spec;
 
 /* Read-only facts of an open matrix; valid while a reference is held. */
@@ -75,7 +77,7 @@ void embd_matrix_close(embd_matrix *m);
 /* Borrowed facts; valid until close. */
 const embd_matrix_info *embd_matrix_info_get(const embd_matrix *m);
 
-/* Name of a format ("npy", "raw", "demo", "auto"); parse one (0 or EMBD_EBADPARAM). */
+/* Name of a format ("npy", "safetensors", "raw", "demo", "auto"); parse one (0 or EMBD_EBADPARAM). */
 const char *embd_format_name(embd_format f);
 int embd_format_parse(const char *name, embd_format *out);
 /* Every name embd_format_parse takes, comma-separated ("auto, npy, raw, demo"), for help and errors. */

@@ -204,7 +204,7 @@ def test_start_up_errors_name_the_problem(tmp_path, data):
     rc, err = run("serve", data["raw_path"])
     assert rc == 1 and "unknown format: not a .npy file" in err and "for a raw matrix give --dim and --dtype" in err
     rc, err = run("serve", "--format", "csv")
-    assert rc == 2 and "matrix.format: 'csv' is not one of auto, npy, raw, demo" in err
+    assert rc == 2 and "matrix.format: 'csv' is not one of auto, npy, safetensors, raw, demo" in err
 
 
 def test_a_busy_port_is_an_error_not_a_shared_one(f32d, data):
