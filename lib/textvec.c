@@ -33,7 +33,7 @@
  */
 
 #define PARALLEL_MIN_BYTES (1u << 20) /* below this, threads cost more than they save */
-#define SNIFF_MAX (1u << 20)
+#define SNIFF_MAX          (1u << 20)
 
 static int line_ws(unsigned char c)
 {
@@ -105,6 +105,29 @@ static int slow_double(const unsigned char *s, const unsigned char *e, locale_t 
  */
 static const unsigned char *parse_field(const unsigned char *p, const unsigned char *le, float *out, locale_t loc)
 {
+	/* The common shape first ("-0.41242": sign, at most 19 digits, '.'), in one tight loop; else the full grammar.
+	 */
+	{
+		const unsigned char *s = p;
+		int neg = s < le && *s == '-';
+		s += neg;
+		const unsigned char *d0 = s;
+		uint64_t m = 0;
+		while (s < le && digit(*s))
+			m = m * 10 + (uint64_t)(*s++ - '0');
+		ptrdiff_t ni = s - d0, nf = 0;
+		if (s < le && *s == '.') {
+			const unsigned char *f0 = ++s;
+			while (s < le && digit(*s))
+				m = m * 10 + (uint64_t)(*s++ - '0');
+			nf = s - f0;
+		}
+		if ((s == le || *s == ' ') && ni + nf > 0 && ni + nf <= 19 && nf <= 22 && m <= (UINT64_C(1) << 53)) {
+			float f = (float)((double)m / pow10_exact[nf]);
+			*out = neg ? -f : f;
+			return s;
+		}
+	}
 	const unsigned char *s = p;
 	while (s < le && field_ws(*s))
 		s++;
@@ -283,11 +306,10 @@ static const char *word_problem(const unsigned char *w, size_t n, size_t *at)
 typedef struct job {
 	const unsigned char *b, *e; /* whole lines */
 	uint64_t lines;             /* lines in [b, e) */
-	uint64_t cap;               /* rows reserved: one per 2 * dim + 1 bytes (a good line's least), + 1 to parse into */
+	uint64_t cap;               /* rows reserved: one per 2 * dim + 1 bytes, the least a good line takes */
 	uint64_t base;              /* its first row */
 	uint64_t line0;             /* file line number of its first line, 1-based */
 	uint64_t dim;
-	int skip;
 	locale_t loc;
 	float *data;       /* shared: row r at data + r * dim, for r in [base, base + cap) */
 	uint64_t *rel_end; /* shared: end of row r's word (with its NUL) in this job's arena */
@@ -295,8 +317,9 @@ typedef struct job {
 	char *arena;
 	size_t arena_len, arena_cap;
 	uint64_t good, skipped;
-	int rc;
 	uint64_t err_line;
+	int skip;
+	int rc;
 	char err[224];
 } job;
 
@@ -389,13 +412,16 @@ static void *parse_job(void *arg)
 			p = next;
 			continue;
 		}
+		/* No room means this line cannot be good (see cap): its fields are still read, for the message. */
 		uint64_t r = j->base + j->good;
-		float *row = j->data + r * dim;
+		float sink[1];
+		int room = j->good < j->cap;
+		float *row = room ? j->data + r * dim : sink;
 		const unsigned char *q = we;
 		uint64_t k = 0;
 		for (; k < dim && q < le; k++) {
 			const unsigned char *f = q + 1; /* *q is the separating space */
-			q = parse_field(f, le, &row[k], j->loc);
+			q = parse_field(f, le, &row[room ? k : 0], j->loc);
 			if (q == NULL) {
 				const unsigned char *fe = memchr(f, ' ', (size_t)(le - f));
 				int n = (int)((fe != NULL ? fe : le) - f);
@@ -414,7 +440,7 @@ static void *parse_job(void *arg)
 			p = next;
 			continue;
 		}
-		if (j->good + 1 == j->cap) { /* cannot happen (see cap): refuse rather than overrun */
+		if (!room) { /* cannot happen (see cap): refuse rather than overrun */
 			j->rc = EMBD_EINTERNAL;
 			j->err_line = line;
 			snprintf(j->err, sizeof j->err, "more rows than the bytes allow");
@@ -505,7 +531,8 @@ static int find_dups(const embd_textvec *tv, unsigned char *keep, uint64_t *ndup
 				break;
 			}
 			uint64_t o = slot[i] - 1;
-			if (tv->word_off[o + 1] - tv->word_off[o] - 1 == n && memcmp(tv->words + tv->word_off[o], w, n) == 0) {
+			if (tv->word_off[o + 1] - tv->word_off[o] - 1 == n &&
+			    memcmp(tv->words + tv->word_off[o], w, n) == 0) {
 				if ((*ndup)++ == 0) {
 					*dup = r;
 					*orig = o;
@@ -563,7 +590,7 @@ static int check_rows_dim(uint64_t rows, uint64_t dim, embd_err *e)
 /* The duplicate check shared by both kinds: an error, or (skip) the later copies left out. */
 static int dedup(embd_textvec *tv, uint64_t *line_of, int skip, const char *unit, uint64_t *first_line, embd_err *e)
 {
-	unsigned char *keep = malloc((size_t)tv->rows);
+	unsigned char *keep = malloc((size_t)tv->rows + 1);
 	if (keep == NULL)
 		return embd_err_set(e, -ENOMEM, "out of memory");
 	memset(keep, 1, (size_t)tv->rows);
@@ -660,7 +687,7 @@ static int parse_text(const unsigned char *buf, size_t len, int header, const em
 		jobs[t].line0 = line0 + lines;
 		lines += jobs[t].lines;
 		uint64_t fit = (uint64_t)(jobs[t].e - jobs[t].b) / (2 * dim + 1);
-		jobs[t].cap = (fit < jobs[t].lines ? fit : jobs[t].lines) + 1;
+		jobs[t].cap = fit < jobs[t].lines ? fit : jobs[t].lines;
 		cap += jobs[t].cap;
 	}
 	if (header && lines != hrows)
@@ -673,10 +700,11 @@ static int parse_text(const unsigned char *buf, size_t len, int header, const em
 	if (loc == (locale_t)0)
 		return embd_err_set(e, -errno, "newlocale: %s", strerror(errno));
 	tv->dim = dim;
-	tv->data = malloc((size_t)(cap * dim) * sizeof(float));
-	uint64_t *rel_end = malloc((size_t)cap * sizeof(uint64_t));
-	uint64_t *line_of = malloc((size_t)cap * sizeof(uint64_t));
-	if (tv->data == NULL || rel_end == NULL || line_of == NULL) {
+	/* calloc for the small arrays: clang-analyzer cannot see that the rows read are the rows written. */
+	tv->data = cap > 0 ? malloc((size_t)(cap * dim) * sizeof(float)) : NULL;
+	uint64_t *rel_end = calloc((size_t)cap + 1, sizeof(uint64_t));
+	uint64_t *line_of = calloc((size_t)cap + 1, sizeof(uint64_t));
+	if ((cap > 0 && tv->data == NULL) || rel_end == NULL || line_of == NULL) {
 		rc = embd_err_set(e, -ENOMEM, "out of memory for %llu x %llu floats", (unsigned long long)lines,
 		                  (unsigned long long)dim);
 		goto out;
@@ -713,9 +741,17 @@ static int parse_text(const unsigned char *buf, size_t len, int header, const em
 	}
 	/* Gather the jobs' rows and words into one run, in order. */
 	size_t words = 0;
-	for (int t = 0; t < threads; t++)
+	uint64_t good = 0;
+	for (int t = 0; t < threads; t++) {
 		words += jobs[t].arena_len;
-	tv->words = malloc(words > 0 ? words : 1);
+		good += jobs[t].good;
+	}
+	if (good == 0 || tv->data == NULL) {
+		rc = embd_err_set(e, EMBD_EFORMAT, "no vectors: all %llu lines were bad (first: %s)",
+		                  (unsigned long long)lines, tv->first_skip);
+		goto out;
+	}
+	tv->words = malloc(words);
 	tv->word_off = malloc((size_t)(cap + 1) * sizeof(uint64_t));
 	if (tv->words == NULL || tv->word_off == NULL) {
 		rc = embd_err_set(e, -ENOMEM, "out of memory");
@@ -739,11 +775,6 @@ static int parse_text(const unsigned char *buf, size_t len, int header, const em
 	}
 	tv->rows = w;
 	tv->words_bytes = woff;
-	if (tv->rows == 0) {
-		rc = embd_err_set(e, EMBD_EFORMAT, "no vectors: all %llu lines were bad (first: %s)",
-		                  (unsigned long long)lines, tv->first_skip);
-		goto out;
-	}
 	rc = dedup(tv, line_of, o != NULL && o->skip_bad, "line", &first_line, e);
 out:
 	for (int t = 0; t < threads; t++)
@@ -794,8 +825,8 @@ static int parse_bin(const unsigned char *buf, size_t len, const embd_textvec_op
 		const char *why = word_problem(p, (size_t)(sp - p), &at);
 		if (why != NULL) {
 			if (!skip)
-				return embd_err_set(e, EMBD_EFORMAT, "record %llu (byte %zu): %s", (unsigned long long)r,
-				                    (size_t)(p - buf), why);
+				return embd_err_set(e, EMBD_EFORMAT, "record %llu (byte %zu): %s",
+				                    (unsigned long long)r, (size_t)(p - buf), why);
 			char msg[96];
 			snprintf(msg, sizeof msg, "%s", why);
 			note_skip(tv, &first_line, r, "record", msg);
@@ -810,8 +841,8 @@ static int parse_bin(const unsigned char *buf, size_t len, const embd_textvec_op
 	while (tail < end && line_ws(*tail))
 		tail++;
 	if (tail < end)
-		return embd_err_set(e, EMBD_EFORMAT, "byte %zu: data after the header's %llu records", (size_t)(tail - buf),
-		                    (unsigned long long)rows);
+		return embd_err_set(e, EMBD_EFORMAT, "byte %zu: data after the header's %llu records",
+		                    (size_t)(tail - buf), (unsigned long long)rows);
 	if (good == 0)
 		return embd_err_set(e, EMBD_EFORMAT, "no vectors: all %llu records were bad (first: %s)",
 		                    (unsigned long long)rows, tv->first_skip);
@@ -821,7 +852,7 @@ static int parse_bin(const unsigned char *buf, size_t len, const embd_textvec_op
 	tv->data = malloc((size_t)good * vbytes);
 	tv->words = malloc((size_t)words);
 	tv->word_off = malloc((size_t)(good + 1) * sizeof(uint64_t));
-	uint64_t *line_of = malloc((size_t)good * sizeof(uint64_t));
+	uint64_t *line_of = calloc((size_t)good, sizeof(uint64_t)); /* calloc: for clang-analyzer, as in parse_text */
 	if (tv->data == NULL || tv->words == NULL || tv->word_off == NULL || line_of == NULL) {
 		free(line_of);
 		return embd_err_set(e, -ENOMEM, "out of memory for %llu x %llu floats", (unsigned long long)good,

@@ -186,7 +186,8 @@ static void errors_name_the_line(void **state)
 		int rc;
 		const char *msg;
 	} cases[] = {
-	    {EMBD_TEXTVEC_GLOVE, "a 1 2\nb 1 2\nc 1 2 3\n", EMBD_EFORMAT, "line 3: 3 numbers after the word, expected 2"},
+	    {EMBD_TEXTVEC_GLOVE, "a 1 2\nb 1 2\nc 1 2 3\n", EMBD_EFORMAT,
+	     "line 3: 3 numbers after the word, expected 2"},
 	    {EMBD_TEXTVEC_GLOVE, "a 1 2\nb 1\n", EMBD_EFORMAT, "line 2: 1 numbers after the word, expected 2"},
 	    {EMBD_TEXTVEC_GLOVE, "a 1 2\nb 1 2x\n", EMBD_EFORMAT, "line 2: field 3 is not a number: '2x'"},
 	    {EMBD_TEXTVEC_GLOVE, "a 1 2\nb 1  2\n", EMBD_EFORMAT, "line 2: field 3 is not a number: ''"},
@@ -212,7 +213,8 @@ static void errors_name_the_line(void **state)
 	    {EMBD_TEXTVEC_W2V_TEXT, "2 2 2\na 1 2\n", EMBD_EFORMAT, "line 1: not a `rows dim` header"},
 	    {EMBD_TEXTVEC_W2V_TEXT, "0 2\n", EMBD_EFORMAT, "no vectors (0 rows of 2 numbers)"},
 	    {EMBD_TEXTVEC_W2V_TEXT, "99999999999999999999 2\n", EMBD_EFORMAT, "line 1: not a `rows dim` header"},
-	    {EMBD_TEXTVEC_W2V_BIN, "1 2\na ", EMBD_ETRUNC, "record 1 (byte 4): 8 bytes of floats needed, 0 left in the file"},
+	    {EMBD_TEXTVEC_W2V_BIN, "1 2\na ", EMBD_ETRUNC,
+	     "record 1 (byte 4): 8 bytes of floats needed, 0 left in the file"},
 	    {EMBD_TEXTVEC_W2V_BIN, "1 2\nabc", EMBD_ETRUNC,
 	     "record 1 (byte 4): no space ending a word before the end of the file"},
 	    {EMBD_TEXTVEC_W2V_BIN, "1 2", EMBD_EFORMAT, "not a `rows dim` header line"},
@@ -295,7 +297,8 @@ static void sniff_tells_the_kinds_apart(void **state)
 	assert_string_equal(embd_textvec_kind_name(EMBD_TEXTVEC_W2V_BIN), "word2vec_bin");
 }
 
-/* 40,000 rows of 4 (over 1 MiB, so two threads share it); row i on line i + 2. Row bad gets a bad field, dup the word "w5". */
+/* 40,000 rows of 4 (over 1 MiB, so two threads share it); row i on line i + 2. Row bad gets a bad field, dup the word
+ * "w5". */
 static char *big_text(int bad, int dup, size_t *len)
 {
 	size_t cap = 3u << 20, n = 0;
@@ -306,8 +309,8 @@ static char *big_text(int bad, int dup, size_t *len)
 		if (i == bad)
 			n += (size_t)sprintf(s + n, "w%d 1 2 x 4\n", i);
 		else
-			n += (size_t)sprintf(s + n, "w%d %d.%03d -%de-%d %d 0.%d\n", i == dup ? 5 : i, i, i % 1000, i % 97,
-			                     i % 30, i * 7, i % 9999);
+			n += (size_t)sprintf(s + n, "w%d %d.%03d -%de-%d %d 0.%d\n", i == dup ? 5 : i, i, i % 1000,
+			                     i % 97, i % 30, i * 7, i % 9999);
 	}
 	assert_true(n > (1u << 20) && n < cap);
 	*len = n;
