@@ -65,6 +65,8 @@ static const struct key keys[] = {
         "matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
     CHOICE("matrix.format", "format", matrix_format, "auto", embd_format_names, format_accepts,
            "the file's format; auto: by magic bytes, then extension (demo: the built-in matrix, no file)"),
+    STR("matrix.tensor", "tensor", matrix_tensor, "",
+        "safetensors: the name of the tensor to serve; empty: the file's only 2-D tensor"),
     INT("matrix.rows", "rows", matrix_rows, "0", 0, INT64_MAX, "raw only: rows; 0: as many as the file holds"),
     INT("matrix.dim", "dim", matrix_dim, "0", 0, INT64_MAX, "raw only: elements per row"),
     STR("matrix.dtype", "dtype", matrix_dtype, "f32", "raw only: f32 | f16 | bf16"),

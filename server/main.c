@@ -15,6 +15,7 @@
 #include "matrix.h"
 #include "ops.h"
 #include "reload.h"
+#include "safetensors.h"
 #include "server.h"
 
 static void usage(FILE *out)
@@ -322,6 +323,24 @@ static int cmd_serve(int argc, char **argv)
 	return left == 0 && !abandoned ? 0 : 1;
 }
 
+/* Every tensor of a safetensors file, from its header alone: name, dtype, shape. */
+static void print_tensors(const char *path)
+{
+	embd_safetensors *st;
+	embd_err e;
+	if (embd_safetensors_read(path, &st, &e) != 0) {
+		fprintf(stderr, "embd: %s\n", e.msg);
+		return;
+	}
+	printf("tensors: %zu\n", st->ntensors);
+	for (size_t k = 0; k < st->ntensors; k++) {
+		char shape[256];
+		embd_safetensors_shape_text(shape, sizeof shape, &st->tensors[k]);
+		printf("  %s %s %s\n", st->tensors[k].name, st->tensors[k].dtype, shape);
+	}
+	embd_safetensors_free(st);
+}
+
 static int cmd_info(int argc, char **argv)
 {
 	embd_config cfg;
@@ -351,6 +370,8 @@ static int cmd_info(int argc, char **argv)
 	       "data_bytes: %" PRIu64 "\nfile_bytes: %" PRIu64 "\n",
 	       i->source, embd_format_name(i->format), i->rows, i->dim, embd_dtype_name(i->dtype), i->row_bytes,
 	       i->data_bytes, i->file_bytes);
+	if (i->format == EMBD_FORMAT_SAFETENSORS)
+		print_tensors(i->source);
 	embd_matrix_close(m);
 	return 0;
 }

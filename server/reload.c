@@ -14,6 +14,7 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 {
 	memset(spec, 0, sizeof *spec);
 	spec->path = cfg->matrix_path;
+	spec->tensor = cfg->matrix_tensor;
 	if (embd_format_parse(cfg->matrix_format, &spec->format) != 0) {
 		char names[128];
 		embd_format_names(names, sizeof names);
