@@ -594,7 +594,7 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	 * only with a 503) and /healthz and /metrics answer whatever the load,
 	 * while the in-flight total never passes limits.inflight_bytes.
 	 */
-	uint64_t reserve = (uint64_t)accepted * (sizeof(struct req) + EMBD_HEALTHZ_BYTES) + 4 * embd_metrics_bound();
+	uint64_t reserve = (uint64_t)accepted * (sizeof(struct req) + EMBD_HEALTHZ_BYTES) + 16 * embd_metrics_bound();
 	if ((uint64_t)cfg->inflight_bytes < 2 * reserve) {
 		snprintf(msg, cap,
 		         "limits.inflight_bytes %" PRId64 " is too small for limits.connections %" PRId64

@@ -70,7 +70,12 @@ def test_healthz_and_metrics_answer_while_the_budget_is_exhausted(start, data):
             # `before` can read that much high, so the held body is looked for with that much slack. A refusal
             # missed this way is seen on the next round: the loop only adds one more body that does not fit.
             slack = 2 * record + 2 * 16384
-            settled = wait_for(lambda: inflight() >= before + record + size - 1 - slack or refusals() > refused, 20)
+            def held_or_refused():
+                m = d.metrics()  # one scrape a look: scrapes hold reserve until they finish
+                time.sleep(0.05)
+                return (m["embd_inflight_accounted_bytes"] >= before + record + size - 1 - slack or
+                        m['embd_rejected_total{reason="inflight_bytes"}'] > refused)
+            settled = wait_for(held_or_refused, 20)
             if not settled or refusals() > refused:
                 # Refused: the budget has less than `size` left. (Neither held nor counted within 20 s has been
                 # seen once under ThreadSanitizer on a loaded machine; the wave ends there, and the checks below
