@@ -144,13 +144,17 @@ static int h_info(struct req *r, embd_err *e)
 }
 
 /*
- * How a rows response is to look: ?format= wins, then Accept
+ * The query parameters a rows route takes (any other is a 400), and how its
+ * response is to look: ?format= wins, then Accept
  * (embd_query_accept: each type at the q of its most specific range; a
  * wildcard means JSON), then JSON; ?dtype= converts and ?normalize=l2
  * normalises. Decided before any id is parsed: a 406 costs nothing.
  */
-static int rows_opts(struct req *r, embd_rows_query *q, embd_err *e)
+static int rows_opts(struct req *r, const char *const *params, embd_rows_query *q, embd_err *e)
 {
+	int rc = check_params(r, params, e);
+	if (rc != 0)
+		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	q->opts.dtype = m->dtype;
 	q->opts.normalize = 0;
@@ -218,9 +222,7 @@ static int h_row(struct req *r, embd_err *e)
 {
 	static const char *const params[] = {"format", "dtype", "normalize", NULL};
 	embd_rows_query q = {0};
-	int rc = check_params(r, params, e);
-	if (rc == 0)
-		rc = rows_opts(r, &q, e);
+	int rc = rows_opts(r, params, &q, e);
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
@@ -340,9 +342,7 @@ static int h_rows(struct req *r, embd_err *e)
 {
 	static const char *const params[] = {"start", "stop", "ids", "format", "dtype", "normalize", "id_dtype", NULL};
 	embd_rows_query q = {0};
-	int rc = check_params(r, params, e);
-	if (rc == 0)
-		rc = rows_opts(r, &q, e);
+	int rc = rows_opts(r, params, &q, e);
 	if (rc != 0)
 		return rc;
 	const char *ids_arg = embd_arg(r, "ids");
