@@ -319,6 +319,10 @@ int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o)
 /* Row r of the matrix as float32 in scratch, normalised and rounded to the wire dtype as asked. */
 static void load_row(const embd_matrix_info *m, uint64_t r, const embd_encode_opts *o, float *scratch)
 {
+	if (r == EMBD_RUN_ZERO) {
+		memset(scratch, 0, m->dim * sizeof *scratch);
+		return;
+	}
 	const unsigned char *src = m->data + r * m->row_bytes;
 	for (size_t j = 0; j < m->dim; j++)
 		scratch[j] = embd_dtype_load(m->dtype, src, j);
@@ -327,7 +331,8 @@ static void load_row(const embd_matrix_info *m, uint64_t r, const embd_encode_op
 }
 
 size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-                            const embd_ids *ids, const embd_encode_opts *o, float *scratch)
+                            const embd_ids *ids, const embd_token *tokens, size_t ntokens, const embd_encode_opts *o,
+                            float *scratch)
 {
 	char *p = dst;
 	uint64_t nrows = embd_plan_rows(runs, nruns);
@@ -340,12 +345,24 @@ size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run
 			p += sprintf(p, i ? ",%lld" : "%lld", (long long)embd_ids_at(ids, i));
 		*p++ = ']';
 	}
+	if (tokens != NULL) {
+		memcpy(p, ",\"tokens\":[", 11);
+		p += 11;
+		for (size_t i = 0; i < ntokens; i++) {
+			if (i)
+				*p++ = ',';
+			*p++ = '"';
+			p += embd_json_escape(p, tokens[i].len * 6 + 1, tokens[i].p);
+			*p++ = '"';
+		}
+		*p++ = ']';
+	}
 	memcpy(p, ",\"rows\":[", 9);
 	p += 9;
 	int first_row = 1;
 	for (size_t k = 0; k < nruns; k++) {
-		for (uint64_t r = runs[k].start; r < runs[k].start + runs[k].count; r++) {
-			load_row(m, r, o, scratch);
+		for (uint64_t i = 0; i < runs[k].count; i++) {
+			load_row(m, runs[k].start == EMBD_RUN_ZERO ? EMBD_RUN_ZERO : runs[k].start + i, o, scratch);
 			if (!first_row)
 				*p++ = ',';
 			first_row = 0;
@@ -366,7 +383,8 @@ size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run
 	*p++ = ']';
 	*p++ = '}';
 	/* The bound is the only guard of dst (the hot loop has no capacity checks): a miss is a bug, loudly. */
-	assert((uint64_t)(p - dst) <= embd_json_rows_bound(nrows, m->dim, ids != NULL ? ids->n : 0));
+	assert((uint64_t)(p - dst) <= embd_json_rows_bound(nrows, m->dim, ids != NULL ? ids->n : 0) +
+	                                  (tokens != NULL ? embd_tokens_json_bound(tokens, ntokens) : 0));
 	return (size_t)(p - dst);
 }
 
@@ -376,8 +394,8 @@ void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *run
 	unsigned char *d = dst;
 	size_t out_row = m->dim * embd_dtype_size(o->dtype);
 	for (size_t k = 0; k < nruns; k++) {
-		for (uint64_t r = runs[k].start; r < runs[k].start + runs[k].count; r++) {
-			load_row(m, r, o, scratch);
+		for (uint64_t i = 0; i < runs[k].count; i++) {
+			load_row(m, runs[k].start == EMBD_RUN_ZERO ? EMBD_RUN_ZERO : runs[k].start + i, o, scratch);
 			embd_dtype_store(o->dtype, d, scratch, m->dim);
 			d += out_row;
 		}
@@ -497,4 +515,42 @@ size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s)
 	}
 	dst[k] = '\0';
 	return k;
+}
+
+size_t embd_utf8_valid_len(const void *s, size_t n)
+{
+	const unsigned char *p = s;
+	size_t i = 0;
+	while (i < n) {
+		unsigned char c = p[i];
+		if (c >= 0x01 && c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t k; /* continuation bytes */
+		unsigned char lo = 0x80, hi = 0xbf;
+		if (c >= 0xc2 && c <= 0xdf)
+			k = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			k = 2;
+		else if (c >= 0xf0 && c <= 0xf4)
+			k = 3;
+		else
+			return i; /* NUL, a stray continuation byte, C0, C1, F5-FF */
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+		else if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+		if (n - i <= k || p[i + 1] < lo || p[i + 1] > hi)
+			return i;
+		for (size_t j = 2; j <= k; j++)
+			if (p[i + j] < 0x80 || p[i + j] > 0xbf)
+				return i;
+		i += k + 1;
+	}
+	return i;
 }

@@ -9,6 +9,7 @@
 #include "ids.h"
 #include "matrix.h"
 #include "plan.h"
+#include "tokens.h"
 
 /* How the rows of a response are to look. */
 typedef struct embd_encode_opts {
@@ -45,12 +46,15 @@ size_t embd_f32_shortest_ref(float v, char *buf);
 uint64_t embd_json_rows_bound(uint64_t nrows, uint64_t dim, size_t nids);
 
 /*
- * Write {"shape":[n,dim],"dtype":"f32","ids":[...],"rows":[[...],...]} for
- * the runs' rows into dst (room for the bound). ids may be NULL (no "ids"
- * member). scratch: room for dim floats. Returns the length.
+ * Write {"shape":[n,dim],"dtype":"f32","ids":[...],"tokens":[...],"rows":[[...],...]}
+ * for the runs' rows (zeros for EMBD_RUN_ZERO runs) into dst, which has room
+ * for embd_json_rows_bound plus, with tokens, embd_tokens_json_bound. ids
+ * may be NULL (no "ids" member), tokens too (no "tokens"; each is escaped
+ * by embd_json_escape). scratch: room for dim floats. Returns the length.
  */
 size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
-                            const embd_ids *ids, const embd_encode_opts *o, float *scratch);
+                            const embd_ids *ids, const embd_token *tokens, size_t ntokens, const embd_encode_opts *o,
+                            float *scratch);
 
 /*
  * Write the runs' rows, row-major, converted to o->dtype and normalised if
@@ -84,5 +88,12 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s);
  * Thread-safe.
  */
 size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s);
+
+/*
+ * Length of the longest prefix of s (n bytes, borrowed) that is well-formed
+ * UTF-8 (Unicode Table 3-7: no overlongs, surrogates or code points past
+ * U+10FFFF) without a NUL byte; n when all of it is. Thread-safe.
+ */
+size_t embd_utf8_valid_len(const void *s, size_t n);
 
 #endif

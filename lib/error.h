@@ -38,7 +38,10 @@
 	X(EMBD_ETIMEOUT, 28, 408, "request_timeout", "the request did not arrive in time")                             \
 	X(EMBD_EUNAUTH, 26, 401, "unauthorized", "a valid bearer token is required")                                   \
 	X(EMBD_ERELOAD, 27, 500, "reload_failed", "the reload failed; the current matrix still serves")                \
-	X(EMBD_EVOCAB, 29, 500, "bad_vocabulary", "malformed vocabulary")
+	X(EMBD_EVOCAB, 29, 500, "bad_vocabulary", "malformed vocabulary")                                              \
+	X(EMBD_ETOKEN, 30, 404, "token_not_found", "token not in the vocabulary")                                      \
+	X(EMBD_EBADTOKEN, 31, 400, "bad_token", "tokens must be non-empty UTF-8 without NUL")                          \
+	X(EMBD_ENOVOCAB, 32, 400, "no_vocabulary", "the matrix has no vocabulary")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

@@ -7,6 +7,7 @@
 #include "internal.h"
 #include "npy.h"
 #include "safetensors.h"
+#include "textvec.h"
 
 static int has_suffix(const char *s, const char *suffix)
 {
@@ -31,7 +32,7 @@ static int sniff_npy(const unsigned char *head, size_t len, const char *path, co
 {
 	(void)spec;
 	if (len >= 6 && memcmp(head, "\x93NUMPY", 6) == 0)
-		return 2;
+		return 3;
 	return has_suffix(path, ".npy") ? 1 : 0;
 }
 
@@ -84,7 +85,7 @@ static int sniff_safetensors(const unsigned char *head, size_t len, const char *
 		for (int i = 7; i >= 0; i--)
 			n = n << 8 | head[i];
 		if (n >= 2 && n <= len - 8)
-			return 2;
+			return 3;
 	}
 	return has_suffix(path, ".safetensors") ? 1 : 0;
 }
@@ -159,6 +160,109 @@ static int layout_raw(struct embd_matrix *m, const embd_matrix_spec *spec, embd_
 	return 0;
 }
 
+/*
+ * The text formats (and word2vec binary) carry their words: the file is
+ * parsed once into heap rows and a vocabulary, then unmapped; the rows are
+ * served from the heap from then on, zero-copy all the same.
+ */
+static int sniff_text(const unsigned char *head, size_t len, const char *path, embd_textvec_kind kind, const char *ext)
+{
+	if (embd_textvec_sniff(head, len < 65536 ? len : 65536) == kind)
+		return 2;
+	return has_suffix(path, ext) ? 1 : 0;
+}
+
+static int sniff_glove(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec)
+{
+	(void)spec;
+	return sniff_text(head, len, path, EMBD_TEXTVEC_GLOVE, ".txt");
+}
+
+static int sniff_word2vec(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec)
+{
+	(void)spec;
+	return sniff_text(head, len, path, EMBD_TEXTVEC_W2V_TEXT, ".vec");
+}
+
+static int sniff_word2vec_bin(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec)
+{
+	(void)spec;
+	return sniff_text(head, len, path, EMBD_TEXTVEC_W2V_BIN, ".bin");
+}
+
+/* header_only: the shape and the first words, not a number read. */
+static int peek_text(struct embd_matrix *m, embd_textvec_kind kind, embd_err *e)
+{
+	embd_textvec_look pk;
+	embd_err why;
+	int rc = embd_textvec_peek(m->map, m->map_len, kind, &pk, &why);
+	if (rc != 0)
+		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
+	if ((rc = embd_vocab_new(pk.nwords, 0, &m->vocab)) != 0)
+		return embd_err_set(e, rc, "%s: out of memory", m->source);
+	for (size_t i = 0; i < pk.nwords; i++)
+		if (embd_vocab_add(m->vocab, pk.words[i], strlen(pk.words[i]), NULL) != 0)
+			break; /* a word a parse would refuse: the look stops there */
+	embd_vocab_finish(m->vocab);
+	m->info.rows = pk.rows;
+	m->info.dim = pk.dim;
+	m->info.dtype = EMBD_F32;
+	return 0;
+}
+
+static int layout_text(struct embd_matrix *m, const embd_matrix_spec *spec, embd_textvec_kind kind, embd_err *e)
+{
+	if (spec->header_only)
+		return peek_text(m, kind, e);
+	embd_textvec tv;
+	embd_err why;
+	int rc = embd_textvec_parse(m->map, m->map_len, kind, NULL, &tv, &why);
+	if (rc != 0)
+		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
+	rc = embd_vocab_new(tv.rows, tv.words_bytes, &m->vocab);
+	for (uint64_t i = 0; rc == 0 && i < tv.rows; i++) {
+		rc = embd_vocab_add(m->vocab, tv.words + tv.word_off[i], tv.word_off[i + 1] - tv.word_off[i] - 1, &why);
+		if (rc != 0)
+			rc = embd_err_set(e, rc, "%s: the word of row %llu: %s", m->source, (unsigned long long)i,
+			                  why.msg);
+	}
+	if (rc == -ENOMEM)
+		embd_err_set(e, rc, "%s: out of memory for the vocabulary", m->source);
+	if (rc != 0) {
+		embd_textvec_free(&tv);
+		return rc;
+	}
+	embd_vocab_finish(m->vocab);
+	m->heap = tv.data;
+	m->heap_bytes = (size_t)(tv.rows * tv.dim * sizeof(float));
+	tv.data = NULL;
+	m->info.rows = tv.rows;
+	m->info.dim = tv.dim;
+	m->info.dtype = EMBD_F32;
+	m->info.data = (const unsigned char *)m->heap;
+	embd_textvec_free(&tv);
+	/* The text is read: its pages go back, the parsed rows are what is served. */
+	munmap(m->map, m->map_len);
+	m->map = NULL;
+	m->map_len = 0;
+	return 0;
+}
+
+static int layout_glove(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
+{
+	return layout_text(m, spec, EMBD_TEXTVEC_GLOVE, e);
+}
+
+static int layout_word2vec(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
+{
+	return layout_text(m, spec, EMBD_TEXTVEC_W2V_TEXT, e);
+}
+
+static int layout_word2vec_bin(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
+{
+	return layout_text(m, spec, EMBD_TEXTVEC_W2V_BIN, e);
+}
+
 /* demo: EMBD_DEMO_ROWS x EMBD_DEMO_DIM float32, E[i][j] = i + j / 1000, made in anonymous memory. */
 static int layout_demo(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 {
@@ -185,10 +289,13 @@ static int layout_demo(struct embd_matrix *m, const embd_matrix_spec *spec, embd
 
 /* Every format embd reads, in the order auto-detection tries them. A new format is one row here. */
 static const embd_format_ops formats[] = {
-    {EMBD_FORMAT_NPY, "npy", 1, sniff_npy, layout_npy},
-    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, sniff_safetensors, layout_safetensors},
-    {EMBD_FORMAT_RAW, "raw", 1, sniff_raw, layout_raw},
-    {EMBD_FORMAT_DEMO, "demo", 0, NULL, layout_demo},
+    {EMBD_FORMAT_NPY, "npy", 1, sniff_npy, layout_npy, ".npy"},
+    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, sniff_safetensors, layout_safetensors, ".safetensors"},
+    {EMBD_FORMAT_RAW, "raw", 1, sniff_raw, layout_raw, ""},
+    {EMBD_FORMAT_GLOVE, "glove", 1, sniff_glove, layout_glove, ".txt"},
+    {EMBD_FORMAT_WORD2VEC, "word2vec", 1, sniff_word2vec, layout_word2vec, ".vec"},
+    {EMBD_FORMAT_WORD2VEC_BIN, "word2vec_bin", 1, sniff_word2vec_bin, layout_word2vec_bin, ".bin"},
+    {EMBD_FORMAT_DEMO, "demo", 0, NULL, layout_demo, ""},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
@@ -246,8 +353,10 @@ int embd_format_detect(const struct embd_matrix *m, const embd_matrix_spec *spec
 	if (best == NULL)
 		return embd_err_set(
 		    e, EMBD_EFORMAT,
-		    "%s: unknown format: not a .npy file (no \\x93NUMPY magic, no .npy extension); for a "
-		    "raw matrix give --dim and --dtype, or name the format with --format",
+		    "%s: unknown format: not .npy (no \\x93NUMPY magic), not safetensors (no header length "
+		    "and '{'), not GloVe or word2vec text (the first line is neither `rows dim` nor a word "
+		    "and numbers), no known extension; for a raw matrix give --dim and --dtype, or name the "
+		    "format with --format",
 		    m->source);
 	*out = best;
 	return 0;

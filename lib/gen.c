@@ -10,6 +10,7 @@ struct embd_gen {
 	atomic_long *live; /* borrowed; may be NULL */
 	uint64_t number;
 	embd_matrix *matrix; /* owned */
+	embd_vocab *vocab;   /* owned; NULL without one */
 };
 
 int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e)
@@ -21,6 +22,24 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *li
 	if (rc != 0) {
 		free(g);
 		return rc;
+	}
+	/* The vocabulary comes with the file (GloVe, word2vec) or from spec->vocab, never from both. */
+	g->vocab = embd_matrix_take_vocab(g->matrix);
+	if (spec->vocab != NULL && spec->vocab[0] != '\0') {
+		const embd_matrix_info *i = embd_matrix_info_get(g->matrix);
+		if (g->vocab != NULL)
+			rc = embd_err_set(e, EMBD_ECONFIG,
+			                  "%s: a %s file names its rows itself; a vocabulary file (%s) is for npy, "
+			                  "safetensors and raw matrices",
+			                  i->source, embd_format_name(i->format), spec->vocab);
+		else
+			rc = embd_vocab_open(spec->vocab, i->rows, &g->vocab, e);
+		if (rc != 0) {
+			embd_vocab_free(g->vocab);
+			embd_matrix_close(g->matrix);
+			free(g);
+			return rc;
+		}
 	}
 	atomic_init(&g->refs, 1);
 	g->number = number;
@@ -44,6 +63,7 @@ void embd_gen_release(embd_gen *g)
 	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	atomic_long *live = g->live;
+	embd_vocab_free(g->vocab);
 	embd_matrix_close(g->matrix);
 	free(g);
 	if (live != NULL)
@@ -58,6 +78,11 @@ uint64_t embd_gen_number(const embd_gen *g)
 const embd_matrix_info *embd_gen_matrix(const embd_gen *g)
 {
 	return embd_matrix_info_get(g->matrix);
+}
+
+const embd_vocab *embd_gen_vocab(const embd_gen *g)
+{
+	return g->vocab;
 }
 
 long embd_gen_refs(const embd_gen *g)

@@ -2,7 +2,7 @@
  * Generations (design §7): everything derived from one loaded file, owned
  * together and refcounted as one, so that a reload swaps it all at once and
  * a response pins it all at once. Today a generation owns its matrix (the
- * mapping, and through it the format that read it); the vocabulary, per-row
+ * mapping, and through it the format that read it) and the vocabulary; per-row
  * norms and a shard's row range belong here too when they come.
  */
 #ifndef EMBD_GEN_H
@@ -18,11 +18,13 @@
 typedef struct embd_gen embd_gen;
 
 /*
- * Open spec's matrix as generation number `number`. live (optional,
+ * Open spec's matrix, and its vocabulary (the words a GloVe or word2vec file
+ * carries, or spec->vocab's file, whose line count must equal the rows; both
+ * at once is EMBD_ECONFIG), as generation number `number`. live (optional,
  * borrowed for the generation's life) counts generations alive: +1 here, -1
  * when the last reference goes. On success *out is new with one reference;
  * on failure *out is not written and e says why (errors of embd_matrix_open,
- * or -ENOMEM). Thread-safe.
+ * of embd_vocab_open, or -ENOMEM). Thread-safe.
  */
 int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e);
 
@@ -35,6 +37,8 @@ void embd_gen_release(embd_gen *g);
 /* The generation's number, and its matrix's facts; borrowed, valid while a reference is held. */
 uint64_t embd_gen_number(const embd_gen *g);
 const embd_matrix_info *embd_gen_matrix(const embd_gen *g);
+/* The vocabulary naming the rows, or NULL; borrowed, finished (thread-safe to read) while a reference is held. */
+const embd_vocab *embd_gen_vocab(const embd_gen *g);
 
 /* Current reference count (for tests; racy by nature). */
 long embd_gen_refs(const embd_gen *g);

@@ -6,10 +6,15 @@
 
 #include "error.h"
 #include "matrix.h"
+#include "vocab.h"
 
 struct embd_matrix {
-	void *map; /* the whole file (or the demo's anonymous mapping); NULL before mapping */
+	void *map; /* the whole file (or the demo's anonymous mapping); NULL before mapping and once a parse is done */
 	size_t map_len;
+	uint64_t file_bytes;
+	float *heap; /* rows a text format parsed (new, freed at close); NULL for the mapped formats */
+	size_t heap_bytes;
+	embd_vocab *vocab; /* the words a text format carries, until the generation takes them */
 	int locked;
 	embd_matrix_info info;
 	char source[4096];
@@ -17,8 +22,9 @@ struct embd_matrix {
 
 /*
  * One row of the format table (lib/format.c). sniff says how sure it is
- * that a file is in this format from its first bytes and its name: 2 by
- * magic bytes, 1 by extension only, 0 not. layout validates the mapped file
+ * that a file is in this format from its first bytes and its name: 3 by
+ * magic bytes (or a binary header that fits the file), 2 by its first line
+ * (text formats), 1 by extension only, 0 not; a tie goes to the earlier row. layout validates the mapped file
  * (m->map, m->map_len) against spec and fills m->info's data, rows, dim and
  * dtype; errors name the file.
  */
@@ -28,6 +34,7 @@ typedef struct embd_format_ops {
 	int needs_file; /* 0: the format makes its own data (demo) */
 	int (*sniff)(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec);
 	int (*layout)(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e);
+	const char *extensions; /* for help: "" or the extensions it is recognised by */
 } embd_format_ops;
 
 /* The row for id; NULL for EMBD_FORMAT_AUTO. */

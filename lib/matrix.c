@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -59,6 +60,7 @@ static int map_file(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 		goto out;
 	}
 	m->map_len = (size_t)st.st_size;
+	m->file_bytes = (uint64_t)st.st_size;
 	int flags = MAP_SHARED | (spec->populate ? MAP_POPULATE : 0);
 	m->map = mmap(NULL, m->map_len, PROT_READ, flags, fd, 0);
 	if (m->map == MAP_FAILED) {
@@ -72,6 +74,8 @@ out:
 
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e)
 {
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	embd_matrix *m = calloc(1, sizeof *m);
 	if (m == NULL)
 		return embd_err_set(e, -ENOMEM, "out of memory");
@@ -102,22 +106,28 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 	}
 	m->info.row_bytes = (size_t)(m->info.dim * embd_dtype_size(m->info.dtype));
 	m->info.data_bytes = m->info.rows * m->info.row_bytes;
-	m->info.file_bytes = m->map_len;
+	m->info.file_bytes = m->file_bytes != 0 ? m->file_bytes : m->map_len; /* the demo has no file: its mapping */
+	m->info.heap_bytes = m->heap_bytes;
 	m->info.format = ops->id;
 	m->info.source = m->source;
 
+	/* What is served: the mapping, or the rows a text format was parsed into. */
+	void *region = m->map != NULL ? m->map : (void *)m->heap;
+	size_t region_len = m->map != NULL ? m->map_len : m->heap_bytes;
 	static const int advice[] = {MADV_NORMAL, MADV_RANDOM, MADV_WILLNEED, MADV_SEQUENTIAL};
-	if (spec->advice != EMBD_ADVICE_NORMAL)
+	if (spec->advice != EMBD_ADVICE_NORMAL && m->map != NULL)
 		(void)madvise(m->map, m->map_len, advice[spec->advice]); /* a hint: failure changes nothing */
-	if (spec->lock) {
-		if (mlock(m->map, m->map_len) != 0) {
+	if (spec->lock && !spec->header_only) {
+		if (mlock(region, region_len) != 0) {
 			rc = embd_err_set(e, -errno,
 			                  "%s: mlock of %zu bytes: %s (raise RLIMIT_MEMLOCK or turn matrix.mlock off)",
-			                  m->source, m->map_len, strerror(errno));
+			                  m->source, region_len, strerror(errno));
 			goto fail;
 		}
 		m->locked = 1;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	m->info.load_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
 	*out = m;
 	return 0;
 fail:
@@ -134,7 +144,18 @@ void embd_matrix_close(embd_matrix *m)
 			munlock(m->map, m->map_len);
 		munmap(m->map, m->map_len);
 	}
+	if (m->heap != NULL && m->locked)
+		munlock(m->heap, m->heap_bytes);
+	free(m->heap);
+	embd_vocab_free(m->vocab);
 	free(m);
+}
+
+embd_vocab *embd_matrix_take_vocab(embd_matrix *m)
+{
+	embd_vocab *v = m->vocab;
+	m->vocab = NULL;
+	return v;
 }
 
 const embd_matrix_info *embd_matrix_info_get(const embd_matrix *m)

@@ -7,6 +7,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "vocab.h"
 
 typedef enum embd_format {
 	EMBD_FORMAT_AUTO = 0, /* by magic bytes, else by extension */
@@ -14,6 +15,9 @@ typedef enum embd_format {
 	EMBD_FORMAT_RAW,
 	EMBD_FORMAT_DEMO, /* the built-in demo matrix; no file */
 	EMBD_FORMAT_SAFETENSORS,
+	EMBD_FORMAT_GLOVE,        /* GloVe text: `word f1 ... fd` lines; carries its words */
+	EMBD_FORMAT_WORD2VEC,     /* word2vec / fastText .vec text: a `rows dim` line first; carries its words */
+	EMBD_FORMAT_WORD2VEC_BIN, /* word2vec binary; carries its words */
 } embd_format;
 
 typedef enum embd_advice {
@@ -36,6 +40,13 @@ typedef struct embd_matrix_spec {
 	int lock;        /* mlock the mapping */
 	embd_advice advice;
 	const char *tensor; /* safetensors only: the tensor to serve; NULL or "": the only 2-D tensor */
+	const char *vocab;  /* a vocabulary file naming the rows (embd_gen_open reads it); NULL or "": none */
+	/*
+	 * Describe the file, do not read its rows (`embd info`): the text formats
+	 * are not parsed (info.data is NULL; rows and dim are what the file says;
+	 * the vocabulary holds only its first words); lock is ignored.
+	 */
+	int header_only;
 } embd_matrix_spec;
 
 /* Read-only facts of an open matrix; valid while a reference is held. */
@@ -47,6 +58,8 @@ typedef struct embd_matrix_info {
 	size_t row_bytes;
 	uint64_t data_bytes; /* rows * row_bytes */
 	uint64_t file_bytes;
+	uint64_t heap_bytes; /* rows held in the heap (text formats are parsed); 0 when they are mapped */
+	uint64_t load_ns;    /* time embd_matrix_open took (the parse, for text formats) */
 	embd_format format;
 	const char *source; /* path, or "builtin:demo" */
 } embd_matrix_info;
@@ -76,6 +89,13 @@ void embd_matrix_close(embd_matrix *m);
 
 /* Borrowed facts; valid until close. */
 const embd_matrix_info *embd_matrix_info_get(const embd_matrix *m);
+
+/*
+ * The vocabulary the file carries (GloVe, word2vec: the words), handed over:
+ * new (the caller frees it), and the matrix no longer holds it. NULL for
+ * formats without words, and on a second call.
+ */
+embd_vocab *embd_matrix_take_vocab(embd_matrix *m);
 
 /* Name of a format ("npy", "safetensors", "raw", "demo", "auto"); parse one (0 or EMBD_EBADPARAM). */
 const char *embd_format_name(embd_format f);

@@ -4,19 +4,33 @@
 #include <inttypes.h>
 #include <string.h>
 
-int embd_plan_runs(const embd_ids *ids, uint64_t rows, embd_run *runs, size_t *nruns, embd_err *e)
+int embd_plan_runs(const embd_ids *ids, uint64_t rows, int zero_rows, embd_run *runs, size_t *nruns, embd_err *e)
 {
 	size_t k = 0;
 	uint64_t start = 0, count = 0;
 	for (size_t i = 0; i < ids->n; i++) {
 		int64_t id = embd_ids_at(ids, i);
+		if (id == -1 && zero_rows) {
+			if (count != 0 && start == EMBD_RUN_ZERO) {
+				count++;
+				continue;
+			}
+			if (count != 0) {
+				if (runs != NULL)
+					runs[k] = (embd_run){start, count};
+				k++;
+			}
+			start = EMBD_RUN_ZERO;
+			count = 1;
+			continue;
+		}
 		if (id < 0)
 			return embd_err_set(e, EMBD_EBADID,
 			                    "id %" PRId64 " at position %zu is negative; ids count from 0", id, i);
 		if ((uint64_t)id >= rows)
 			return embd_err_set(e, EMBD_ERANGE, "id %" PRId64 " is out of range [0, %" PRIu64 ")", id,
 			                    rows);
-		if (count != 0 && (uint64_t)id == start + count) {
+		if (count != 0 && start != EMBD_RUN_ZERO && (uint64_t)id == start + count) {
 			count++;
 			continue;
 		}
@@ -34,6 +48,14 @@ int embd_plan_runs(const embd_ids *ids, uint64_t rows, embd_run *runs, size_t *n
 		k++;
 	}
 	*nruns = k;
+	return 0;
+}
+
+int embd_plan_has_zero(const embd_run *runs, size_t nruns)
+{
+	for (size_t i = 0; i < nruns; i++)
+		if (runs[i].start == EMBD_RUN_ZERO)
+			return 1;
 	return 0;
 }
 
@@ -62,7 +84,10 @@ void embd_plan_gather(const embd_matrix_info *m, const embd_run *runs, size_t nr
 	unsigned char *d = dst;
 	for (size_t i = 0; i < nruns; i++) {
 		size_t n = (size_t)runs[i].count * m->row_bytes;
-		memcpy(d, m->data + runs[i].start * m->row_bytes, n);
+		if (runs[i].start == EMBD_RUN_ZERO)
+			memset(d, 0, n);
+		else
+			memcpy(d, m->data + runs[i].start * m->row_bytes, n);
 		d += n;
 	}
 }

@@ -115,18 +115,23 @@ int embd_resp_rows(embd_resp *b, const embd_matrix_info *m, const embd_plan_cfg 
 	const embd_encode_opts *o = &q->opts;
 	uint64_t nrows = embd_plan_rows(q->runs, q->nruns);
 	int transform = q->wire == EMBD_WIRE_JSON || embd_encode_transforms(m, o);
-	embd_path path = embd_plan_choose(plan, q->nruns, nrows, m->row_bytes, transform);
+	embd_path path = embd_plan_has_zero(q->runs, q->nruns)
+	                     ? EMBD_PATH_GATHER
+	                     : embd_plan_choose(plan, q->nruns, nrows, m->row_bytes, transform);
 	float *scratch = NULL;
 	int rc;
 	if (transform && (rc = embd_acct_alloc(b->acct, m->dim * sizeof(float), (void **)&scratch)) != 0)
 		return embd_err_set(e, rc, "a row of scratch space");
 	if (q->wire == EMBD_WIRE_JSON) {
 		uint64_t bound = embd_json_rows_bound(nrows, m->dim, q->ids != NULL ? q->ids->n : 0);
+		if (q->tokens != NULL && bound != UINT64_MAX)
+			bound += embd_tokens_json_bound(q->tokens, q->ntokens);
 		char *buf;
 		rc = bound > SIZE_MAX ? EMBD_ETOOBIG : embd_resp_buffer(b, (size_t)bound, (void **)&buf);
 		if (rc != 0)
 			return embd_err_set(e, rc, "the JSON response");
-		embd_resp_shrink_last(b, embd_json_rows_write(buf, m, q->runs, q->nruns, q->ids, o, scratch));
+		embd_resp_shrink_last(
+		    b, embd_json_rows_write(buf, m, q->runs, q->nruns, q->ids, q->tokens, q->ntokens, o, scratch));
 		return 0;
 	}
 	if (q->wire == EMBD_WIRE_NPY) {

@@ -81,7 +81,9 @@ embd_path embd_resp_path(const embd_resp *b);
 typedef struct embd_rows_query {
 	const embd_run *runs;
 	size_t nruns;
-	const embd_ids *ids; /* named in a JSON body as "ids"; may be NULL */
+	const embd_ids *ids;      /* named in a JSON body as "ids"; may be NULL */
+	const embd_token *tokens; /* named in a JSON body as "tokens"; may be NULL */
+	size_t ntokens;
 	embd_wire wire;
 	embd_encode_opts opts;
 } embd_rows_query;

@@ -998,3 +998,63 @@ void embd_textvec_free(embd_textvec *tv)
 	free(tv->word_off);
 	memset(tv, 0, sizeof *tv);
 }
+
+/* The word at [p, le) (up to the first space) as the next peeked word. */
+static void peek_word(embd_textvec_look *out, const unsigned char *p, const unsigned char *le)
+{
+	const unsigned char *sp = memchr(p, ' ', (size_t)(le - p));
+	size_t n = (size_t)((sp != NULL ? sp : le) - p);
+	if (n > 63)
+		n = 63;
+	memcpy(out->words[out->nwords], p, n);
+	out->words[out->nwords][n] = '\0';
+	out->nwords++;
+}
+
+int embd_textvec_peek(const unsigned char *buf, size_t len, embd_textvec_kind kind, embd_textvec_look *out, embd_err *e)
+{
+	memset(out, 0, sizeof *out);
+	const unsigned char *end = buf + len, *p = buf;
+	if (kind == EMBD_TEXTVEC_W2V_TEXT || kind == EMBD_TEXTVEC_W2V_BIN) {
+		const unsigned char *nl = memchr(buf, '\n', len);
+		if (nl == NULL || parse_header(buf, nl, &out->rows, &out->dim) != 0)
+			return embd_err_set(e, EMBD_EFORMAT, "line 1: not a `rows dim` header");
+		p = nl + 1;
+	}
+	if (kind == EMBD_TEXTVEC_W2V_BIN) {
+		/* Records: a word, a space, dim float32; gensim skips newlines before a word. */
+		uint64_t vbytes = out->dim * 4;
+		while (out->nwords < EMBD_TEXTVEC_PEEK_WORDS && out->nwords < out->rows && out->dim <= UINT64_MAX / 4) {
+			while (p < end && *p == '\n')
+				p++;
+			const unsigned char *sp = p < end ? memchr(p, ' ', (size_t)(end - p)) : NULL;
+			if (sp == NULL)
+				break;
+			peek_word(out, p, sp);
+			if ((uint64_t)(end - sp - 1) < vbytes)
+				break;
+			p = sp + 1 + vbytes;
+		}
+		return 0;
+	}
+	while (end > p && line_ws(end[-1]))
+		end--;
+	if (kind == EMBD_TEXTVEC_GLOVE) {
+		const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+		const unsigned char *le = nl != NULL ? nl : end;
+		while (le > p && line_ws(le[-1]))
+			le--;
+		const unsigned char *sp = memchr(p, ' ', (size_t)(le - p));
+		out->dim = sp != NULL ? count_fields(sp, le) : 0;
+		if (out->dim == 0)
+			return embd_err_set(e, EMBD_EFORMAT, "line 1: no numbers after the word");
+		out->rows = count_lines(p, end);
+	}
+	while (p < end && out->nwords < EMBD_TEXTVEC_PEEK_WORDS) {
+		const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+		const unsigned char *le = nl != NULL ? nl : end;
+		peek_word(out, p, le);
+		p = le + 1;
+	}
+	return 0;
+}

@@ -75,6 +75,26 @@ const char *embd_textvec_kind_name(embd_textvec_kind kind);
 int embd_textvec_parse(const unsigned char *buf, size_t len, embd_textvec_kind kind, const embd_textvec_opts *o,
                        embd_textvec *out, embd_err *e);
 
+#define EMBD_TEXTVEC_PEEK_WORDS 8
+
+/* What embd_textvec_peek finds. */
+typedef struct embd_textvec_peek {
+	uint64_t rows;                           /* the header's; GloVe: the lines */
+	uint64_t dim;                            /* the header's; GloVe: the fields after the first line's word */
+	size_t nwords;                           /* first words found, at most EMBD_TEXTVEC_PEEK_WORDS */
+	char words[EMBD_TEXTVEC_PEEK_WORDS][64]; /* NUL-terminated, cut to 63 bytes, not checked */
+} embd_textvec_look;
+
+/*
+ * A look at buf (len bytes, borrowed) as kind without reading a number: the
+ * shape and the first words, for `embd info`. Rows and words are what the
+ * file says, not what a parse would accept (that takes embd_textvec_parse).
+ * GloVe counts lines (one memchr pass). Errors: EMBD_EFORMAT (no header, no
+ * numbers on the first line). Thread-safe.
+ */
+int embd_textvec_peek(const unsigned char *buf, size_t len, embd_textvec_kind kind, embd_textvec_look *out,
+                      embd_err *e);
+
 /* Free what embd_textvec_parse made and zero *tv. NULL is a no-op. */
 void embd_textvec_free(embd_textvec *tv);
 

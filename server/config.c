@@ -62,9 +62,14 @@ static const struct key keys[] = {
     INT("listen.port", "port", listen_port, "8080", 0, 65535, "TCP port; 0 picks a free one and prints it"),
     INT("listen.threads", "threads", threads, "0", 0, 256, "request threads; 0: one per core"),
     STR("matrix.path", "matrix", matrix_path, "",
-        "matrix file (.npy, or raw with matrix.dim and matrix.dtype); empty: the built-in demo matrix"),
+        "matrix file: .npy, .safetensors, GloVe .txt, word2vec/fastText .vec, word2vec .bin, or raw with "
+        "matrix.dim and matrix.dtype; empty: the built-in demo matrix"),
     CHOICE("matrix.format", "format", matrix_format, "auto", embd_format_names, format_accepts,
-           "the file's format; auto: by magic bytes, then extension (demo: the built-in matrix, no file)"),
+           "the file's format; auto: by magic bytes, then the first line, then the extension (demo: the "
+           "built-in matrix, no file)"),
+    STR("matrix.vocab", "vocab", matrix_vocab, "",
+        "vocabulary file for ?tokens=: one token per line, line i names row i (npy, safetensors, raw); "
+        "GloVe and word2vec files carry their own words; empty: none"),
     STR("matrix.tensor", "tensor", matrix_tensor, "",
         "safetensors: the name of the tensor to serve; empty: the file's only 2-D tensor"),
     INT("matrix.rows", "rows", matrix_rows, "0", 0, INT64_MAX, "raw only: rows; 0: as many as the file holds"),

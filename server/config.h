@@ -13,6 +13,7 @@ typedef struct embd_config {
 	char matrix_path[4096];
 	char matrix_format[16];
 	char matrix_tensor[1024];
+	char matrix_vocab[4096];
 	int64_t matrix_rows;
 	int64_t matrix_dim;
 	char matrix_dtype[16];

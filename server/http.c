@@ -206,6 +206,10 @@ static enum MHD_Result reply_body(struct req *r)
 		snprintf(v, sizeof v, "%" PRIu64 ",%" PRIu64, r->nrows, m->dim);
 		MHD_add_response_header(resp, "X-Embd-Shape", v);
 		MHD_add_response_header(resp, "X-Embd-Dtype", embd_dtype_name(r->dtype));
+		if (r->by_tokens) {
+			snprintf(v, sizeof v, "%" PRIu64, r->unknown_tokens);
+			MHD_add_response_header(resp, "X-Embd-Unknown-Tokens", v);
+		}
 	}
 	return queue(r, 200, resp, b->len);
 }

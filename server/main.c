@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "encode.h"
 #include "json.h"
 #include "log.h"
 #include "matrix.h"
@@ -20,18 +21,22 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-	        "embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
-	        "\n"
-	        "usage:\n"
-	        "  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy or raw); no FILE: the demo matrix\n"
-	        "  embd info FILE [--dim N --dtype T ...]         print a matrix file's shape and dtype, and check it\n"
-	        "  embd --version | --help\n"
-	        "\n"
-	        "serve options (each is also a key of the JSON config file; flags win over the file):\n"
-	        "  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
-	        "  --print-config                         print the effective configuration as JSON and exit\n",
-	        EMBD_VERSION);
+	fprintf(
+	    out,
+	    "embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
+	    "\n"
+	    "usage:\n"
+	    "  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy, .safetensors, GloVe/word2vec text or\n"
+	    "                                                word2vec .bin, raw); no FILE: the demo matrix\n"
+	    "  embd info FILE [--vocab F --tensor T ...]      a matrix file's format, shape, dtype, tensors and "
+	    "vocabulary,\n"
+	    "                                                from its header (its rows are not read)\n"
+	    "  embd --version | --help\n"
+	    "\n"
+	    "serve options (each is also a key of the JSON config file; flags win over the file):\n"
+	    "  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
+	    "  --print-config                         print the effective configuration as JSON and exit\n",
+	    EMBD_VERSION);
 	embd_config_help(out);
 	fprintf(out, "\nSizes take a suffix: 64MiB, 512K, 1G. Booleans: --populate or --populate=false.\n");
 }
@@ -305,12 +310,18 @@ static int cmd_serve(int argc, char **argv)
 	const embd_matrix_info *info = embd_gen_matrix(first);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
+	const embd_vocab *v = embd_gen_vocab(first);
+	char words[128] = "no vocabulary";
+	if (v != NULL)
+		snprintf(words, sizeof words,
+		         "vocabulary of %" PRIu64 " tokens, %zu bytes, hash table built in %.3f ms", embd_vocab_size(v),
+		         embd_vocab_bytes(v), (double)embd_vocab_build_ns(v) / 1e6);
 	embd_log(EMBD_LOG_NOTICE,
-	         "embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64
-	         " bytes, mapped in %.3f ms) on http://%s%s%s:%u/",
+	         "embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64 " bytes, %s in %.3f ms, %s) on "
+	         "http://%s%s%s:%u/",
 	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
-	         embd_dtype_name(info->dtype), info->data_bytes, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr,
-	         v6 ? "]" : "", s->port);
+	         embd_dtype_name(info->dtype), info->data_bytes, info->heap_bytes != 0 ? "parsed" : "mapped",
+	         (double)(t1 - t0) / 1e6, words, v6 ? "[" : "", addr, v6 ? "]" : "", s->port);
 	embd_gen_release(first);
 	int sig = serve_loop(s);
 	embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -341,6 +352,42 @@ static void print_tensors(const char *path)
 	embd_safetensors_free(st);
 }
 
+/* The vocabulary: the words the file carries (the first few, looked at), or the vocabulary file's. */
+static int print_vocab(embd_matrix *m, const char *vocab_path)
+{
+	const embd_matrix_info *i = embd_matrix_info_get(m);
+	embd_vocab *v = embd_matrix_take_vocab(m);
+	embd_err e;
+	if (v != NULL && vocab_path[0] != '\0') {
+		fprintf(stderr, "embd: %s: a %s file names its rows itself; --vocab is for npy, safetensors and raw\n",
+		        i->source, embd_format_name(i->format));
+		embd_vocab_free(v);
+		return 1;
+	}
+	if (v != NULL) {
+		printf("vocabulary: %" PRIu64 " tokens, the file's own words\n", i->rows);
+	} else if (vocab_path[0] != '\0') {
+		if (embd_vocab_open(vocab_path, i->rows, &v, &e) != 0) {
+			fprintf(stderr, "embd: %s\n", e.msg);
+			return 1;
+		}
+		printf("vocabulary: %" PRIu64 " tokens from %s, %zu bytes held when served\n", embd_vocab_size(v),
+		       vocab_path, embd_vocab_bytes(v));
+	} else {
+		printf("vocabulary: none (serve with --vocab FILE to ask by token)\n");
+		return 0;
+	}
+	printf("first tokens:");
+	for (uint64_t k = 0; k < embd_vocab_size(v) && k < 8; k++) {
+		char clean[256];
+		embd_utf8_sanitize(clean, sizeof clean, embd_vocab_token(v, k, NULL));
+		printf("%s %s", k ? "," : "", clean);
+	}
+	printf("\n");
+	embd_vocab_free(v);
+	return 0;
+}
+
 static int cmd_info(int argc, char **argv)
 {
 	embd_config cfg;
@@ -359,6 +406,7 @@ static int cmd_info(int argc, char **argv)
 		fprintf(stderr, "embd info: name a matrix file\n");
 		return 2;
 	}
+	spec.header_only = 1; /* the rows are not read: a text file is looked at, not parsed */
 	embd_matrix *m;
 	embd_err e;
 	if (embd_matrix_open(&spec, &m, &e) != 0) {
@@ -372,8 +420,9 @@ static int cmd_info(int argc, char **argv)
 	       i->data_bytes, i->file_bytes);
 	if (i->format == EMBD_FORMAT_SAFETENSORS)
 		print_tensors(i->source);
+	rc = print_vocab(m, cfg.matrix_vocab);
 	embd_matrix_close(m);
-	return 0;
+	return rc;
 }
 
 int main(int argc, char **argv)

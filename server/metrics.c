@@ -78,7 +78,7 @@ size_t embd_metrics_bound(void)
 }
 
 size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, const embd_pool *pool,
-                           uint64_t self_bytes, char *buf, size_t cap)
+                           const embd_gen *gen, uint64_t self_bytes, char *buf, size_t cap)
 {
 	embd_metrics *m = (embd_metrics *)cm;
 	struct out o = {buf, cap, 0, 0};
@@ -161,5 +161,20 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    (unsigned long long)atomic_load(&m->reloads[0]), (unsigned long long)atomic_load(&m->reloads[1]),
 	    atomic_load(&m->connections), atomic_load(&m->generations_live),
 	    (unsigned long long)atomic_load(&m->generation), (unsigned long long)rss_bytes());
+	const embd_vocab *v = embd_gen_vocab(gen);
+	put(&o,
+	    "# HELP embd_matrix_heap_bytes Heap bytes of the current generation's rows (text formats are parsed into "
+	    "the heap; mapped files hold 0).\n"
+	    "# TYPE embd_matrix_heap_bytes gauge\n"
+	    "embd_matrix_heap_bytes %llu\n"
+	    "# HELP embd_vocab_tokens Tokens in the current generation's vocabulary (0: none).\n"
+	    "# TYPE embd_vocab_tokens gauge\n"
+	    "embd_vocab_tokens %llu\n"
+	    "# HELP embd_vocab_bytes Heap bytes of the current generation's vocabulary and its hash table.\n"
+	    "# TYPE embd_vocab_bytes gauge\n"
+	    "embd_vocab_bytes %llu\n",
+	    (unsigned long long)embd_gen_matrix(gen)->heap_bytes,
+	    (unsigned long long)(v != NULL ? embd_vocab_size(v) : 0),
+	    (unsigned long long)(v != NULL ? embd_vocab_bytes(v) : 0));
 	return o.overflow ? 0 : o.len;
 }

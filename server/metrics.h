@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "acct.h"
+#include "gen.h"
 #include "routes.h"
 
 enum reject_reason {
@@ -43,12 +44,13 @@ void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint
 
 /*
  * Render the text exposition into buf (cap bytes); the budget gives the
- * accounting gauges and the pool its size. self_bytes, what the scrape itself
+ * accounting gauges and the pool its size, gen (the current generation,
+ * borrowed) the sizes of what it holds. self_bytes, what the scrape itself
  * holds, is left out of the in-flight gauge, so that an idle daemon reads 0.
  * Returns the length, or 0 if cap is too small.
  */
-size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool, uint64_t self_bytes,
-                           char *buf, size_t cap);
+size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool, const embd_gen *gen,
+                           uint64_t self_bytes, char *buf, size_t cap);
 
 /* Bytes embd_metrics_render can need at most. */
 size_t embd_metrics_bound(void);

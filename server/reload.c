@@ -15,6 +15,7 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 	memset(spec, 0, sizeof *spec);
 	spec->path = cfg->matrix_path;
 	spec->tensor = cfg->matrix_tensor;
+	spec->vocab = cfg->matrix_vocab;
 	if (embd_format_parse(cfg->matrix_format, &spec->format) != 0) {
 		char names[128];
 		embd_format_names(names, sizeof names);
@@ -59,8 +60,12 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 {
 	embd_server *s = rl->srv;
 	const char *path = j != NULL && j->path != NULL ? j->path : s->cfg.matrix_path;
+	int new_file = j != NULL && j->path != NULL;
+	const char *tensor = j != NULL && j->tensor != NULL ? j->tensor : new_file ? "" : s->cfg.matrix_tensor;
+	const char *vocab = j != NULL && j->vocab != NULL ? j->vocab : new_file ? "" : s->cfg.matrix_vocab;
 	snprintf(rl->path, sizeof rl->path, "%s", path);
-	int from_job = j != NULL && j->path != NULL;
+	snprintf(rl->tensor, sizeof rl->tensor, "%s", tensor);
+	snprintf(rl->vocab, sizeof rl->vocab, "%s", vocab);
 	char msg[600];
 	embd_matrix_spec spec;
 	embd_gen *g = NULL;
@@ -68,6 +73,8 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 	uint64_t t0 = embd_now_ns();
 	if (rc == 0) {
 		spec.path = rl->path;
+		spec.tensor = rl->tensor;
+		spec.vocab = rl->vocab;
 		rl->current = j;
 		rl->loading = 1;
 		pthread_mutex_unlock(&rl->lock);
@@ -91,11 +98,18 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 	if (rc == 0) {
 		const embd_matrix_info *i = embd_gen_matrix(g);
 		rl->generation = embd_gen_number(g);
-		if (from_job) /* the next SIGHUP reloads what was loaded last */
-			snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", rl->path);
-		snprintf(msg, sizeof msg, "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64 " %s) loaded in %.3f ms",
+		/* The next SIGHUP reloads what was loaded last. */
+		snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", rl->path);
+		snprintf(s->cfg.matrix_tensor, sizeof s->cfg.matrix_tensor, "%s", rl->tensor);
+		snprintf(s->cfg.matrix_vocab, sizeof s->cfg.matrix_vocab, "%s", rl->vocab);
+		char words[32] = "none";
+		if (embd_gen_vocab(g) != NULL)
+			snprintf(words, sizeof words, "%" PRIu64 " tokens", embd_vocab_size(embd_gen_vocab(g)));
+		snprintf(msg, sizeof msg,
+		         "generation %" PRIu64 ": %s (%" PRIu64 " x %" PRIu64
+		         " %s, %s) loaded in %.3f ms; vocabulary: %s",
 		         rl->generation, i->source, i->rows, i->dim, embd_dtype_name(i->dtype),
-		         (double)(embd_now_ns() - t0) / 1e6);
+		         embd_format_name(i->format), (double)(embd_now_ns() - t0) / 1e6, words);
 		embd_gen_current_swap(&s->current, g);
 		atomic_store(&s->metrics.generation, rl->generation);
 	}

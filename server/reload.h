@@ -22,6 +22,13 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
  */
 typedef struct embd_reload_job {
 	const char *path; /* borrowed until done; NULL: matrix.path. Never empty (the caller refuses that). */
+	/*
+	 * Borrowed until done; NULL: not given. With a path, the new file starts
+	 * over: its tensor and vocabulary are these or none. Without one, these
+	 * replace matrix.tensor / matrix.vocab for the reloaded file.
+	 */
+	const char *tensor;
+	const char *vocab;
 	void (*done)(struct embd_reload_job *j);
 	void *cls;
 	int rc;              /* 0, or -1 with msg saying why */
@@ -51,7 +58,10 @@ typedef struct embd_reloader {
 	int stopping;
 	int abandoned;       /* stop gave up on a load: the thread must not touch the server again */
 	uint64_t generation; /* the newest generation's number */
-	char path[sizeof(((embd_config *)0)->matrix_path)]; /* the path being loaded, the thread's own copy */
+	/* What is being loaded: the thread's own copies (a job's strings go when its request does). */
+	char path[sizeof(((embd_config *)0)->matrix_path)];
+	char tensor[sizeof(((embd_config *)0)->matrix_tensor)];
+	char vocab[sizeof(((embd_config *)0)->matrix_vocab)];
 } embd_reloader;
 
 /*

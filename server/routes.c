@@ -13,6 +13,7 @@
 #include "json.h"
 #include "query.h"
 #include "reload.h"
+#include "tokens.h"
 #include "server.h"
 
 #define BIT(m)   (1u << (m))
@@ -119,7 +120,8 @@ static int h_metrics(struct req *r, embd_err *e)
 	if (rc != 0)
 		return embd_req_charge_error(r, rc, "the metrics page", e);
 	/* The scrape's own bytes (its record and this page) are left out of the in-flight gauge. */
-	size_t n = embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->acct.held, buf, cap);
+	size_t n =
+	    embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->gen, r->acct.held, buf, cap);
 	if (n == 0)
 		return embd_err_set(e, EMBD_EINTERNAL, "the metrics page outgrew its buffer");
 	embd_resp_shrink_last(&r->resp, n);
@@ -134,12 +136,23 @@ static int h_info(struct req *r, embd_err *e)
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
+	const embd_vocab *voc = embd_gen_vocab(r->gen);
 	json_t *v =
-	    json_pack("{s:I,s:I,s:s,s:I,s:o,s:s,s:b,s:I,s:I,s:I,s:s}", "rows", (json_int_t)m->rows, "dim",
+	    json_pack("{s:I,s:I,s:s,s:I,s:o,s:s,s:b,s:I,s:I,s:I,s:I,s:f,s:s}", "rows", (json_int_t)m->rows, "dim",
 	              (json_int_t)m->dim, "dtype", embd_dtype_name(m->dtype), "row_bytes", (json_int_t)m->row_bytes,
-	              "source", embd_json_text(m->source, 4095), "format", embd_format_name(m->format), "vocab", 0,
-	              "generation", (json_int_t)embd_gen_number(r->gen), "bytes", (json_int_t)m->file_bytes,
-	              "data_bytes", (json_int_t)m->data_bytes, "version", EMBD_VERSION);
+	              "source", embd_json_text(m->source, 4095), "format", embd_format_name(m->format), "vocab",
+	              voc != NULL, "generation", (json_int_t)embd_gen_number(r->gen), "bytes",
+	              (json_int_t)m->file_bytes, "data_bytes", (json_int_t)m->data_bytes, "heap_bytes",
+	              (json_int_t)m->heap_bytes, "load_ms", (double)m->load_ns / 1e6, "version", EMBD_VERSION);
+	if (v != NULL && voc != NULL) {
+		json_t *w =
+		    json_pack("{s:I,s:I,s:f}", "tokens", (json_int_t)embd_vocab_size(voc), "bytes",
+		              (json_int_t)embd_vocab_bytes(voc), "build_ms", (double)embd_vocab_build_ns(voc) / 1e6);
+		if (w == NULL || json_object_set_new(v, "vocabulary", w) != 0) {
+			json_decref(v);
+			v = NULL;
+		}
+	}
 	return json_answer(r, v, e);
 }
 
@@ -253,39 +266,93 @@ static int h_row(struct req *r, embd_err *e)
 	return rows_answer(r, &q, e);
 }
 
-/* Refuse a request naming more than limits.max_ids ids (before anything is allocated for them). */
-static int check_max_ids(struct req *r, size_t n, const char *who, embd_err *e)
+/* Refuse a request naming more than limits.max_ids ids or tokens (before anything is allocated for them). */
+static int check_max_ids(struct req *r, size_t n, const char *who, const char *what, embd_err *e)
 {
 	if (n <= (uint64_t)r->srv->cfg.max_ids)
 		return 0;
 	atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
-	return embd_err_set(e, EMBD_ETOOMANYIDS, "%s names %zu ids; limits.max_ids is %" PRId64, who, n,
+	return embd_err_set(e, EMBD_ETOOMANYIDS, "%s names %zu %s; limits.max_ids is %" PRId64, who, n, what,
 	                    r->srv->cfg.max_ids);
 }
 
-/* Parse a JSON body's or a query string's id list into accounted int64s (two passes: count, then fill). */
-typedef int (*list_parser)(const char *s, size_t len, int64_t *out, size_t *n, embd_err *e);
+/* A batch as the request named it: ids (parsed, or viewed in a binary body) or tokens, resolved to ids. */
+struct batch {
+	embd_ids ids;
+	embd_token *toks; /* NULL unless named by token */
+	size_t ntoks;
+};
 
-static int parse_ids(struct req *r, list_parser parse, const char *s, size_t len, const char *who, embd_ids *ids,
-                     embd_err *e)
+/* Parse a query string's id list into accounted int64s (two passes: count, then fill). */
+static int list_ids(struct req *r, const char *s, struct batch *b, embd_err *e)
 {
 	size_t n = 0;
-	int rc = parse(s, len, NULL, &n, e);
+	int rc = embd_ids_parse_list(s, strlen(s), NULL, &n, e);
 	if (rc == 0)
-		rc = check_max_ids(r, n, who, e);
+		rc = check_max_ids(r, n, "?ids=", "ids", e);
 	if (rc != 0)
 		return rc;
 	int64_t *parsed;
 	rc = embd_acct_alloc(&r->acct, n * sizeof *parsed, (void **)&parsed);
 	if (rc != 0)
 		return embd_req_charge_error(r, rc, "the parsed ids", e);
-	rc = parse(s, len, parsed, &n, e);
-	*ids = (embd_ids){(const unsigned char *)parsed, n, 8};
+	rc = embd_ids_parse_list(s, strlen(s), parsed, &n, e);
+	b->ids = (embd_ids){(const unsigned char *)parsed, n, 8};
 	return rc;
 }
 
-/* The ids of a POST body, by Content-Type. */
-static int body_ids(struct req *r, embd_ids *ids, embd_err *e)
+/* Room for n tokens and their bytes, from the accountant. */
+static int alloc_tokens(struct req *r, size_t n, size_t bytes, embd_token **toks, char **arena, embd_err *e)
+{
+	int rc = embd_acct_alloc(&r->acct, n * sizeof **toks, (void **)toks);
+	if (rc == 0)
+		rc = embd_acct_alloc(&r->acct, bytes, (void **)arena);
+	return rc != 0 ? embd_req_charge_error(r, rc, "the parsed tokens", e) : 0;
+}
+
+/* ?tokens=king,queen: the tokens, in accounted memory. */
+static int list_tokens(struct req *r, const char *s, struct batch *b, embd_err *e)
+{
+	size_t n = 0, bytes = 0, len = strlen(s);
+	char *arena;
+	int rc = embd_tokens_parse_list(s, len, NULL, NULL, &n, &bytes, e);
+	if (rc == 0)
+		rc = check_max_ids(r, n, "?tokens=", "tokens", e);
+	if (rc == 0)
+		rc = alloc_tokens(r, n, bytes, &b->toks, &arena, e);
+	if (rc == 0)
+		rc = embd_tokens_parse_list(s, len, b->toks, arena, &n, &bytes, e);
+	b->ntoks = n;
+	return rc;
+}
+
+/* A JSON body: {"ids": [...]} or {"tokens": [...]}, counted, then filled into accounted memory. */
+static int json_batch(struct req *r, struct batch *b, embd_err *e)
+{
+	embd_batch jb = {0};
+	int rc = embd_batch_parse_json(r->body, r->body_len, &jb, e);
+	if (rc == 0)
+		rc = check_max_ids(r, jb.n, "the body", jb.tokens ? "tokens" : "ids", e);
+	if (rc != 0)
+		return rc;
+	if (jb.tokens) {
+		rc = alloc_tokens(r, jb.n, jb.bytes, &jb.toks, &jb.arena, e);
+		if (rc == 0)
+			rc = embd_batch_parse_json(r->body, r->body_len, &jb, e);
+		b->toks = jb.toks;
+		b->ntoks = jb.n;
+		return rc;
+	}
+	rc = embd_acct_alloc(&r->acct, jb.n * sizeof *jb.ids, (void **)&jb.ids);
+	if (rc != 0)
+		return embd_req_charge_error(r, rc, "the parsed ids", e);
+	rc = embd_batch_parse_json(r->body, r->body_len, &jb, e);
+	b->ids = (embd_ids){(const unsigned char *)jb.ids, jb.n, 8};
+	return rc;
+}
+
+/* The batch of a POST body, by Content-Type. */
+static int body_batch(struct req *r, struct batch *b, embd_err *e)
 {
 	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	char type[64] = "";
@@ -297,23 +364,47 @@ static int body_ids(struct req *r, embd_ids *ids, embd_err *e)
 	if (id_dtype != NULL && strcasecmp(type, "application/octet-stream") != 0)
 		return embd_err_set(e, EMBD_EBADPARAM, "id_dtype goes with an application/octet-stream body");
 	if (r->body_len == 0)
-		return embd_err_set(e, EMBD_EEMPTY, "the request body is empty; send {\"ids\": [...]} or binary ids");
+		return embd_err_set(
+		    e, EMBD_EEMPTY,
+		    "the request body is empty; send {\"ids\": [...]}, {\"tokens\": [...]} or binary ids");
 	if (strcasecmp(type, "application/json") == 0)
-		return parse_ids(r, embd_ids_parse_json, r->body, r->body_len, "the body", ids, e);
+		return json_batch(r, b, e);
 	if (strcasecmp(type, "application/x-npy") == 0)
-		return embd_ids_from_npy(r->body, r->body_len, ids, e);
+		return embd_ids_from_npy(r->body, r->body_len, &b->ids, e);
 	if (strcasecmp(type, "application/octet-stream") == 0) {
 		unsigned width = 8;
 		if (id_dtype != NULL && strcmp(id_dtype, "int32") == 0)
 			width = 4;
 		else if (id_dtype != NULL && strcmp(id_dtype, "int64") != 0)
 			return embd_err_set(e, EMBD_EBADPARAM, "id_dtype '%.100s' is not int32 or int64", id_dtype);
-		return embd_ids_from_raw(r->body, r->body_len, width, ids, e);
+		return embd_ids_from_raw(r->body, r->body_len, width, &b->ids, e);
 	}
 	return embd_err_set(e, EMBD_EMEDIATYPE,
-	                    "Content-Type '%.100s' is not supported; send application/json {\"ids\": [...]}, "
-	                    "application/x-npy or application/octet-stream (int64, or int32 with ?id_dtype=int32)",
+	                    "Content-Type '%.100s' is not supported; send application/json {\"ids\": [...]} or "
+	                    "{\"tokens\": [...]}, application/x-npy or application/octet-stream (int64, or int32 with "
+	                    "?id_dtype=int32)",
 	                    ct != NULL ? ct : "(none)");
+}
+
+/* Tokens to ids through the generation's vocabulary, by ?oov= (error, zero or skip). */
+static int resolve_tokens(struct req *r, embd_oov oov, struct batch *b, embd_err *e)
+{
+	const embd_vocab *v = embd_gen_vocab(r->gen);
+	if (v == NULL)
+		return embd_err_set(e, EMBD_ENOVOCAB,
+		                    "%.200s has no vocabulary, so rows cannot be asked by token: serve it with --vocab "
+		                    "FILE (one token per line), or ask by id",
+		                    embd_gen_matrix(r->gen)->source);
+	int64_t *ids;
+	int rc = embd_acct_alloc(&r->acct, b->ntoks * sizeof *ids, (void **)&ids);
+	if (rc != 0)
+		return embd_req_charge_error(r, rc, "the token ids", e);
+	size_t unknown = 0;
+	rc = embd_tokens_resolve(v, b->toks, &b->ntoks, oov, ids, &unknown, e);
+	r->by_tokens = 1;
+	r->unknown_tokens = unknown;
+	b->ids = (embd_ids){(const unsigned char *)ids, b->ntoks, 8};
+	return rc;
 }
 
 /* ?start=&stop=: one run. */
@@ -337,30 +428,38 @@ static int slice_run(struct req *r, embd_run *run, embd_err *e)
 	return 0;
 }
 
-/* GET /v1/rows?start=&stop= | ?ids=, POST /v1/rows: parse, plan, then the rows. */
+/* GET /v1/rows?start=&stop= | ?ids= | ?tokens=, POST /v1/rows: parse, plan, then the rows. */
 static int h_rows(struct req *r, embd_err *e)
 {
-	static const char *const params[] = {"start", "stop", "ids", "format", "dtype", "normalize", "id_dtype", NULL};
+	static const char *const params[] = {"start",  "stop",  "ids",       "tokens",   "oov",
+	                                     "format", "dtype", "normalize", "id_dtype", NULL};
 	embd_rows_query q = {0};
 	int rc = rows_opts(r, params, &q, e);
 	if (rc != 0)
 		return rc;
-	const char *ids_arg = embd_arg(r, "ids");
+	const char *ids_arg = embd_arg(r, "ids"), *tokens_arg = embd_arg(r, "tokens"), *oov_arg = embd_arg(r, "oov");
 	int has_slice = embd_arg(r, "start") != NULL || embd_arg(r, "stop") != NULL;
-	embd_ids ids = {NULL, 0, 8};
+	embd_oov oov = EMBD_OOV_ERROR;
+	if (oov_arg != NULL && embd_oov_parse(oov_arg, &oov) != 0)
+		return embd_err_set(e, EMBD_EBADPARAM, "oov '%.100s' is not error, zero or skip", oov_arg);
+	struct batch b = {{NULL, 0, 8}, NULL, 0};
 	embd_run one;
 	if (r->method == M_POST) {
-		if (has_slice || ids_arg != NULL)
+		if (has_slice || ids_arg != NULL || tokens_arg != NULL)
 			return embd_err_set(e, EMBD_EBADPARAM,
-			                    "a POST names its ids in the body, not in ?ids= or ?start=");
-		rc = body_ids(r, &ids, e);
+			                    "a POST names its rows in the body, not in ?ids=, ?tokens= or ?start=");
+		rc = body_batch(r, &b, e);
+	} else if ((ids_arg != NULL) + (tokens_arg != NULL) + has_slice > 1) {
+		return embd_err_set(e, EMBD_EBADPARAM, "give one of ?ids=, ?tokens= or ?start=&stop=");
+	} else if (embd_arg(r, "id_dtype") != NULL) {
+		return embd_err_set(e, EMBD_EBADPARAM, "id_dtype goes with a binary POST body");
 	} else if (ids_arg != NULL) {
-		if (has_slice)
-			return embd_err_set(e, EMBD_EBADPARAM, "give either ?ids= or ?start=&stop=, not both");
-		if (embd_arg(r, "id_dtype") != NULL)
-			return embd_err_set(e, EMBD_EBADPARAM, "id_dtype goes with a binary POST body");
-		rc = parse_ids(r, embd_ids_parse_list, ids_arg, strlen(ids_arg), "?ids=", &ids, e);
+		rc = list_ids(r, ids_arg, &b, e);
+	} else if (tokens_arg != NULL) {
+		rc = list_tokens(r, tokens_arg, &b, e);
 	} else if (has_slice) {
+		if (oov_arg != NULL)
+			return embd_err_set(e, EMBD_EBADPARAM, "oov goes with tokens");
 		rc = slice_run(r, &one, e);
 		if (rc != 0)
 			return rc;
@@ -369,23 +468,34 @@ static int h_rows(struct req *r, embd_err *e)
 		return rows_answer(r, &q, e);
 	} else {
 		return embd_err_set(e, EMBD_EBADPARAM,
-		                    "name the rows: ?start=A&stop=B, ?ids=3,17,42, /v1/rows/{id} or a POST body");
+		                    "name the rows: ?start=A&stop=B, ?ids=3,17,42, ?tokens=king,queen, /v1/rows/{id} "
+		                    "or a POST body");
 	}
-	if (rc == 0)
-		rc = check_max_ids(r, ids.n, "the request", e);
 	if (rc != 0)
 		return rc;
+	if (b.toks == NULL && oov_arg != NULL)
+		return embd_err_set(e, EMBD_EBADPARAM, "oov goes with tokens; these rows are named by id");
+	if (b.toks != NULL && (rc = resolve_tokens(r, oov, &b, e)) != 0)
+		return rc;
+	if ((rc = check_max_ids(r, b.ids.n, "the request", "ids", e)) != 0)
+		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	rc = embd_plan_runs(&ids, m->rows, NULL, &q.nruns, e);
+	int zero_rows = oov == EMBD_OOV_ZERO;
+	rc = embd_plan_runs(&b.ids, m->rows, zero_rows, NULL, &q.nruns, e);
 	if (rc != 0)
 		return rc;
 	embd_run *runs;
 	rc = embd_acct_alloc(&r->acct, q.nruns * sizeof *runs, (void **)&runs);
 	if (rc != 0)
 		return embd_req_charge_error(r, rc, "the plan", e);
-	embd_plan_runs(&ids, m->rows, runs, &q.nruns, e);
+	embd_plan_runs(&b.ids, m->rows, zero_rows, runs, &q.nruns, e);
 	q.runs = runs;
-	q.ids = &ids;
+	if (b.toks != NULL) {
+		q.tokens = b.toks;
+		q.ntokens = b.ntoks;
+	} else {
+		q.ids = &b.ids;
+	}
 	return rows_answer(r, &q, e);
 }
 
@@ -407,7 +517,7 @@ static void reload_done(embd_reload_job *j)
 }
 
 /*
- * POST /v1/admin/reload[?path=FILE]: load the next generation (bearer token
+ * POST /v1/admin/reload[?path=FILE][&tensor=NAME][&vocab=FILE]: load the next generation (bearer token
  * required). The load runs on the reload thread while the connection is
  * suspended: opening a big file with matrix.populate may take seconds, and no
  * request thread waits for it. The job lives in the request's accounted memory.
@@ -431,12 +541,12 @@ static int h_reload(struct req *r, embd_err *e)
 	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || !token_equal(auth + 7, s->admin_token))
 		return embd_err_set(e, EMBD_EUNAUTH, "%s",
 		                    auth == NULL ? "send Authorization: Bearer <token>" : "wrong token");
-	static const char *const params[] = {"path", NULL};
+	static const char *const params[] = {"path", "tensor", "vocab", NULL};
 	int rc = check_params(r, params, e);
 	if (rc != 0)
 		return rc;
 	/* No path: reload matrix.path. A path given empty names no file; it never means the demo matrix. */
-	const char *path = NULL;
+	const char *path = NULL, *tensor = NULL, *vocab = NULL;
 	size_t len = 0;
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &path, &len) == MHD_YES) {
 		if (path == NULL || len == 0)
@@ -447,11 +557,28 @@ static int h_reload(struct req *r, embd_err *e)
 			return embd_err_set(e, EMBD_EBADPARAM, "path is %zu bytes long; the limit is %zu", len,
 			                    sizeof s->cfg.matrix_path - 1);
 	}
+	/* Given empty, tensor and vocab mean none (the only 2-D tensor; no vocabulary file). */
+	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "tensor", 6, &tensor, &len) == MHD_YES) {
+		if (tensor == NULL)
+			tensor = "";
+		if (len >= sizeof s->cfg.matrix_tensor)
+			return embd_err_set(e, EMBD_EBADPARAM, "tensor is %zu bytes long; the limit is %zu", len,
+			                    sizeof s->cfg.matrix_tensor - 1);
+	}
+	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "vocab", 5, &vocab, &len) == MHD_YES) {
+		if (vocab == NULL)
+			vocab = "";
+		if (len >= sizeof s->cfg.matrix_vocab)
+			return embd_err_set(e, EMBD_EBADPARAM, "vocab is %zu bytes long; the limit is %zu", len,
+			                    sizeof s->cfg.matrix_vocab - 1);
+	}
 	rc = embd_acct_alloc(&r->acct, sizeof *j, (void **)&j);
 	if (rc != 0)
 		return embd_req_charge_error(r, rc, "the reload", e);
 	memset(j, 0, sizeof *j);
 	j->path = path;
+	j->tensor = tensor;
+	j->vocab = vocab;
 	j->done = reload_done;
 	j->cls = r;
 	r->job = j;

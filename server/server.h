@@ -71,6 +71,8 @@ struct req {
 	int rows;         /* a rows body: add the X-Embd-* row headers */
 	uint64_t nrows;
 	embd_dtype dtype;
+	int by_tokens;           /* asked by token: add X-Embd-Unknown-Tokens */
+	uint64_t unknown_tokens; /* tokens the vocabulary lacks (answered as zeros or left out) */
 	/* filled when the response is queued */
 	int status;
 	uint64_t body_bytes;

@@ -180,12 +180,12 @@ static void json_rows(void **state)
 	char out[512];
 	float scratch[2];
 	assert_true(embd_json_rows_bound(2, 2, 2) < sizeof out);
-	size_t n = embd_json_rows_write(out, &m, runs, 2, &ids, &o, scratch);
+	size_t n = embd_json_rows_write(out, &m, runs, 2, &ids, NULL, 0, &o, scratch);
 	out[n] = '\0';
 	assert_string_equal(out, "{\"shape\":[2,2],\"dtype\":\"f32\",\"ids\":[2,0],\"rows\":[[null,1e+20],[0.1,-2]]}");
 	runs[0] = (embd_run){1, 1};
 	o.dtype = EMBD_F16;
-	n = embd_json_rows_write(out, &m, runs, 1, NULL, &o, scratch);
+	n = embd_json_rows_write(out, &m, runs, 1, NULL, NULL, 0, &o, scratch);
 	out[n] = '\0';
 	/* 3e-7 is a half subnormal: 5 * 2^-24 = 2.98023224e-07. */
 	assert_string_equal(out, "{\"shape\":[1,2],\"dtype\":\"f16\",\"rows\":[[2.9802322e-07,4]]}");
@@ -210,7 +210,7 @@ static size_t write_within_bound(const embd_matrix_info *m, const embd_run *runs
 	assert_non_null(scratch);
 	memset(buf + bound, 0xa5, GUARD);
 	embd_encode_opts o = {dtype, 0};
-	size_t n = embd_json_rows_write((char *)buf, m, runs, nruns, ids, &o, scratch);
+	size_t n = embd_json_rows_write((char *)buf, m, runs, nruns, ids, NULL, 0, &o, scratch);
 	for (size_t i = 0; i < GUARD; i++)
 		if (buf[bound + i] != 0xa5)
 			fail_msg("%llu rows x %llu, %zu ids: byte %zu past the bound %llu was written",

@@ -204,7 +204,7 @@ static void format_table(void **state)
 	(void)state;
 	char names[128];
 	embd_format_names(names, sizeof names);
-	assert_string_equal(names, "auto, npy, safetensors, raw, demo");
+	assert_string_equal(names, "auto, npy, safetensors, raw, glove, word2vec, word2vec_bin, demo");
 	embd_format f;
 	assert_int_equal(embd_format_parse("raw", &f), 0);
 	assert_int_equal(f, EMBD_FORMAT_RAW);

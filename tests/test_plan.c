@@ -14,10 +14,10 @@ static void merges_consecutive_ids(void **state)
 	int64_t v[] = {3, 4, 5, 9, 10, 2, 2, 3};
 	embd_ids ids = view64(v, 8);
 	size_t n;
-	assert_int_equal(embd_plan_runs(&ids, 100, NULL, &n, NULL), 0);
+	assert_int_equal(embd_plan_runs(&ids, 100, 0, NULL, &n, NULL), 0);
 	assert_int_equal(n, 4); /* a repeated id starts a new run: rows go out in request order */
 	embd_run runs[4];
-	assert_int_equal(embd_plan_runs(&ids, 100, runs, &n, NULL), 0);
+	assert_int_equal(embd_plan_runs(&ids, 100, 0, runs, &n, NULL), 0);
 	const embd_run want[] = {{3, 3}, {9, 2}, {2, 1}, {2, 2}};
 	for (size_t i = 0; i < 4; i++) {
 		assert_int_equal(runs[i].start, want[i].start);
@@ -33,11 +33,11 @@ static void validates_ids(void **state)
 	embd_ids ids = view64(v, 2);
 	size_t n;
 	embd_err e;
-	assert_int_equal(embd_plan_runs(&ids, 100, NULL, &n, &e), EMBD_ERANGE);
+	assert_int_equal(embd_plan_runs(&ids, 100, 0, NULL, &n, &e), EMBD_ERANGE);
 	assert_string_equal(e.msg, "id 100 is out of range [0, 100)");
 	int32_t w[] = {4, -7};
 	embd_ids ids32 = {(const unsigned char *)w, 2, 4};
-	assert_int_equal(embd_plan_runs(&ids32, 100, NULL, &n, &e), EMBD_EBADID);
+	assert_int_equal(embd_plan_runs(&ids32, 100, 0, NULL, &n, &e), EMBD_EBADID);
 	assert_non_null(strstr(e.msg, "id -7 at position 1 is negative"));
 }
 

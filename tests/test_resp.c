@@ -47,7 +47,7 @@ static void build(embd_resp *b, embd_acct *a, const embd_run *runs, size_t nruns
 {
 	embd_acct_init(a, &budget, &pool, 0);
 	embd_resp_init(b, a);
-	embd_rows_query q = {runs, nruns, NULL, wire, {dt, 0}};
+	embd_rows_query q = {.runs = runs, .nruns = nruns, .wire = wire, .opts = {dt, 0}};
 	embd_err e;
 	assert_int_equal(embd_resp_rows(b, &mat, &plan, &q, &e), 0);
 }
@@ -169,7 +169,7 @@ static void refused_charge_says_what(void **state)
 	embd_resp b;
 	embd_resp_init(&b, &a);
 	embd_run run = {0, 6};
-	embd_rows_query q = {&run, 1, NULL, EMBD_WIRE_JSON, {EMBD_F32, 0}};
+	embd_rows_query q = {.runs = &run, .nruns = 1, .wire = EMBD_WIRE_JSON, .opts = {EMBD_F32, 0}};
 	embd_err e;
 	assert_int_equal(embd_resp_rows(&b, &mat, &plan, &q, &e), EMBD_ETOOBIG);
 	assert_string_equal(e.msg, "the JSON response");

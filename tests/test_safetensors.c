@@ -123,7 +123,7 @@ static void unaligned_f32_table(void **state)
 		embd_encode_opts as_f32 = {.dtype = EMBD_F32}, as_f16 = {.dtype = EMBD_F16};
 		char *json_out = malloc(embd_json_rows_bound(3, 4, 0));
 		assert_non_null(json_out);
-		size_t n = embd_json_rows_write(json_out, i, runs, 1, NULL, &as_f32, scratch);
+		size_t n = embd_json_rows_write(json_out, i, runs, 1, NULL, NULL, 0, &as_f32, scratch);
 		json_out[n] = '\0';
 		assert_string_equal(json_out, "{\"shape\":[3,4],\"dtype\":\"f32\",\"rows\":[[-1,-0.75,-0.5,-0.25],"
 		                              "[0,0.25,0.5,0.75],[1,1.25,1.5,1.75]]}");
@@ -175,7 +175,7 @@ static void f16_and_bf16_tables(void **state)
 	float scratch[2];
 	embd_encode_opts as_f32 = {.dtype = EMBD_F32};
 	char out[256];
-	size_t n = embd_json_rows_write(out, i, runs, 1, NULL, &as_f32, scratch);
+	size_t n = embd_json_rows_write(out, i, runs, 1, NULL, NULL, 0, &as_f32, scratch);
 	out[n] = '\0';
 	assert_string_equal(out, "{\"shape\":[1,2],\"dtype\":\"f32\",\"rows\":[[-12,-15]]}");
 	embd_matrix_close(m);

@@ -39,7 +39,7 @@ CASES = [
     ("GET", "/v1/rows?start=5&stop=5", None, {}, 400, "empty_batch", "[5, 5) is empty"),
     ("GET", "/v1/rows", None, {}, 400, "bad_parameter", "name the rows"),
     ("GET", "/v1/rows?id=3", None, {}, 400, "bad_parameter", "unknown query parameter 'id'"),
-    ("GET", "/v1/rows?ids=1&start=0", None, {}, 400, "bad_parameter", "not both"),
+    ("GET", "/v1/rows?ids=1&start=0", None, {}, 400, "bad_parameter", "give one of ?ids=, ?tokens= or ?start=&stop="),
     ("GET", "/v1/rows?ids=1&id_dtype=int32", None, {}, 400, "bad_parameter", "id_dtype goes with a binary POST"),
     ("GET", "/v1/rows/1?format=xml", None, {}, 400, "bad_parameter", "format 'xml' is not one of json, bin, npy"),
     ("GET", "/v1/rows/1?dtype=f64", None, {}, 400, "bad_parameter", "dtype 'f64' is not one of f32, f16, bf16"),
@@ -69,7 +69,7 @@ CASES = [
     ("POST", "/v1/rows", b"\x01" * 12, RAW, 400, "bad_body", "12 bytes is not a whole number of 8-byte int64 ids"),
     ("POST", "/v1/rows?id_dtype=int16", b"\x01\x00", RAW, 400, "bad_parameter", "id_dtype 'int16' is not int32 or int64"),
     ("POST", "/v1/rows?id_dtype=int32", b'{"ids":[1]}', JSON, 400, "bad_parameter", "id_dtype goes with an application/octet-stream body"),
-    ("POST", "/v1/rows?ids=1", b'{"ids":[1]}', JSON, 400, "bad_parameter", "a POST names its ids in the body"),
+    ("POST", "/v1/rows?ids=1", b'{"ids":[1]}', JSON, 400, "bad_parameter", "a POST names its rows in the body"),
     ("POST", "/v1/rows", np.array([1, 2], np.int32).tobytes() + b"\xff\xff\xff\xff", {**RAW, "X": "y"}, 400, "bad_body", "not a whole number"),
     ("POST", "/v1/rows?id_dtype=int32", np.array([1, -2], np.int32).tobytes(), RAW, 400, "bad_id", "id -2 at position 1 is negative"),
     ("POST", "/v1/rows", np.array([3, 1000], np.int64).tobytes(), RAW, 400, "id_out_of_range", "id 1000 is out of range"),
@@ -202,9 +202,9 @@ def test_start_up_errors_name_the_problem(tmp_path, data):
     rc, err = run("serve", "--config", str(cfg))
     assert rc == 2 and "c.json:1:" in err
     rc, err = run("serve", data["raw_path"])
-    assert rc == 1 and "unknown format: not a .npy file" in err and "for a raw matrix give --dim and --dtype" in err
+    assert rc == 1 and "unknown format: not .npy" in err and "for a raw matrix give --dim and --dtype" in err
     rc, err = run("serve", "--format", "csv")
-    assert rc == 2 and "matrix.format: 'csv' is not one of auto, npy, safetensors, raw, demo" in err
+    assert rc == 2 and "matrix.format: 'csv' is not one of auto, npy, safetensors, raw, glove, word2vec, word2vec_bin, demo" in err
 
 
 def test_a_busy_port_is_an_error_not_a_shared_one(f32d, data):

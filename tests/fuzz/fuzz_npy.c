@@ -19,9 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	embd_ids ids;
 	if (embd_ids_from_npy(data, size, &ids, &e) == 0) {
 		size_t nruns;
-		if (embd_plan_runs(&ids, 1000, NULL, &nruns, &e) == 0 && nruns <= 4096) {
+		if (embd_plan_runs(&ids, 1000, 0, NULL, &nruns, &e) == 0 && nruns <= 4096) {
 			embd_run runs[4096];
-			embd_plan_runs(&ids, 1000, runs, &nruns, &e);
+			embd_plan_runs(&ids, 1000, 0, runs, &nruns, &e);
 		}
 	}
 	return 0;
