@@ -314,7 +314,7 @@ static int alloc_tokens(struct req *r, size_t n, size_t bytes, embd_token **toks
 static int list_tokens(struct req *r, const char *s, struct batch *b, embd_err *e)
 {
 	size_t n = 0, bytes = 0, len = strlen(s);
-	char *arena;
+	char *arena = NULL;
 	int rc = embd_tokens_parse_list(s, len, NULL, NULL, &n, &bytes, e);
 	if (rc == 0)
 		rc = check_max_ids(r, n, "?tokens=", "tokens", e);
