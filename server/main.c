@@ -1,4 +1,4 @@
-/* embd's command line: serve, info, --help, --version. */
+/* embd's command line: serve, info, convert, --help, --version. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "convert.h"
 #include "json.h"
 #include "log.h"
 #include "matrix.h"
@@ -26,6 +27,8 @@ static void usage(FILE *out)
 	        "usage:\n"
 	        "  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy or raw); no FILE: the demo matrix\n"
 	        "  embd info FILE [--dim N --dtype T ...]         print a matrix file's shape and dtype, and check it\n"
+	        "  embd convert IN -o OUT.npy [OPTIONS]           GloVe/word2vec/fastText file to .npy + vocabulary\n"
+	        "                                                 (see embd convert --help)\n"
 	        "  embd --version | --help\n"
 	        "\n"
 	        "serve options (each is also a key of the JSON config file; flags win over the file):\n"
@@ -396,6 +399,8 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 2, argv + 2);
 	if (strcmp(cmd, "info") == 0)
 		return cmd_info(argc - 2, argv + 2);
+	if (strcmp(cmd, "convert") == 0)
+		return embd_cmd_convert(argc - 2, argv + 2);
 	fprintf(stderr, "embd: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;
