@@ -32,7 +32,7 @@ CONNS, THREADS = 32, 2
 PORTS = {"embd": 18301, "nginx": 18302, "flask": 18303}
 NPY = os.path.join(DATA, "matrix.npy")
 RAW = os.path.join(DATA, "matrix.raw")
-GLOVE = os.path.join(DATA, "glove-400k-100d.txt")
+GLOVE = os.path.join(DATA, "glove-400k-100d-words.txt")
 
 # name, wrk environment, peers (the first is embd)
 WORKLOADS = [
@@ -59,16 +59,52 @@ def ensure_data():
         log("making the %d x %d float32 matrix (seeded), .npy and raw" % (ROWS, DIM))
         subprocess.run([sys.executable, os.path.join(HERE, "make_matrix.py"), NPY, str(ROWS), str(DIM), RAW],
                        check=True)
-    if not QUICK and not os.path.exists(GLOVE):
-        log("making a GloVe-sized 400000 x 100 text file")
-        import numpy as np
-        rng = np.random.default_rng(400)
-        with open(GLOVE + ".tmp", "w") as f:
-            for a in range(0, 400_000, 20_000):
-                block = rng.standard_normal((20_000, 100)).astype(np.float32)
-                lines = ["w%d %s\n" % (a + i, " ".join("%.5f" % v for v in row)) for i, row in enumerate(block)]
-                f.writelines(lines)
-        os.rename(GLOVE + ".tmp", GLOVE)
+    if not QUICK:
+        ensure_glove()
+
+
+def glove_words(rng, n):
+    """n distinct real-looking words: syllables, some capitalised, some with accents or in other scripts, a few
+    punctuation and number tokens, as a GloVe vocabulary has."""
+    syll = ("the an in re de ing er on at en es or ti te al st ar le se ra ve co ma li ne ro lo ca di mi "
+            "pro con ter pa ta ri mo na la ba ge sh ch th qu wh ly ment tion ous ic ist").split()
+    exotic = ["é", "ü", "ñ", "ø", "ç", "ß", "ł", "ő", "日本", "語", "москва", "ελ", "ا", "한"]
+    out, seen = [], set()
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.02:
+            w = str(int(rng.integers(0, 10 ** int(rng.integers(1, 7)))))
+        elif r < 0.03:
+            w = "".join(rng.choice(list(".,;:!?-'\"()&$%#@")) for _ in range(int(rng.integers(1, 4))))
+        else:
+            w = "".join(rng.choice(syll) for _ in range(int(rng.integers(1, 5))))
+            if r < 0.08:
+                k = int(rng.integers(0, len(w) + 1))
+                w = w[:k] + exotic[int(rng.integers(0, len(exotic)))] + w[k:]
+            elif r < 0.15:
+                w = w.capitalize()
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+    return out
+
+
+def ensure_glove():
+    """The 400,000 x 100 GloVe text of the convert row (and gensim's start-up figure): made once, seeded, cached in
+    loadtest/data. Floats as GloVe writes them: about 6 significant digits, 'e' notation for the small ones."""
+    if os.path.exists(GLOVE):
+        return
+    log("making a GloVe-like 400000 x 100 text file (once; cached in loadtest/data)")
+    import numpy as np
+    os.makedirs(DATA, exist_ok=True)
+    rng = np.random.default_rng(400)
+    words = glove_words(rng, 400_000)
+    fmt = " ".join(["%.6g"] * 100)
+    with open(GLOVE + ".tmp", "w", encoding="utf-8") as f:
+        for a in range(0, 400_000, 20_000):
+            block = (rng.standard_normal((20_000, 100)) * 0.4).astype(np.float32).tolist()
+            f.writelines("%s %s\n" % (words[a + i], fmt % tuple(row)) for i, row in enumerate(block))
+    os.rename(GLOVE + ".tmp", GLOVE)
 
 
 def wait_port(port, proc, timeout=30):
