@@ -211,8 +211,9 @@ static int pair_commit(pair *p, const embd_textvec *tv, int skip_bad, uint64_t *
 		if (why == NULL)
 			continue;
 		char msg[200];
-		snprintf(msg, sizeof msg, "row %" PRIu64 ": the word '%.60s' has %s, which a vocabulary file cannot hold",
-		         r + 1, tv->words + tv->word_off[r], why);
+		snprintf(msg, sizeof msg,
+		         "row %" PRIu64 ": the word '%.60s' has %s, which a vocabulary file cannot hold", r + 1,
+		         tv->words + tv->word_off[r], why);
 		if (!skip_bad) {
 			rc = embd_err_set(e, EMBD_EFORMAT, "%s", msg);
 			goto fail;
@@ -236,7 +237,8 @@ static int pair_commit(pair *p, const embd_textvec *tv, int skip_bad, uint64_t *
 		goto fail;
 	}
 	if ((rc = finish(&p->fd_npy, write_npy(p->fd_npy, tv, keep, rows))) != 0) {
-		rc = embd_err_set(e, rc, "%s: %s", p->npy_tmp, rc == EMBD_EINTERNAL ? "header too long" : strerror(-rc));
+		rc =
+		    embd_err_set(e, rc, "%s: %s", p->npy_tmp, rc == EMBD_EINTERNAL ? "header too long" : strerror(-rc));
 		goto fail;
 	}
 	if ((rc = finish(&p->fd_vocab, write_vocab(p->fd_vocab, tv, keep))) != 0) {
@@ -321,10 +323,11 @@ int embd_convert_file(const char *in_path, const char *npy_path, const char *voc
 		kind = embd_textvec_sniff(buf, len);
 	int rc;
 	if (kind == EMBD_TEXTVEC_NONE) {
-		rc = embd_err_set(e, EMBD_EFORMAT,
-		                  "%s: not GloVe, word2vec/fastText text or word2vec binary (line 1 is neither a `rows dim` "
-		                  "header nor a word and numbers); --format forces one",
-		                  in_path);
+		rc = embd_err_set(
+		    e, EMBD_EFORMAT,
+		    "%s: not GloVe, word2vec/fastText text or word2vec binary (line 1 is neither a `rows dim` "
+		    "header nor a word and numbers); --format forces one",
+		    in_path);
 		munmap(map, len);
 		return rc;
 	}

@@ -321,9 +321,9 @@ typedef struct job {
 	uint64_t line0;             /* file line number of its first line, 1-based */
 	uint64_t dim;
 	locale_t loc;
-	float *data;       /* shared: row r at data + r * dim, for r in [base, base + cap) */
-	uint64_t *rel_end; /* shared: end of row r's word (with its NUL) in this job's arena */
-	uint64_t *line_of; /* shared: file line of row r */
+	float *data;            /* shared: row r at data + r * dim, for r in [base, base + cap) */
+	uint64_t *rel_end;      /* shared: end of row r's word (with its NUL) in this job's arena */
+	uint64_t *line_of;      /* shared: file line of row r */
 	_Atomic uint64_t *done; /* shared: opts.bytes_done, or NULL */
 	char *arena;
 	size_t arena_len, arena_cap;

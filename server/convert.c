@@ -16,32 +16,33 @@
 
 static void convert_usage(FILE *out)
 {
-	fprintf(out,
-	        "usage: embd convert IN -o OUT.npy [--vocab OUT.vocab] [--format auto|glove|word2vec|word2vec_bin]\n"
-	        "                    [--skip-bad] [--threads N] [--progress | --quiet]\n"
-	        "\n"
-	        "Converts a GloVe (.txt), word2vec / fastText text (.vec) or word2vec binary (.bin) file into the pair\n"
-	        "embd serves by mmap: OUT.npy (float32, rows x dim, NumPy format 1.0) and a vocabulary file (word i on\n"
-	        "line i+1). The floats are bit-identical to what gensim's load_word2vec_format reads from IN.\n"
-	        "Serve the pair with: embd serve OUT.npy --vocab OUT.vocab\n"
-	        "\n"
-	        "  -o, --output OUT.npy   the matrix to write (required)\n"
-	        "  --vocab FILE           the vocabulary to write; default: OUT with .npy replaced by .vocab\n"
-	        "                         (.vocab appended when OUT does not end in .npy)\n"
-	        "  --format F             auto (default: from the file's first line), glove (no header line),\n"
-	        "                         word2vec (text with a `rows dim` header; fastText .vec), word2vec_bin\n"
-	        "  --skip-bad             leave bad lines out (wrong column count, unparsable number, invalid UTF-8,\n"
-	        "                         duplicate word, ...) and say how many on stderr; default: the first one\n"
-	        "                         fails the convert\n"
-	        "  --threads N            parser threads (default: the number of CPUs online)\n"
-	        "  --progress             draw the progress bar on stderr even when it is not a terminal\n"
-	        "  --quiet                no progress bar and no summary line\n"
-	        "\n"
-	        "Both files are written to temporary files beside their targets and renamed into place only when both\n"
-	        "are complete: a failed convert leaves neither OUT nor a partial file. A progress bar is drawn on\n"
-	        "stderr when stderr is a terminal; otherwise nothing is, except errors. On success one summary line\n"
-	        "goes to stdout (unless --quiet). Errors: one line on stderr naming the file and line; exit 1.\n"
-	        "Bad usage: exit 2.\n");
+	fprintf(
+	    out,
+	    "usage: embd convert IN -o OUT.npy [--vocab OUT.vocab] [--format auto|glove|word2vec|word2vec_bin]\n"
+	    "                    [--skip-bad] [--threads N] [--progress | --quiet]\n"
+	    "\n"
+	    "Converts a GloVe (.txt), word2vec / fastText text (.vec) or word2vec binary (.bin) file into the pair\n"
+	    "embd serves by mmap: OUT.npy (float32, rows x dim, NumPy format 1.0) and a vocabulary file (word i on\n"
+	    "line i+1). The floats are bit-identical to what gensim's load_word2vec_format reads from IN.\n"
+	    "Serve the pair with: embd serve OUT.npy --vocab OUT.vocab\n"
+	    "\n"
+	    "  -o, --output OUT.npy   the matrix to write (required)\n"
+	    "  --vocab FILE           the vocabulary to write; default: OUT with .npy replaced by .vocab\n"
+	    "                         (.vocab appended when OUT does not end in .npy)\n"
+	    "  --format F             auto (default: from the file's first line), glove (no header line),\n"
+	    "                         word2vec (text with a `rows dim` header; fastText .vec), word2vec_bin\n"
+	    "  --skip-bad             leave bad lines out (wrong column count, unparsable number, invalid UTF-8,\n"
+	    "                         duplicate word, ...) and say how many on stderr; default: the first one\n"
+	    "                         fails the convert\n"
+	    "  --threads N            parser threads (default: the number of CPUs online)\n"
+	    "  --progress             draw the progress bar on stderr even when it is not a terminal\n"
+	    "  --quiet                no progress bar and no summary line\n"
+	    "\n"
+	    "Both files are written to temporary files beside their targets and renamed into place only when both\n"
+	    "are complete: a failed convert leaves neither OUT nor a partial file. A progress bar is drawn on\n"
+	    "stderr when stderr is a terminal; otherwise nothing is, except errors. On success one summary line\n"
+	    "goes to stdout (unless --quiet). Errors: one line on stderr naming the file and line; exit 1.\n"
+	    "Bad usage: exit 2.\n");
 }
 
 /* The progress bar's thread: redraws every 100 ms until told to stop. */
@@ -73,8 +74,8 @@ static void bar_draw(bar *b, uint64_t done)
 	for (int i = 0; i < WIDTH; i++)
 		cells[i] = i < full ? '#' : '.';
 	cells[WIDTH] = '\0';
-	fprintf(stderr, "\r\033[K%s [%s] %3d%%  %.0f/%.0f MB  %.1f s", b->name, cells, (int)(f * 100), (double)done / 1e6,
-	        (double)b->total / 1e6, (double)(mono_ns() - b->t0) / 1e9);
+	fprintf(stderr, "\r\033[K%s [%s] %3d%%  %.0f/%.0f MB  %.1f s", b->name, cells, (int)(f * 100),
+	        (double)done / 1e6, (double)b->total / 1e6, (double)(mono_ns() - b->t0) / 1e9);
 	fflush(stderr);
 }
 
@@ -170,12 +171,14 @@ int embd_cmd_convert(int argc, char **argv)
 	}
 	embd_convert_opts o = {0};
 	if (strcmp(format, "auto") != 0) {
-		static const embd_textvec_kind kinds[] = {EMBD_TEXTVEC_GLOVE, EMBD_TEXTVEC_W2V_TEXT, EMBD_TEXTVEC_W2V_BIN};
+		static const embd_textvec_kind kinds[] = {EMBD_TEXTVEC_GLOVE, EMBD_TEXTVEC_W2V_TEXT,
+		                                          EMBD_TEXTVEC_W2V_BIN};
 		for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
 			if (strcmp(format, embd_textvec_kind_name(kinds[k])) == 0)
 				o.kind = kinds[k];
 		if (o.kind == EMBD_TEXTVEC_NONE) {
-			fprintf(stderr, "embd convert: --format: '%s' is not auto, glove, word2vec or word2vec_bin\n", format);
+			fprintf(stderr, "embd convert: --format: '%s' is not auto, glove, word2vec or word2vec_bin\n",
+			        format);
 			return 2;
 		}
 	}
@@ -244,7 +247,8 @@ int embd_cmd_convert(int argc, char **argv)
 		fprintf(stderr, "embd convert: %s: skipped %" PRIu64 " bad %s; the first: %s\n", in, r.skipped, unit,
 		        r.first_skip);
 	if (!quiet)
-		printf("embd convert: %s (%s): %" PRIu64 " rows x %" PRIu64 " dim in %.2f s (parse %.2f s, write %.2f s); "
+		printf("embd convert: %s (%s): %" PRIu64 " rows x %" PRIu64
+		       " dim in %.2f s (parse %.2f s, write %.2f s); "
 		       "wrote %s and %s\n",
 		       in, embd_textvec_kind_name(r.kind), r.rows, r.dim, secs, (double)r.parse_ns / 1e9,
 		       (double)r.write_ns / 1e9, out, vocab);

@@ -103,8 +103,8 @@ static void glove_pair_round_trips(void **state)
 	assert_int_equal(h.data_offset % 64, 0);
 	assert_int_equal(n, h.data_offset + 9 * sizeof(float));
 	embd_textvec tv;
-	assert_int_equal(embd_textvec_parse((const unsigned char *)text, strlen(text), EMBD_TEXTVEC_GLOVE, NULL, &tv, &e),
-	                 0);
+	assert_int_equal(
+	    embd_textvec_parse((const unsigned char *)text, strlen(text), EMBD_TEXTVEC_GLOVE, NULL, &tv, &e), 0);
 	assert_memory_equal(b + h.data_offset, tv.data, 9 * sizeof(float));
 	embd_textvec_free(&tv);
 	free(b);
@@ -163,7 +163,8 @@ static void word2vec_kinds_and_replace(void **state)
 	rm_dir(dir);
 }
 
-/* Every failure leaves the directory as it was: no OUT, no vocabulary, no temporary file; the message names the line. */
+/* Every failure leaves the directory as it was: no OUT, no vocabulary, no temporary file; the message names the line.
+ */
 static void failure_leaves_nothing(void **state)
 {
 	(void)state;
@@ -223,8 +224,7 @@ static void skip_bad_counts(void **state)
 	make_dir(dir);
 	snprintf(npy, sizeof npy, "%s/o.npy", dir);
 	snprintf(voc, sizeof voc, "%s/o.vocab", dir);
-	snprintf(in, sizeof in, "%s",
-	         write_in(dir, "in.txt", "a 1 2\nb 1\nc 1 x\nd\xff 1 2\na 5 6\ne\r 1 2\nf 7 8\n"));
+	snprintf(in, sizeof in, "%s", write_in(dir, "in.txt", "a 1 2\nb 1\nc 1 x\nd\xff 1 2\na 5 6\ne\r 1 2\nf 7 8\n"));
 	embd_convert_opts o = {.skip_bad = 1};
 	embd_convert_result r;
 	embd_err e;
@@ -278,7 +278,8 @@ static void progress_adds_up_to_len(void **state)
 		text[len / 2] = 'x';
 		text[len / 2 + 1] = 'x';
 		atomic_store(&done, 0);
-		assert_int_not_equal(embd_textvec_parse((unsigned char *)text, len, EMBD_TEXTVEC_W2V_TEXT, &o, &tv, &e), 0);
+		assert_int_not_equal(embd_textvec_parse((unsigned char *)text, len, EMBD_TEXTVEC_W2V_TEXT, &o, &tv, &e),
+		                     0);
 		assert_true(atomic_load(&done) <= len);
 		text[len / 2] = '0';
 		text[len / 2 + 1] = '0';
