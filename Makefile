@@ -94,11 +94,13 @@ endif
 		TSAN_OPTIONS=halt_on_error=1 \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
-# The side-by-side benchmark (loadtest/results/RESULTS.md); QUICK=1 for the short version.
+# The side-by-side benchmark (loadtest/results/RESULTS.md); QUICK=1 for the short version; ONLY=convert for the
+# embd convert vs gensim row alone.
 QUICK ?=
+ONLY ?=
 bench: deps-bench
 	@$(MAKE) --no-print-directory all
-	QUICK=$(QUICK) $(PYTHON) loadtest/bench.py
+	QUICK=$(QUICK) $(PYTHON) loadtest/bench.py $(if $(ONLY),--only $(ONLY))
 
 # The long versions of the robustness tests: reload under load and the overload storm run for SOAK_SECONDS
 # each (the short versions are in make test) and print their figures.

@@ -34,6 +34,16 @@
 
 #define PARALLEL_MIN_BYTES (1u << 20) /* below this, threads cost more than they save */
 #define SNIFF_MAX          (1u << 20)
+#define PROGRESS_STEP      (1u << 20) /* bytes between two adds to opts.bytes_done */
+
+/* Add the bytes from *reported to p to *done (when there is one) once they make a step, or when final. */
+static void progress(_Atomic uint64_t *done, const unsigned char **reported, const unsigned char *p, int final)
+{
+	if (done != NULL && (final || (size_t)(p - *reported) >= PROGRESS_STEP)) {
+		atomic_fetch_add_explicit(done, (uint64_t)(p - *reported), memory_order_relaxed);
+		*reported = p;
+	}
+}
 
 static int line_ws(unsigned char c)
 {
@@ -311,9 +321,10 @@ typedef struct job {
 	uint64_t line0;             /* file line number of its first line, 1-based */
 	uint64_t dim;
 	locale_t loc;
-	float *data;       /* shared: row r at data + r * dim, for r in [base, base + cap) */
-	uint64_t *rel_end; /* shared: end of row r's word (with its NUL) in this job's arena */
-	uint64_t *line_of; /* shared: file line of row r */
+	float *data;            /* shared: row r at data + r * dim, for r in [base, base + cap) */
+	uint64_t *rel_end;      /* shared: end of row r's word (with its NUL) in this job's arena */
+	uint64_t *line_of;      /* shared: file line of row r */
+	_Atomic uint64_t *done; /* shared: opts.bytes_done, or NULL */
 	char *arena;
 	size_t arena_len, arena_cap;
 	uint64_t good, skipped;
@@ -391,9 +402,10 @@ static uint64_t count_fields(const unsigned char *p, const unsigned char *le)
 static void *parse_job(void *arg)
 {
 	job *j = arg;
-	const unsigned char *p = j->b;
+	const unsigned char *p = j->b, *reported = j->b;
 	uint64_t dim = j->dim;
 	for (uint64_t i = 0; i < j->lines && j->rc == 0; i++) {
+		progress(j->done, &reported, p, 0);
 		uint64_t line = j->line0 + i;
 		const unsigned char *nl = memchr(p, '\n', (size_t)(j->e - p));
 		const unsigned char *le = nl != NULL ? nl : j->e;
@@ -458,6 +470,7 @@ static void *parse_job(void *arg)
 		j->good++;
 		p = next;
 	}
+	progress(j->done, &reported, p, 1);
 	return NULL;
 }
 
@@ -716,6 +729,7 @@ static int parse_text(const unsigned char *buf, size_t len, int header, const em
 		jobs[t].data = tv->data;
 		jobs[t].rel_end = rel_end;
 		jobs[t].line_of = line_of;
+		jobs[t].done = o != NULL ? o->bytes_done : NULL;
 	}
 	started = 0;
 	for (int t = 1; t < threads; t++, started++)
@@ -776,6 +790,11 @@ static int parse_text(const unsigned char *buf, size_t len, int header, const em
 	tv->rows = w;
 	tv->words_bytes = woff;
 	rc = dedup(tv, line_of, o != NULL && o->skip_bad, "line", &first_line, e);
+	if (rc == 0 && o != NULL && o->bytes_done != NULL) {
+		/* The jobs went through [body, end): the header and the trailing whitespace make up len. */
+		atomic_fetch_add_explicit(o->bytes_done, (uint64_t)(body - buf) + (uint64_t)(buf + len - end),
+		                          memory_order_relaxed);
+	}
 out:
 	for (int t = 0; t < threads; t++)
 		free(jobs[t].arena);
@@ -859,6 +878,8 @@ static int parse_bin(const unsigned char *buf, size_t len, const embd_textvec_op
 		                    (unsigned long long)dim);
 	}
 	/* Pass 2: the same walk, now known to be in bounds, copying. */
+	_Atomic uint64_t *done = o != NULL ? o->bytes_done : NULL;
+	const unsigned char *reported = buf;
 	p = nl + 1;
 	uint64_t w = 0, woff = 0;
 	tv->word_off[0] = 0;
@@ -882,11 +903,14 @@ static int parse_bin(const unsigned char *buf, size_t len, const embd_textvec_op
 			w++;
 		}
 		p = sp + 1 + vbytes;
+		progress(done, &reported, p, 0);
 	}
 	tv->rows = w;
 	tv->words_bytes = woff;
 	rc = dedup(tv, line_of, skip, "record", &first_line, e);
 	free(line_of);
+	if (rc == 0)
+		progress(done, &reported, end, 1);
 	return rc;
 }
 

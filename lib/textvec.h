@@ -2,6 +2,7 @@
 #ifndef EMBD_TEXTVEC_H
 #define EMBD_TEXTVEC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,13 @@ typedef struct embd_textvec_opts {
 	int skip_bad;
 	/* Threads for the text formats: 0 means 2; 1 parses on the calling thread. */
 	int threads;
+	/*
+	 * Progress (may be NULL; borrowed): the parser adds the input bytes it has
+	 * been through, from its threads, about every MiB (relaxed atomic adds),
+	 * so that another thread can poll it for a progress bar. A successful
+	 * parse adds exactly len in all; a failed one at most len.
+	 */
+	_Atomic uint64_t *bytes_done;
 } embd_textvec_opts;
 
 typedef struct embd_textvec {

@@ -34,6 +34,7 @@ case "$what" in
 test | bench)
 	need_py numpy python3-numpy
 	need_py pytest python3-pytest
+	need_py gensim python3-gensim
 	need_cmd curl curl
 	need_cmd clang clang
 	;;
@@ -43,7 +44,6 @@ bench)
 	need_cmd wrk wrk
 	need_cmd nginx nginx
 	need_py flask python3-flask
-	need_py gensim python3-gensim
 	need_cmd gunicorn gunicorn
 	need_cmd gnuplot gnuplot-nox
 	;;

@@ -1,4 +1,4 @@
-/* embd's command line: serve, info, --help, --version. */
+/* embd's command line: serve, info, convert, --help, --version. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "convert.h"
 #include "encode.h"
 #include "json.h"
 #include "log.h"
@@ -21,22 +22,22 @@
 
 static void usage(FILE *out)
 {
-	fprintf(
-	    out,
-	    "embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
-	    "\n"
-	    "usage:\n"
-	    "  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy, .safetensors, GloVe/word2vec text or\n"
-	    "                                                word2vec .bin, raw); no FILE: the demo matrix\n"
-	    "  embd info FILE [--vocab F --tensor T ...]      a matrix file's format, shape, dtype, tensors and "
-	    "vocabulary,\n"
-	    "                                                from its header (its rows are not read)\n"
-	    "  embd --version | --help\n"
-	    "\n"
-	    "serve options (each is also a key of the JSON config file; flags win over the file):\n"
-	    "  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
-	    "  --print-config                         print the effective configuration as JSON and exit\n",
-	    EMBD_VERSION);
+	fprintf(out,
+	        "embd %s: serves the rows of one embedding matrix over HTTP, zero-copy where it can.\n"
+	        "\n"
+	        "usage:\n"
+	        "  embd serve [FILE] [--config FILE] [OPTIONS]   serve FILE (.npy, .safetensors, GloVe/word2vec text,\n"
+	        "                                                word2vec .bin, raw); no FILE: the demo matrix\n"
+	        "  embd info FILE [--vocab F --tensor T ...]     a matrix file's format, shape, dtype, tensors and\n"
+	        "                                                vocabulary, from its header (the rows are not read)\n"
+	        "  embd convert IN -o OUT.npy [OPTIONS]          GloVe/word2vec/fastText file to .npy + vocabulary\n"
+	        "                                                (see embd convert --help)\n"
+	        "  embd --version | --help\n"
+	        "\n"
+	        "serve options (each is also a key of the JSON config file; flags win over the file):\n"
+	        "  --config FILE                          read the configuration from FILE (see config/embd.json)\n"
+	        "  --print-config                         print the effective configuration as JSON and exit\n",
+	        EMBD_VERSION);
 	embd_config_help(out);
 	fprintf(out, "\nSizes take a suffix: 64MiB, 512K, 1G. Booleans: --populate or --populate=false.\n");
 }
@@ -445,6 +446,8 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 2, argv + 2);
 	if (strcmp(cmd, "info") == 0)
 		return cmd_info(argc - 2, argv + 2);
+	if (strcmp(cmd, "convert") == 0)
+		return embd_cmd_convert(argc - 2, argv + 2);
 	fprintf(stderr, "embd: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

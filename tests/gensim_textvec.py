@@ -30,7 +30,7 @@ class TextVec(ctypes.Structure):
 
 
 class Opts(ctypes.Structure):
-    _fields_ = [("skip_bad", ctypes.c_int), ("threads", ctypes.c_int)]
+    _fields_ = [("skip_bad", ctypes.c_int), ("threads", ctypes.c_int), ("bytes_done", ctypes.c_void_p)]
 
 
 def build(tmp):

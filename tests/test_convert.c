@@ -1,0 +1,317 @@
+/* Unit tests of embd convert's library half: the .npy + vocabulary pair, its atomicity, and textvec's progress hook. */
+#include "fixture.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
+
+#include "convert.h"
+#include "npy.h"
+#include "vocab.h"
+
+/* A fresh empty directory for one test; its path in dir (64 bytes). */
+static void make_dir(char *dir)
+{
+	snprintf(dir, 64, "/tmp/embd-convert-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+}
+
+/* Entries in dir other than . and .. */
+static int dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *de; (de = readdir(d)) != NULL;)
+		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+	closedir(d);
+	return n;
+}
+
+/* The whole file at path into a new buffer; its size in *len. */
+static unsigned char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	long n = ftell(f);
+	assert_true(n >= 0);
+	rewind(f);
+	unsigned char *b = malloc((size_t)n + 1);
+	assert_non_null(b);
+	assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static void rm_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d)) != NULL;) {
+		char p[512];
+		snprintf(p, sizeof p, "%.200s/%.255s", dir, de->d_name);
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static const char *write_in(const char *dir, const char *name, const char *text)
+{
+	static char p[128];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	FILE *f = fopen(p, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+	fclose(f);
+	return p;
+}
+
+/* GloVe text in, .npy and vocabulary out: shape, 64-byte aligned data equal to the parser's floats, the words back. */
+static void glove_pair_round_trips(void **state)
+{
+	(void)state;
+	char dir[64], npy[128], voc[128], in[128];
+	make_dir(dir);
+	const char *text = "the 0.418 0.24968 -0.41242\nüber -1e-3 2.5 inf\n日本 0 -0 3.14159\n";
+	snprintf(in, sizeof in, "%s", write_in(dir, "g.txt", text));
+	snprintf(npy, sizeof npy, "%s/out.npy", dir);
+	assert_int_equal(embd_convert_vocab_path(npy, voc, sizeof voc), 0);
+	assert_string_equal(voc + strlen(dir), "/out.vocab");
+	embd_convert_result r;
+	embd_err e;
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, &r, &e), 0);
+	assert_int_equal(r.kind, EMBD_TEXTVEC_GLOVE);
+	assert_int_equal(r.rows, 3);
+	assert_int_equal(r.dim, 3);
+	assert_int_equal(r.skipped, 0);
+	assert_int_equal(r.in_bytes, strlen(text));
+
+	size_t n;
+	unsigned char *b = slurp(npy, &n);
+	embd_npy h;
+	assert_int_equal(embd_npy_parse(b, n, &h, &e), 0);
+	assert_int_equal(h.version, 1);
+	assert_string_equal(h.descr, "<f4");
+	assert_int_equal(h.fortran_order, 0);
+	assert_int_equal(h.ndim, 2);
+	assert_int_equal(h.shape[0], 3);
+	assert_int_equal(h.shape[1], 3);
+	assert_int_equal(h.data_offset % 64, 0);
+	assert_int_equal(n, h.data_offset + 9 * sizeof(float));
+	embd_textvec tv;
+	assert_int_equal(
+	    embd_textvec_parse((const unsigned char *)text, strlen(text), EMBD_TEXTVEC_GLOVE, NULL, &tv, &e), 0);
+	assert_memory_equal(b + h.data_offset, tv.data, 9 * sizeof(float));
+	embd_textvec_free(&tv);
+	free(b);
+
+	b = slurp(voc, &n);
+	assert_int_equal(n, strlen("the\nüber\n日本\n"));
+	assert_memory_equal(b, "the\nüber\n日本\n", n);
+	embd_vocab *v;
+	assert_int_equal(embd_vocab_parse((const char *)b, n, 3, &v, &e), 0);
+	assert_int_equal(embd_vocab_find(v, "über", strlen("über")), 1);
+	assert_int_equal(embd_vocab_find(v, "日本", strlen("日本")), 2);
+	embd_vocab_free(v);
+	free(b);
+	assert_int_equal(dir_entries(dir), 3); /* g.txt, out.npy, out.vocab: no temporary file left */
+	rm_dir(dir);
+}
+
+/* word2vec text and binary, sniffed; an existing pair is replaced whole. */
+static void word2vec_kinds_and_replace(void **state)
+{
+	(void)state;
+	char dir[64], in[128], npy[128], voc[128];
+	make_dir(dir);
+	snprintf(npy, sizeof npy, "%s/m.npy", dir);
+	snprintf(voc, sizeof voc, "%s/m.words", dir);
+	embd_convert_result r;
+	embd_err e;
+	snprintf(in, sizeof in, "%s", write_in(dir, "a.vec", "2 2\na 1 2\nb 3 4\n"));
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, &r, &e), 0);
+	assert_int_equal(r.kind, EMBD_TEXTVEC_W2V_TEXT);
+	/* The binary: `rows dim\n`, then word, space, dim little-endian float32. */
+	static const unsigned char bin[] = "1 2\nzz \x00\x00\x80\x3f\x00\x00\x00\x40\n";
+	char binp[128];
+	snprintf(binp, sizeof binp, "%s/b.bin", dir);
+	FILE *f = fopen(binp, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(bin, 1, sizeof bin - 1, f), sizeof bin - 1);
+	fclose(f);
+	assert_int_equal(embd_convert_file(binp, npy, voc, NULL, &r, &e), 0);
+	assert_int_equal(r.kind, EMBD_TEXTVEC_W2V_BIN);
+	assert_int_equal(r.rows, 1);
+	size_t n;
+	unsigned char *b = slurp(npy, &n);
+	embd_npy h;
+	assert_int_equal(embd_npy_parse(b, n, &h, &e), 0);
+	assert_int_equal(h.shape[0], 1);
+	static const float want[2] = {1.0f, 2.0f};
+	assert_int_equal(n, h.data_offset + sizeof want);
+	assert_memory_equal(b + h.data_offset, want, sizeof want);
+	free(b);
+	b = slurp(voc, &n);
+	assert_int_equal(n, 3);
+	assert_memory_equal(b, "zz\n", 3);
+	free(b);
+	assert_int_equal(dir_entries(dir), 4);
+	rm_dir(dir);
+}
+
+/* Every failure leaves the directory as it was: no OUT, no vocabulary, no temporary file; the message names the line.
+ */
+static void failure_leaves_nothing(void **state)
+{
+	(void)state;
+	char dir[64], in[128], npy[128], voc[128];
+	make_dir(dir);
+	snprintf(npy, sizeof npy, "%s/o.npy", dir);
+	snprintf(voc, sizeof voc, "%s/o.vocab", dir);
+	embd_err e;
+	static const struct {
+		const char *text;
+		const char *msg;
+	} bad[] = {
+	    {"a 1 2\nb 1\n", "line 2: 1 numbers after the word, expected 2"},
+	    {"a 1 2\nb 1 x2\n", "line 2: field 3 is not a number: 'x2'"},
+	    {"a 1 2\nb\xff 1 2\n", "line 2: invalid UTF-8"},
+	    {"a 1 2\nb 1 2\na 3 4\n", "line 3: duplicate word 'a' (first on line 1)"},
+	    {"3 2\na 1 2\nb 1 2\n", "line 1: the header says 3 rows but 2 lines follow it"},
+	    {"a\r 1 2\n", "row 1: the word 'a\r' has a final carriage return"},
+	    {"just some words\n", "not GloVe, word2vec/fastText text or word2vec binary"},
+	};
+	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+		snprintf(in, sizeof in, "%s", write_in(dir, "in.txt", bad[k].text));
+		embd_convert_result r;
+		assert_int_not_equal(embd_convert_file(in, npy, voc, NULL, &r, &e), 0);
+		assert_non_null(strstr(e.msg, in));
+		if (strstr(e.msg, bad[k].msg) == NULL)
+			fail_msg("case %zu: '%s' lacks '%s'", k, e.msg, bad[k].msg);
+		assert_int_equal(dir_entries(dir), 1); /* only in.txt */
+	}
+	/* An existing pair is left untouched by a failed convert. */
+	write_in(dir, "o.npy", "old matrix");
+	write_in(dir, "o.vocab", "old words");
+	snprintf(in, sizeof in, "%s", write_in(dir, "in.txt", "a 1 2\nb 1\n"));
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, NULL, &e), EMBD_EFORMAT);
+	size_t n;
+	unsigned char *b = slurp(npy, &n);
+	assert_memory_equal(b, "old matrix", n);
+	free(b);
+	assert_int_equal(dir_entries(dir), 3);
+	/* An unwritable target fails before the input is parsed, and the same path twice is refused. */
+	char nodir[128];
+	snprintf(nodir, sizeof nodir, "%s/missing/o.npy", dir);
+	assert_int_equal(embd_convert_file(in, nodir, voc, NULL, NULL, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "cannot create a temporary file"));
+	assert_int_equal(embd_convert_file(in, npy, npy, NULL, NULL, &e), EMBD_ECONFIG);
+	assert_int_equal(embd_convert_file(dir, npy, voc, NULL, NULL, &e), EMBD_EFORMAT); /* a directory */
+	assert_non_null(strstr(e.msg, "not a regular file"));
+	assert_int_equal(dir_entries(dir), 3);
+	rm_dir(dir);
+}
+
+/* skip_bad: every kind of bad line is left out and counted, the first one's message kept. */
+static void skip_bad_counts(void **state)
+{
+	(void)state;
+	char dir[64], in[128], npy[128], voc[128];
+	make_dir(dir);
+	snprintf(npy, sizeof npy, "%s/o.npy", dir);
+	snprintf(voc, sizeof voc, "%s/o.vocab", dir);
+	snprintf(in, sizeof in, "%s", write_in(dir, "in.txt", "a 1 2\nb 1\nc 1 x\nd\xff 1 2\na 5 6\ne\r 1 2\nf 7 8\n"));
+	embd_convert_opts o = {.skip_bad = 1};
+	embd_convert_result r;
+	embd_err e;
+	assert_int_equal(embd_convert_file(in, npy, voc, &o, &r, &e), 0);
+	assert_int_equal(r.rows, 2);
+	assert_int_equal(r.skipped, 5);
+	assert_non_null(strstr(r.first_skip, "line 2:"));
+	size_t n;
+	unsigned char *b = slurp(voc, &n);
+	assert_int_equal(n, 4);
+	assert_memory_equal(b, "a\nf\n", 4);
+	free(b);
+	b = slurp(npy, &n);
+	embd_npy h;
+	assert_int_equal(embd_npy_parse(b, n, &h, &e), 0);
+	static const float want[4] = {1, 2, 7, 8};
+	assert_int_equal(h.shape[0], 2);
+	assert_memory_equal(b + h.data_offset, want, sizeof want);
+	free(b);
+	rm_dir(dir);
+}
+
+/* The progress hook: a parse adds exactly len, from one thread or two, text or binary; more than one step of it. */
+static void progress_adds_up_to_len(void **state)
+{
+	(void)state;
+	size_t cap = 3u << 20, len = 0;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	len += (size_t)sprintf(text, "%20s\n", ""); /* the header, once the rows are known */
+	uint64_t rows = 0;
+	while (len + 64 < cap)
+		len += (size_t)sprintf(text + len, "w%llu 0.5 -1.25 3\n", (unsigned long long)rows++);
+	char head[32];
+	int hn = sprintf(head, "%llu 3", (unsigned long long)rows);
+	size_t old = (size_t)(strchr(text, '\n') - text);
+	assert_true((size_t)hn <= old);
+	memset(text, ' ', old);
+	memcpy(text, head, (size_t)hn);
+	len += (size_t)sprintf(text + len, "\n\n  \n"); /* trailing whitespace counts too */
+	for (int threads = 1; threads <= 2; threads++) {
+		_Atomic uint64_t done = 0;
+		embd_textvec_opts o = {.threads = threads, .bytes_done = &done};
+		embd_textvec tv;
+		embd_err e;
+		assert_int_equal(embd_textvec_parse((unsigned char *)text, len, EMBD_TEXTVEC_W2V_TEXT, &o, &tv, &e), 0);
+		assert_int_equal(tv.rows, rows);
+		assert_int_equal(atomic_load(&done), len);
+		embd_textvec_free(&tv);
+		/* A failed parse adds at most len. */
+		text[len / 2] = 'x';
+		text[len / 2 + 1] = 'x';
+		atomic_store(&done, 0);
+		assert_int_not_equal(embd_textvec_parse((unsigned char *)text, len, EMBD_TEXTVEC_W2V_TEXT, &o, &tv, &e),
+		                     0);
+		assert_true(atomic_load(&done) <= len);
+		text[len / 2] = '0';
+		text[len / 2 + 1] = '0';
+	}
+	free(text);
+	/* Binary: 2 MiB of records. */
+	size_t recs = 1 << 14, dim = 32, blen = 0;
+	unsigned char *bin = malloc(32 + recs * (8 + dim * 4));
+	assert_non_null(bin);
+	blen += (size_t)sprintf((char *)bin, "%zu %zu\n", recs, dim);
+	for (size_t i = 0; i < recs; i++) {
+		blen += (size_t)sprintf((char *)bin + blen, "%05zx ", i);
+		memset(bin + blen, 0, dim * 4);
+		blen += dim * 4;
+	}
+	_Atomic uint64_t done = 0;
+	embd_textvec_opts o = {.bytes_done = &done};
+	embd_textvec tv;
+	embd_err e;
+	assert_int_equal(embd_textvec_parse(bin, blen, EMBD_TEXTVEC_W2V_BIN, &o, &tv, &e), 0);
+	assert_int_equal(tv.rows, recs);
+	assert_int_equal(atomic_load(&done), blen);
+	embd_textvec_free(&tv);
+	free(bin);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(glove_pair_round_trips),  cmocka_unit_test(word2vec_kinds_and_replace),
+	    cmocka_unit_test(failure_leaves_nothing),  cmocka_unit_test(skip_bad_counts),
+	    cmocka_unit_test(progress_adds_up_to_len),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
