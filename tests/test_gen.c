@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include "gen.h"
+#include "vocab.h"
 
 static embd_gen *demo(uint64_t number, atomic_long *live)
 {
@@ -138,12 +139,66 @@ static void concurrent_swaps(void **state)
 	assert_int_equal(atomic_load(&live), 0);
 }
 
+/* The generation owns the vocabulary: from a vocabulary file (its line count checked), or the file's own words. */
+static void vocabulary(void **state)
+{
+	(void)state;
+	float data[3 * 2] = {0, 1, 2, 3, 4, 5};
+	unsigned char buf[512];
+	size_t n = npy_header_v1(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }");
+	memcpy(buf + n, data, sizeof data);
+	char npy[64];
+	snprintf(npy, sizeof npy, "%s", fixture_file(0, buf, n + sizeof data));
+	char words[64];
+	snprintf(words, sizeof words, "%s", fixture_file(1, "a\nb\nc\n", 6));
+	atomic_long live;
+	atomic_init(&live, 0);
+	embd_matrix_spec spec = {.path = npy, .vocab = words};
+	embd_gen *g;
+	embd_err e;
+	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), 0);
+	assert_non_null(embd_gen_vocab(g));
+	assert_int_equal(embd_vocab_find(embd_gen_vocab(g), "c", 1), 2);
+	embd_gen_release(g);
+	assert_int_equal(atomic_load(&live), 0);
+
+	/* Without one, none. */
+	spec.vocab = "";
+	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), 0);
+	assert_null(embd_gen_vocab(g));
+	embd_gen_release(g);
+
+	/* A line count that is not the rows fails the generation, and leaves nothing alive. */
+	snprintf(words, sizeof words, "%s", fixture_file(1, "a\nb\n", 4));
+	spec.vocab = words;
+	g = NULL;
+	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), EMBD_EVOCAB);
+	assert_null(g);
+	assert_non_null(strstr(e.msg, "2 lines"));
+	assert_int_equal(atomic_load(&live), 0);
+
+	/* A text format carries its words: a vocabulary file besides is a configuration error. */
+	char glove[64];
+	snprintf(glove, sizeof glove, "%s", fixture_file(2, "x 1 2\ny 3 4\n", 12));
+	spec = (embd_matrix_spec){.path = glove, .vocab = words};
+	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), EMBD_ECONFIG);
+	assert_non_null(strstr(e.msg, "a glove file names its rows itself"));
+	spec.vocab = NULL;
+	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), 0);
+	assert_int_equal(embd_vocab_find(embd_gen_vocab(g), "y", 1), 1);
+	embd_gen_release(g);
+	unlink(npy);
+	unlink(words);
+	unlink(glove);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(refcount_and_current),
 	    cmocka_unit_test(failed_open_writes_nothing),
 	    cmocka_unit_test(concurrent_swaps),
+	    cmocka_unit_test(vocabulary),
 	};
 	return cmocka_run_group_tests_name("gen", tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "matrix.h"
+#include "vocab.h"
 
 /* A .npy file of the given dict followed by data_len bytes of data; returns its path. */
 static const char *npy_file(int slot, const char *dict, const void *data, size_t data_len)
@@ -231,14 +232,122 @@ static void format_table(void **state)
 	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ECONFIG);
 }
 
+/* GloVe and word2vec text are found by their first line, parsed into the heap, and carry their words. */
+static void text_formats(void **state)
+{
+	(void)state;
+	static const char glove[] = "the 0.1 -2 3e-2\nk\xc3\xb6ln 1 2 3\nx 4 5 6\n";
+	const char *p = fixture_file(0, glove, sizeof glove - 1);
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(open_path(p, &m, &e), 0);
+	const embd_matrix_info *i = embd_matrix_info_get(m);
+	assert_int_equal(i->format, EMBD_FORMAT_GLOVE);
+	assert_int_equal(i->rows, 3);
+	assert_int_equal(i->dim, 3);
+	assert_int_equal(i->dtype, EMBD_F32);
+	assert_int_equal(i->heap_bytes, 36);
+	assert_int_equal(i->file_bytes, sizeof glove - 1);
+	float row0[3];
+	memcpy(row0, i->data, sizeof row0);
+	assert_true(row0[0] == 0.1f && row0[1] == -2.0f && row0[2] == 3e-2f);
+	embd_vocab *v = embd_matrix_take_vocab(m);
+	assert_non_null(v);
+	assert_null(embd_matrix_take_vocab(m)); /* handed over once */
+	assert_int_equal(embd_vocab_size(v), 3);
+	assert_int_equal(embd_vocab_find(v, "k\xc3\xb6ln", 5), 1);
+	embd_vocab_free(v);
+	embd_matrix_close(m);
+	unlink(p);
+
+	static const char w2v[] = "2 2\nof 1 2\nand 3 4\n";
+	p = fixture_file(0, w2v, sizeof w2v - 1);
+	assert_int_equal(open_path(p, &m, &e), 0);
+	assert_int_equal(embd_matrix_info_get(m)->format, EMBD_FORMAT_WORD2VEC);
+	assert_int_equal(embd_matrix_info_get(m)->rows, 2);
+	embd_matrix_close(m); /* the vocabulary not taken is freed with the matrix (LeakSanitizer checks) */
+	unlink(p);
+
+	unsigned char bin[64];
+	size_t n = (size_t)sprintf((char *)bin, "2 2\n");
+	float f[2][2] = {{1.5f, -2.0f}, {3.0f, 4.25f}};
+	n += (size_t)sprintf((char *)bin + n, "a ");
+	memcpy(bin + n, f[0], 8);
+	n += 8;
+	n += (size_t)sprintf((char *)bin + n, "b ");
+	memcpy(bin + n, f[1], 8);
+	n += 8;
+	p = fixture_file(0, bin, n);
+	assert_int_equal(open_path(p, &m, &e), 0);
+	i = embd_matrix_info_get(m);
+	assert_int_equal(i->format, EMBD_FORMAT_WORD2VEC_BIN);
+	assert_memory_equal(i->data, f, sizeof f);
+	embd_matrix_close(m);
+
+	/* header_only: shape and first words, no rows read. */
+	embd_matrix_spec spec = {.path = p, .header_only = 1};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	i = embd_matrix_info_get(m);
+	assert_int_equal(i->rows, 2);
+	assert_int_equal(i->dim, 2);
+	assert_null(i->data);
+	assert_int_equal(i->heap_bytes, 0);
+	v = embd_matrix_take_vocab(m);
+	assert_int_equal(embd_vocab_size(v), 2);
+	assert_string_equal(embd_vocab_token(v, 1, NULL), "b");
+	embd_vocab_free(v);
+	embd_matrix_close(m);
+	unlink(p);
+
+	/* A bad line names its line; --format forces a reading. */
+	static const char bad[] = "a 1 2\nb 1 x\n";
+	p = fixture_file(0, bad, sizeof bad - 1);
+	assert_int_equal(open_path(p, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "line 2"));
+	spec = (embd_matrix_spec){.path = p, .format = EMBD_FORMAT_WORD2VEC};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_EFORMAT);
+	assert_non_null(strstr(e.msg, "line 1: not a `rows dim` header"));
+	unlink(p);
+}
+
+/* header_only on GloVe counts lines and keeps the first eight words. */
+static void text_peek(void **state)
+{
+	(void)state;
+	char text[4096];
+	size_t n = 0;
+	for (int r = 0; r < 20; r++)
+		n += (size_t)sprintf(text + n, "w%d %d.5 1\n", r, r);
+	n += (size_t)sprintf(text + n, "\n\n");
+	const char *p = fixture_file(0, text, n);
+	embd_matrix_spec spec = {.path = p, .header_only = 1};
+	embd_matrix *m;
+	embd_err e;
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	assert_int_equal(embd_matrix_info_get(m)->rows, 20);
+	assert_int_equal(embd_matrix_info_get(m)->dim, 2);
+	embd_vocab *v = embd_matrix_take_vocab(m);
+	assert_int_equal(embd_vocab_size(v), 8);
+	assert_string_equal(embd_vocab_token(v, 7, NULL), "w7");
+	embd_vocab_free(v);
+	embd_matrix_close(m);
+	unlink(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(opens_f32_npy),         cmocka_unit_test(opens_f16_npy_with_extra_trailing_bytes),
-	    cmocka_unit_test(rejects_bad_files),     cmocka_unit_test(truncated_inside_header),
-	    cmocka_unit_test(missing_file_is_errno), cmocka_unit_test(raw_files),
-	    cmocka_unit_test(demo_matrix),           cmocka_unit_test(refuses_special_files),
+	    cmocka_unit_test(opens_f32_npy),
+	    cmocka_unit_test(opens_f16_npy_with_extra_trailing_bytes),
+	    cmocka_unit_test(rejects_bad_files),
+	    cmocka_unit_test(truncated_inside_header),
+	    cmocka_unit_test(missing_file_is_errno),
+	    cmocka_unit_test(raw_files),
+	    cmocka_unit_test(demo_matrix),
+	    cmocka_unit_test(refuses_special_files),
 	    cmocka_unit_test(format_table),
+	    cmocka_unit_test(text_formats),
+	    cmocka_unit_test(text_peek),
 	};
 	return cmocka_run_group_tests_name("matrix", tests, NULL, NULL);
 }

@@ -44,6 +44,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else if (tv.data != NULL || tv.words != NULL || tv.word_off != NULL || e.msg[0] == '\0') {
 			abort();
 		}
+		/* The look embd info takes: words inside their slots, NUL-terminated. */
+		embd_textvec_look lk;
+		if (embd_textvec_peek(data, size, kinds[k], &lk, &e) == 0) {
+			if (lk.nwords > EMBD_TEXTVEC_PEEK_WORDS)
+				abort();
+			for (size_t w = 0; w < lk.nwords; w++)
+				if (strlen(lk.words[w]) > 63)
+					abort();
+		}
 	}
 	return 0;
 }
