@@ -7,6 +7,9 @@
 
 #include "encode.h"
 
+/* Compact ASCII; reals (timings, sizes in /v1/info) to 6 significant digits, not jansson's 17. */
+#define EMBD_JSON_FLAGS (JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6))
+
 /* The accountant this thread's jansson allocations are charged to; NULL outside a request. */
 static _Thread_local embd_acct *bound;
 
@@ -66,11 +69,11 @@ int embd_json_body(embd_resp *b, json_t *v)
 {
 	if (v == NULL)
 		return -ENOMEM;
-	size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENSURE_ASCII);
+	size_t n = json_dumpb(v, NULL, 0, EMBD_JSON_FLAGS);
 	char *buf;
 	int rc = n == 0 ? -ENOMEM : embd_resp_buffer(b, n, (void **)&buf);
 	if (rc == 0)
-		json_dumpb(v, buf, n, JSON_COMPACT | JSON_ENSURE_ASCII);
+		json_dumpb(v, buf, n, EMBD_JSON_FLAGS);
 	json_decref(v);
 	return rc;
 }
