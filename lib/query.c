@@ -133,3 +133,26 @@ int embd_query_accept(const char *accept, const char *const *types, int n)
 	}
 	return best;
 }
+
+int embd_json_nesting_within(const void *text, size_t n, int max)
+{
+	const unsigned char *p = text;
+	int depth = 0, in_string = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = p[i];
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = 0;
+		} else if (c == '"') {
+			in_string = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				return 0;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return 1;
+}

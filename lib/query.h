@@ -35,4 +35,12 @@ int embd_query_u64(const char *s, uint64_t *out);
  */
 int embd_query_accept(const char *accept, const char *const *types, int n);
 
+/*
+ * Does the nesting of [ and { outside strings in text (n bytes, untrusted)
+ * stay within max? Errs towards "no" on malformed text. For JSON handed to a
+ * recursive parser (jansson): deep nesting is refused before it recurses.
+ * Thread-safe.
+ */
+int embd_json_nesting_within(const void *text, size_t n, int max);
+
 #endif

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "query.h"
+
 /*
  * What is enforced, following the published format and its reference
  * implementation (huggingface/safetensors, Metadata::validate):
@@ -111,29 +113,6 @@ size_t embd_safetensors_shape_text(char *dst, size_t cap, const embd_safetensors
 	dst[n++] = ')';
 	dst[n] = '\0';
 	return n;
-}
-
-/* Does the nesting of [ and { outside strings stay within max? Errs towards "no" on malformed text. */
-static int nesting_within(const unsigned char *p, size_t n, int max)
-{
-	int depth = 0, in_string = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = p[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = 0;
-		} else if (c == '"') {
-			in_string = 1;
-		} else if (c == '{' || c == '[') {
-			if (++depth > max)
-				return 0;
-		} else if (c == '}' || c == ']') {
-			depth--;
-		}
-	}
-	return 1;
 }
 
 static uint64_t le64(const unsigned char *p)
@@ -323,7 +302,7 @@ int embd_safetensors_parse(const void *buf, size_t len, uint64_t file_size, embd
 		                    (unsigned long long)n);
 	if (n < 2 || p[8] != '{')
 		return embd_err_set(e, EMBD_EFORMAT, "safetensors header: the JSON header does not start with '{'");
-	if (!nesting_within(p + 8, n, EMBD_SAFETENSORS_MAX_DEPTH))
+	if (!embd_json_nesting_within(p + 8, n, EMBD_SAFETENSORS_MAX_DEPTH))
 		return embd_err_set(e, EMBD_EFORMAT, "safetensors header: JSON nested deeper than %d levels",
 		                    EMBD_SAFETENSORS_MAX_DEPTH);
 	json_error_t jerr;
