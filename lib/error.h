@@ -41,7 +41,8 @@
 	X(EMBD_EVOCAB, 29, 500, "bad_vocabulary", "malformed vocabulary")                                              \
 	X(EMBD_ETOKEN, 30, 404, "token_not_found", "token not in the vocabulary")                                      \
 	X(EMBD_EBADTOKEN, 31, 400, "bad_token", "tokens must be non-empty UTF-8 without NUL")                          \
-	X(EMBD_ENOVOCAB, 32, 400, "no_vocabulary", "the matrix has no vocabulary")
+	X(EMBD_ENOVOCAB, 32, 400, "no_vocabulary", "the matrix has no vocabulary")                                     \
+	X(EMBD_EBADVECTOR, 33, 400, "bad_vector", "query vectors must have dim finite float32 numbers")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

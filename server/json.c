@@ -12,6 +12,8 @@
 
 /* The accountant this thread's jansson allocations are charged to; NULL outside a request. */
 static _Thread_local embd_acct *bound;
+/* Whether they come from the budget rather than its reserve. */
+static _Thread_local int from_budget;
 
 /* Each allocation remembers who was charged (NULL: nobody) and how much, so that free gives back the same. */
 struct jhdr {
@@ -32,7 +34,7 @@ static void *json_alloc(size_t n)
 	 * whatever the load; the per-request limit still applies.
 	 */
 	uint64_t bytes = embd_acct_heap_bytes(n + JHDR_SIZE);
-	if (a != NULL && embd_acct_charge_reserved(a, bytes) != 0)
+	if (a != NULL && (from_budget ? embd_acct_charge(a, bytes) : embd_acct_charge_reserved(a, bytes)) != 0)
 		return NULL;
 	struct jhdr *h = malloc(n + JHDR_SIZE);
 	if (h == NULL) {
@@ -63,6 +65,12 @@ void embd_json_init(void)
 void embd_json_bind(embd_acct *a)
 {
 	bound = a;
+	from_budget = 0;
+}
+
+void embd_json_charge_budget(int on)
+{
+	from_budget = on;
 }
 
 int embd_json_body(embd_resp *b, json_t *v)

@@ -1,0 +1,84 @@
+/* Bodies of the vector operations (POST /v1/similar, /v1/similarity, /v1/pool) from untrusted JSON or .npy. */
+#ifndef EMBD_VECREQ_H
+#define EMBD_VECREQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "acct.h"
+#include "error.h"
+#include "tokens.h"
+#include "vocab.h"
+
+/* A row a request names: by id (tok.p is NULL), or by token. */
+typedef struct embd_ref {
+	int64_t id;
+	embd_token tok;
+} embd_ref;
+
+/* The keys of a body, as bits: a route says which it takes, the parse says which were given. */
+enum {
+	EMBD_VQ_IDS = 1 << 0,     /* "ids": [3, 17] */
+	EMBD_VQ_TOKENS = 1 << 1,  /* "tokens": ["king", "queen"] */
+	EMBD_VQ_VECTORS = 1 << 2, /* "vectors": [[0.1, ...], ...] (each dim numbers) */
+	EMBD_VQ_ANALOGY = 1 << 3, /* "positive": [...], "negative": [...] (ids or tokens, mixed) */
+	EMBD_VQ_PAIRS = 1 << 4,   /* "pairs": [["king", "queen"], [3, 17]] */
+	EMBD_VQ_SETS = 1 << 5,    /* "a": [...], "b": [...] (ids or tokens, mixed) */
+	EMBD_VQ_OP = 1 << 6,      /* "op": "mean" | "sum" */
+	EMBD_VQ_WEIGHTS = 1 << 7, /* "weights": [1, 0.5] (finite, one per row) */
+	EMBD_VQ_ROWS = EMBD_VQ_IDS | EMBD_VQ_TOKENS,
+};
+
+typedef struct embd_vecreq {
+	unsigned given; /* EMBD_VQ_* bits of the keys the body named */
+	/*
+	 * The rows named, in order: ids or tokens; positive then negative;
+	 * pairs, two refs each; a then b. split: how many of them are
+	 * positive, or in a. Accounted (the accountant owns them).
+	 */
+	embd_ref *refs;
+	size_t nrefs, split;
+	float *vectors; /* nvectors x dim, row-major; accounted */
+	size_t nvectors;
+	float *weights; /* nweights (== nrefs when given); accounted */
+	size_t nweights;
+	int sum; /* "op": "sum" (else mean) */
+} embd_vecreq;
+
+/*
+ * Parse a JSON body (len bytes, untrusted, not NUL-terminated) naming only
+ * keys of `allowed`, one group of rows at a time (ids, tokens, vectors,
+ * positive/negative, pairs or a/b), into *out, whose arrays acct owns.
+ * dim: the length every vector must have. max_items: the most rows or
+ * vectors (limits.max_ids). Errors: EMBD_EJSON (syntax, with the position;
+ * nesting deeper than 8), EMBD_EJSONTYPE (a value of the wrong type),
+ * EMBD_EBADBODY (an unknown key, two groups, a missing group, weights whose
+ * count is not the rows'), EMBD_EEMPTY, EMBD_EBADID (negative ids),
+ * EMBD_EBADTOKEN, EMBD_EBADVECTOR (a vector of the wrong length, a number
+ * past float32), EMBD_ETOOMANYIDS, and acct's charge errors. e names the
+ * key and index. Not thread-safe for one acct; uses jansson (whose
+ * allocation hooks the caller may have set).
+ */
+int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint64_t dim, size_t max_items,
+                           embd_acct *acct, embd_vecreq *out, embd_err *e);
+
+/*
+ * A .npy body of query vectors: float32 (or float16), shape (n, dim) or
+ * (dim,), viewed in place when it is little-endian float32 at an aligned
+ * offset, converted into acct's memory otherwise. Errors: EMBD_EBADBODY,
+ * EMBD_EEMPTY, EMBD_EBADVECTOR (a dim other than dim), EMBD_ETOOMANYIDS,
+ * acct's charge errors.
+ */
+int embd_vecreq_parse_npy(const void *body, size_t len, uint64_t dim, size_t max_items, embd_acct *acct,
+                          embd_vecreq *out, embd_err *e);
+
+/*
+ * The row ids of refs[0 .. n): ids checked against rows (EMBD_ERANGE),
+ * tokens looked up in v (NULL: EMBD_ENOVOCAB when any ref is a token;
+ * unknown ones: EMBD_ETOKEN listing them). ids has room for n. scratch
+ * memory from acct. Thread-safe for a finished v and distinct accts.
+ */
+int embd_vecreq_resolve(const embd_vocab *v, uint64_t rows, const embd_ref *refs, size_t n, int64_t *ids,
+                        embd_acct *acct, embd_err *e);
+
+#endif
