@@ -112,7 +112,7 @@ soak: deps-test
 
 # libFuzzer targets for every parser of untrusted bytes (clang from Debian). `make fuzz` runs each for
 # FUZZ_SECONDS, growing a corpus in build/fuzz/; `make fuzz-regress` replays the checked-in corpus once.
-FUZZ_TARGETS := npy matrix ids query escape vocab safetensors textvec tokens
+FUZZ_TARGETS := npy matrix ids query escape vocab safetensors textvec tokens vecreq
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)

@@ -1,0 +1,228 @@
+/* Unit tests of the vector operations' request bodies: JSON groups, .npy queries, resolution of ids and tokens. */
+#include "fixture.h"
+
+#include "npy.h"
+#include "vecreq.h"
+
+static embd_budget budget;
+static embd_pool pool;
+
+static int setup(void **state)
+{
+	(void)state;
+	embd_budget_init(&budget, 1 << 24);
+	embd_pool_init(&pool, 1 << 20);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	embd_pool_destroy(&pool);
+	return 0;
+}
+
+static int parse(const char *body, unsigned allowed, uint64_t dim, embd_acct *a, embd_vecreq *q, embd_err *e)
+{
+	embd_acct_init(a, &budget, &pool, 0);
+	return embd_vecreq_parse_json(body, strlen(body), allowed, dim, 100, a, q, e);
+}
+
+static void rows_groups(void **state)
+{
+	(void)state;
+	embd_acct a;
+	embd_vecreq q;
+	embd_err e;
+	unsigned similar = EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY;
+	assert_int_equal(parse("{\"ids\": [3, 0]}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.given, EMBD_VQ_IDS);
+	assert_int_equal(q.nrefs, 2);
+	assert_int_equal(q.refs[0].id, 3);
+	assert_null(q.refs[0].tok.p);
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	assert_int_equal(parse("{\"tokens\": [\"k\\u00f6ln\", \"a,b\"]}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.nrefs, 2);
+	assert_string_equal(q.refs[0].tok.p, "k\xc3\xb6ln");
+	assert_int_equal(q.refs[0].tok.len, 5);
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	assert_int_equal(parse("{\"vectors\": [[1, 0.5], [-2e-3, 3]]}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.nvectors, 2);
+	assert_true(q.vectors[1] == 0.5f && q.vectors[2] == -2e-3f && q.vectors[3] == 3.0f);
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	assert_int_equal(parse("{\"positive\": [\"king\", 7], \"negative\": [\"man\"]}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.given, EMBD_VQ_ANALOGY);
+	assert_int_equal(q.nrefs, 3);
+	assert_int_equal(q.split, 2);
+	assert_int_equal(q.refs[1].id, 7);
+	assert_string_equal(q.refs[2].tok.p, "man");
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	assert_int_equal(parse("{\"positive\": [\"king\"]}", similar, 2, &a, &q, &e), 0); /* negative is optional */
+	assert_int_equal(q.split, 1);
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	unsigned similarity = EMBD_VQ_PAIRS | EMBD_VQ_SETS;
+	assert_int_equal(parse("{\"pairs\": [[\"a\", 1], [2, 3]]}", similarity, 2, &a, &q, &e), 0);
+	assert_int_equal(q.nrefs, 4);
+	assert_string_equal(q.refs[0].tok.p, "a");
+	assert_int_equal(q.refs[3].id, 3);
+	assert_int_equal(embd_acct_close(&a), 0);
+	assert_int_equal(parse("{\"a\": [1, 2], \"b\": [\"x\"]}", similarity, 2, &a, &q, &e), 0);
+	assert_int_equal(q.nrefs, 3);
+	assert_int_equal(q.split, 2);
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	unsigned pool_keys = EMBD_VQ_ROWS | EMBD_VQ_OP | EMBD_VQ_WEIGHTS;
+	assert_int_equal(parse("{\"ids\": [1, 2], \"op\": \"sum\", \"weights\": [0.5, 2]}", pool_keys, 2, &a, &q, &e),
+	                 0);
+	assert_true(q.sum);
+	assert_int_equal(q.nweights, 2);
+	assert_true(q.weights[0] == 0.5f && q.weights[1] == 2.0f);
+	assert_int_equal(embd_acct_close(&a), 0);
+}
+
+static void json_errors(void **state)
+{
+	(void)state;
+	enum {
+		similar = EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY,
+		pool_keys = EMBD_VQ_ROWS | EMBD_VQ_OP | EMBD_VQ_WEIGHTS
+	};
+	static const struct {
+		const char *in;
+		unsigned allowed;
+		int code;
+		const char *fragment;
+	} cases[] = {
+	    {"", EMBD_VQ_ROWS, EMBD_EJSON, "empty"},
+	    {"{\"ids\": [1,}", EMBD_VQ_ROWS, EMBD_EJSON, "malformed JSON at byte"},
+	    {"[[[[[[[[[[1]]]]]]]]]]", EMBD_VQ_ROWS, EMBD_EJSON, "nested deeper than 8"},
+	    {"[1]", EMBD_VQ_ROWS, EMBD_EJSONTYPE, "the body is an array"},
+	    {"{\"ids\": [1], \"ids\": [2]}", EMBD_VQ_ROWS, EMBD_EJSON, "duplicate"},
+	    {"{}", similar, EMBD_EBADBODY, "names no rows"},
+	    {"{\"ids\": [1], \"tokens\": [\"a\"]}", similar, EMBD_EBADBODY, "two ways"},
+	    {"{\"pairs\": [[1, 2]]}", similar, EMBD_EBADBODY, "unknown key \"pairs\""},
+	    {"{\"ids\": []}", similar, EMBD_EEMPTY, "\"ids\" is an empty list"},
+	    {"{\"ids\": 3}", similar, EMBD_EJSONTYPE, "\"ids\" is an integer"},
+	    {"{\"ids\": [-1]}", similar, EMBD_EBADID, "ids[0] is -1"},
+	    {"{\"ids\": [\"king\"]}", similar, EMBD_EJSONTYPE, "ids[0] is a string; rows are named by id"},
+	    {"{\"tokens\": [1]}", similar, EMBD_EJSONTYPE, "tokens[0] is an integer"},
+	    {"{\"tokens\": [\"\"]}", similar, EMBD_EBADTOKEN, "tokens[0] is empty"},
+	    {"{\"tokens\": [\"a\\u0000b\"]}", similar, EMBD_EBADTOKEN, "holds a NUL"},
+	    {"{\"tokens\": [\"\xff\"]}", similar, EMBD_EJSON, "malformed JSON"},
+	    {"{\"vectors\": [[1, 2, 3]]}", similar, EMBD_EBADVECTOR, "vectors[0] has 3 numbers; the rows have 2"},
+	    {"{\"vectors\": [[1, \"a\"]]}", similar, EMBD_EJSONTYPE, "vectors[0][1] is a string"},
+	    {"{\"vectors\": [[1, 1e39]]}", similar, EMBD_EBADVECTOR, "vectors[0][1] is 1e+39, past float32"},
+	    {"{\"vectors\": [1, 2]}", similar, EMBD_EJSONTYPE, "vectors[0] is an integer"},
+	    {"{\"negative\": [\"a\"]}", similar, EMBD_EBADBODY, "\"positive\" is missing"},
+	    {"{\"positive\": []}", similar, EMBD_EEMPTY, "\"positive\" is an empty list"},
+	    {"{\"positive\": [\"a\"], \"negative\": 1}", similar, EMBD_EJSONTYPE, "\"negative\" is an integer"},
+	    {"{\"positive\": [null]}", similar, EMBD_EJSONTYPE, "positive[0] is null"},
+	    {"{\"a\": [1]}", EMBD_VQ_SETS, EMBD_EBADBODY, "\"b\" is missing"},
+	    {"{\"a\": [1], \"b\": []}", EMBD_VQ_SETS, EMBD_EEMPTY, "\"b\" is an empty list"},
+	    {"{\"pairs\": [[1]]}", EMBD_VQ_PAIRS, EMBD_EJSONTYPE, "pairs[0] is not two rows"},
+	    {"{\"pairs\": [1]}", EMBD_VQ_PAIRS, EMBD_EJSONTYPE, "pairs[0] is an integer"},
+	    {"{\"ids\": [1], \"op\": \"max\"}", pool_keys, EMBD_EBADBODY, "\"op\" is not \"mean\" or \"sum\""},
+	    {"{\"ids\": [1], \"op\": 1}", pool_keys, EMBD_EJSONTYPE, "\"op\" is an integer"},
+	    {"{\"ids\": [1, 2], \"weights\": [1]}", pool_keys, EMBD_EBADBODY, "1 weights for 2 rows"},
+	    {"{\"ids\": [1], \"weights\": [true]}", pool_keys, EMBD_EJSONTYPE, "weights[0] is a boolean"},
+	    {"{\"ids\": [1], \"weights\": [1e300]}", pool_keys, EMBD_EBADVECTOR, "weights[0] is 1e+300"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		embd_acct a;
+		embd_vecreq q;
+		embd_err e = {{0}};
+		int rc = parse(cases[i].in, cases[i].allowed, 2, &a, &q, &e);
+		if (rc != cases[i].code || strstr(e.msg, cases[i].fragment) == NULL)
+			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
+			         cases[i].fragment);
+		assert_int_equal(embd_acct_close(&a), 0);
+	}
+}
+
+static void max_items(void **state)
+{
+	(void)state;
+	embd_acct a;
+	embd_vecreq q;
+	embd_err e;
+	embd_acct_init(&a, &budget, &pool, 0);
+	const char *body = "{\"ids\": [1, 2, 3]}";
+	assert_int_equal(embd_vecreq_parse_json(body, strlen(body), EMBD_VQ_ROWS, 2, 2, &a, &q, &e), EMBD_ETOOMANYIDS);
+	assert_non_null(strstr(e.msg, "3 ids; limits.max_ids is 2"));
+	body = "{\"pairs\": [[1, 2], [3, 4]]}";
+	assert_int_equal(embd_vecreq_parse_json(body, strlen(body), EMBD_VQ_PAIRS, 2, 3, &a, &q, &e), EMBD_ETOOMANYIDS);
+	assert_int_equal(embd_acct_close(&a), 0);
+	/* Over the request's memory limit: the accountant's error. */
+	embd_acct_init(&a, &budget, &pool, 64);
+	body = "{\"vectors\": [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16], [17, 18]]}";
+	assert_int_equal(embd_vecreq_parse_json(body, strlen(body), EMBD_VQ_VECTORS, 2, 100, &a, &q, &e), EMBD_ETOOBIG);
+	assert_int_equal(embd_acct_close(&a), 0);
+}
+
+static void npy_queries(void **state)
+{
+	(void)state;
+	unsigned char buf[512];
+	float v[2][3] = {{1, 2, 3}, {-0.5f, 0, 7}};
+	size_t n = npy_header_v1(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }");
+	memcpy(buf + n, v, sizeof v);
+	embd_acct a;
+	embd_vecreq q;
+	embd_err e;
+	embd_acct_init(&a, &budget, &pool, 0);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof v, 3, 100, &a, &q, &e), 0);
+	assert_int_equal(q.nvectors, 2);
+	assert_memory_equal(q.vectors, v, sizeof v);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof v, 4, 100, &a, &q, &e), EMBD_EBADVECTOR);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof v - 1, 3, 100, &a, &q, &e), EMBD_EBADBODY);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof v, 3, 1, &a, &q, &e), EMBD_ETOOMANYIDS);
+	/* One vector as (dim,), float16. */
+	uint16_t h[3] = {0x3c00, 0xc000, 0x3800}; /* 1, -2, 0.5 */
+	n = npy_header_v1(buf, "{'descr': '<f2', 'fortran_order': False, 'shape': (3,), }");
+	memcpy(buf + n, h, sizeof h);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof h, 3, 100, &a, &q, &e), 0);
+	assert_int_equal(q.nvectors, 1);
+	assert_true(q.vectors[0] == 1.0f && q.vectors[1] == -2.0f && q.vectors[2] == 0.5f);
+	n = npy_header_v1(buf, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }");
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + 24, 3, 100, &a, &q, &e), EMBD_EBADBODY);
+	assert_non_null(strstr(e.msg, "float32 or float16"));
+	assert_int_equal(embd_acct_close(&a), 0);
+}
+
+static void resolve(void **state)
+{
+	(void)state;
+	static const char words[] = "the\nking\nqueen\n";
+	embd_vocab *v;
+	embd_err e;
+	assert_int_equal(embd_vocab_parse(words, sizeof words - 1, 3, &v, &e), 0);
+	embd_acct a;
+	embd_acct_init(&a, &budget, &pool, 0);
+	embd_ref refs[3] = {{2, {NULL, 0}}, {-1, {"king", 4}}, {0, {NULL, 0}}};
+	int64_t ids[3];
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, ids, &a, &e), 0);
+	assert_true(ids[0] == 2 && ids[1] == 1 && ids[2] == 0);
+	refs[1].tok = (embd_token){"kong", 4};
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, ids, &a, &e), EMBD_ETOKEN);
+	assert_string_equal(e.msg, "1 token is not in the vocabulary: 'kong'");
+	assert_int_equal(embd_vecreq_resolve(NULL, 3, refs, 3, ids, &a, &e), EMBD_ENOVOCAB);
+	refs[0].id = 3;
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, ids, &a, &e), EMBD_ERANGE);
+	assert_non_null(strstr(e.msg, "id 3 is out of range [0, 3)"));
+	assert_int_equal(embd_acct_close(&a), 0);
+	embd_vocab_free(v);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(rows_groups), cmocka_unit_test(json_errors), cmocka_unit_test(max_items),
+	    cmocka_unit_test(npy_queries), cmocka_unit_test(resolve),
+	};
+	return cmocka_run_group_tests_name("vecreq", tests, setup, teardown);
+}
