@@ -39,8 +39,8 @@ typedef struct embd_hit {
 
 /*
  * L2 norms of rows [first, first + count): out[first + i] = sqrt(sum of
- * squares, summed in double) rounded to float32, as embd_ops_l2_normalize
- * computes it. A row holding NaN gets NaN, one whose norm passes FLT_MAX
+ * squares, summed in double as embd_ops_l2_normalize does, in four partial
+ * sums for speed) rounded to float32. A row holding NaN gets NaN, one whose norm passes FLT_MAX
  * gets +inf. out has m->rows floats (borrowed). Ranges must be within rows.
  * Thread-safe; disjoint ranges may run at once (that is how
  * embd_vecops_norms_threads splits the work).
@@ -69,11 +69,16 @@ typedef struct embd_topk {
 	 */
 	const uint64_t *exclude;
 	const size_t *exclude_off; /* nq + 1 offsets */
-	size_t block_rows;         /* rows per BLAS call; 0: EMBD_TOPK_BLOCK_ROWS */
+	size_t block_rows;         /* rows per BLAS call; 0: EMBD_TOPK_BLOCK_BYTES of f32 rows (at least 64) */
 } embd_topk;
 
-/* The measured default (loadtest/vecops_bench.c): 4096 rows x 100 dims of f32 is 1.6 MB, one L2's worth. */
-#define EMBD_TOPK_BLOCK_ROWS 4096
+/*
+ * The default block: 1 MiB of f32 rows (2621 rows of 100 dims). On 400k x 100
+ * (loadtest/vecops_bench.py) 1024 to 4096 rows ran alike; 256 and 65536 were
+ * slower by up to 1.5x (BLAS calls per row; the converted block and scores
+ * leaving L2).
+ */
+#define EMBD_TOPK_BLOCK_BYTES ((uint64_t)1 << 20)
 
 /*
  * Bytes of scratch embd_vecops_topk asks the accountant for (the sum of its
@@ -118,7 +123,7 @@ int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a
  * scratch. Thread-safe.
  */
 int embd_vecops_analogy(const embd_matrix_info *m, const uint64_t *pos, size_t npos, const uint64_t *neg, size_t nneg,
-			float *out, embd_err *e);
+                        float *out, embd_err *e);
 
 /* How embd_vecops_pool combines rows ("pooling", not acct.h's pool of buffers). */
 typedef enum embd_pooling {
@@ -141,7 +146,7 @@ int embd_pooling_parse(const char *name, embd_pooling *out);
  * ZeroDivisionError), the accountant's.
  */
 int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const double *weights, size_t n, embd_pooling op,
-		     embd_acct *a, float *out, embd_err *e);
+                     embd_acct *a, float *out, embd_err *e);
 
 /*
  * Similarity of rows a and b into *out: dot, or cosine as gensim's
@@ -150,7 +155,7 @@ int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const doubl
  * how to write it). Errors: EMBD_ERANGE. Thread-safe.
  */
 int embd_vecops_similarity(const embd_matrix_info *m, uint64_t a, uint64_t b, embd_metric metric, float *out,
-			   embd_err *e);
+                           embd_err *e);
 
 /*
  * gensim's n_similarity(ws1, ws2): the cosine between the plain means of
@@ -160,6 +165,6 @@ int embd_vecops_similarity(const embd_matrix_info *m, uint64_t a, uint64_t b, em
  * ZeroDivisionError), EMBD_ERANGE, the accountant's.
  */
 int embd_vecops_n_similarity(const embd_matrix_info *m, const uint64_t *ids1, size_t n1, const uint64_t *ids2,
-			     size_t n2, embd_acct *a, float *out, embd_err *e);
+                             size_t n2, embd_acct *a, float *out, embd_err *e);
 
 #endif

@@ -48,14 +48,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	embd_matrix_spec spec = {.path = argv[1],
-				 .format = EMBD_FORMAT_RAW,
-				 .rows = strtoull(argv[2], NULL, 10),
-				 .dim = strtoull(argv[3], NULL, 10),
-				 .populate = 1};
+	                         .format = EMBD_FORMAT_RAW,
+	                         .rows = strtoull(argv[2], NULL, 10),
+	                         .dim = strtoull(argv[3], NULL, 10),
+	                         .populate = 1};
 	int rc = embd_dtype_parse(argv[4], &spec.dtype);
 	if (rc != 0)
 		die("dtype", rc);
-	long threads[8] = {1, 2}, blocks[16] = {EMBD_TOPK_BLOCK_ROWS};
+	long threads[8] = {1, 2}, blocks[16] = {0};
 	int nthreads = argc > 6 ? list(argv[6], threads, 8) : 2;
 	int nblocks = argc > 7 ? list(argv[7], blocks, 16) : 1;
 	embd_err e;
@@ -108,19 +108,21 @@ int main(int argc, char **argv)
 					embd_acct a;
 					embd_acct_init(&a, &budget, &pool, 0);
 					embd_topk t = {.queries = q + i0 * dim,
-						       .nq = nq,
-						       .k = K,
-						       .metric = EMBD_METRIC_COSINE,
-						       .norms = norms,
-						       .exclude = ex + i0,
-						       .exclude_off = off, /* off[i] = i: each query excludes its own word */
-						       .block_rows = (size_t)blocks[bi]};
+					               .nq = nq,
+					               .k = K,
+					               .metric = EMBD_METRIC_COSINE,
+					               .norms = norms,
+					               .exclude = ex + i0,
+					               .exclude_off =
+					                   off, /* off[i] = i: each query excludes its own word */
+					               .block_rows = (size_t)blocks[bi]};
 					if ((rc = embd_vecops_topk(m, &t, &a, hits + i0 * K, counts + i0)) != 0)
 						die("topk", rc);
 					embd_acct_close(&a);
 				}
 				double per = (now() - t0) / NWORDS;
-				printf("{\"op\": \"topk\", \"dtype\": \"%s\", \"nq\": %zu, \"threads\": %ld, \"block\": %ld, "
+				printf("{\"op\": \"topk\", \"dtype\": \"%s\", \"nq\": %zu, \"threads\": %ld, "
+				       "\"block\": %ld, "
 				       "\"ms_per_query\": %.3f}\n",
 				       argv[4], nq, threads[ti], blocks[bi], per * 1e3);
 				fflush(stdout);
@@ -131,7 +133,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < NWORDS; i++) {
 		for (size_t j = 0; j < counts[i]; j++)
 			fprintf(f, "%s%llu:%.7g", j ? " " : "", (unsigned long long)hits[i * K + j].id,
-				(double)hits[i * K + j].score);
+			        (double)hits[i * K + j].score);
 		fprintf(f, "\n");
 	}
 	fclose(f);

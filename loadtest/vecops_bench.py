@@ -2,7 +2,7 @@
 """Top-10 nearest neighbours on a 400,000 x 100 random matrix: lib/vecops (loadtest/vecops_bench.c) against NumPy and
 gensim in the same run, by OpenBLAS threads and block size; checks that all three return the same ids.
 
-    python3 loadtest/vecops_bench.py [--rows 400000] [--dim 100] [--blocks 1024,4096,16384] [--threads 1,2]
+    python3 loadtest/vecops_bench.py [--rows 400000] [--dim 100] [--blocks 0,1024,4096] (0: the default) [--threads 1,2]
 """
 import argparse
 import json
@@ -66,7 +66,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=400000)
     ap.add_argument("--dim", type=int, default=100)
-    ap.add_argument("--blocks", default="256,1024,4096,16384,65536")
+    ap.add_argument("--blocks", default="0,256,1024,4096,16384,65536")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dtypes", default="f32,f16")
     a = ap.parse_args()

@@ -70,7 +70,8 @@ static void norms_known(void **state)
 		assert_true(n[1] == 0.0f);
 		assert_true(isnan(n[2]));
 		if (t == EMBD_F32) {
-			assert_float_equal(n[3], 1.41421356e30f, 1e24f); /* squares pass FLT_MAX; the double sum does not */
+			assert_float_equal(n[3], 1.41421356e30f,
+			                   1e24f); /* squares pass FLT_MAX; the double sum does not */
 			assert_true(isinf(n[4]));
 			assert_true(n[5] == 10.0f);
 		}
@@ -106,17 +107,17 @@ static void norms_threads_match(void **state)
 
 /* Run a single-query top-k; returns the count. */
 static size_t topk1(const embd_matrix_info *m, const float *norms, const float *q, size_t k, embd_metric metric,
-		    const uint64_t *excl, size_t nexcl, size_t block, embd_hit *out)
+                    const uint64_t *excl, size_t nexcl, size_t block, embd_hit *out)
 {
 	size_t off[2] = {0, nexcl}, count = 12345;
 	embd_topk t = {.queries = q,
-		       .nq = 1,
-		       .k = k,
-		       .metric = metric,
-		       .norms = norms,
-		       .exclude = excl,
-		       .exclude_off = excl ? off : NULL,
-		       .block_rows = block};
+	               .nq = 1,
+	               .k = k,
+	               .metric = metric,
+	               .norms = norms,
+	               .exclude = excl,
+	               .exclude_off = excl ? off : NULL,
+	               .block_rows = block};
 	assert_int_equal(embd_vecops_topk(m, &t, &ac, out, &count), 0);
 	assert_int_equal(ac.held, 0);
 	return count;
@@ -236,17 +237,17 @@ static void topk_batch_matches_single(void **state)
 			embd_hit h[3 * 4], one[4];
 			size_t count[3];
 			embd_topk t = {.queries = q,
-				       .nq = 3,
-				       .k = 4,
-				       .metric = (embd_metric)metric,
-				       .norms = norms,
-				       .exclude = ex,
-				       .exclude_off = off,
-				       .block_rows = block};
+			               .nq = 3,
+			               .k = 4,
+			               .metric = (embd_metric)metric,
+			               .norms = norms,
+			               .exclude = ex,
+			               .exclude_off = off,
+			               .block_rows = block};
 			assert_int_equal(embd_vecops_topk(&f.m, &t, &ac, h, count), 0);
 			for (size_t i = 0; i < 3; i++) {
 				size_t n = topk1(&f.m, norms, q + 2 * i, 4, (embd_metric)metric, ex + off[i],
-						 off[i + 1] - off[i], block, one);
+				                 off[i + 1] - off[i], block, one);
 				assert_int_equal(count[i], n);
 				for (size_t j = 0; j < n; j++) {
 					assert_int_equal(h[i * 4 + j].id, one[j].id);
@@ -316,7 +317,8 @@ static void topk_random_vs_reference(void **state)
 static void topk_dtypes_equal(void **state)
 {
 	(void)state;
-	const float v[] = {1, 0.5f, -2, 0.25f, 3, 1, 0, 0, -1.5f, 4, 0.5f, 2, 1, 1, 1, 0, 0, 8, NAN, 1, 2, -3, 0.75f, 1};
+	const float v[] = {1, 0.5f, -2, 0.25f, 3, 1, 0,   0, -1.5f, 4,  0.5f,  2,
+	                   1, 1,    1,  0,     0, 8, NAN, 1, 2,     -3, 0.75f, 1};
 	const float q[] = {0.5f, -1, 2, 1, 1, 1};
 	embd_hit want[2 * 6], got[2 * 6];
 	size_t wc[2], gc[2];
@@ -327,7 +329,8 @@ static void topk_dtypes_equal(void **state)
 				fx_make(&f, v, 8, 3, (embd_dtype)t, mis);
 				float norms[8];
 				embd_vecops_norms(&f.m, 0, 8, norms);
-				embd_topk tk = {.queries = q, .nq = 2, .k = 6, .metric = (embd_metric)metric, .norms = norms};
+				embd_topk tk = {
+				    .queries = q, .nq = 2, .k = 6, .metric = (embd_metric)metric, .norms = norms};
 				embd_hit *h = t == EMBD_F32 && mis == 0 ? want : got;
 				size_t *c = t == EMBD_F32 && mis == 0 ? wc : gc;
 				assert_int_equal(embd_vecops_topk(&f.m, &tk, &ac, h, c), 0);
@@ -355,7 +358,7 @@ static void topk_over_budget(void **state)
 	/* scores 2 x 7, conversion 7 x 2, normalised queries 2 x 2 floats */
 	assert_int_equal(embd_vecops_topk_scratch(&f.m, &t), (2 * 7 + 7 * 2 + 2 * 2) * 4);
 	uint64_t b1 = embd_acct_block_bytes(2 * 7 * 4), b2 = embd_acct_block_bytes(7 * 2 * 4),
-		 b3 = embd_acct_block_bytes(2 * 2 * 4);
+	         b3 = embd_acct_block_bytes(2 * 2 * 4);
 	const uint64_t limits[] = {b1 - 1, b1 + b2 - 1, b1 + b2 + b3 - 1};
 	embd_hit h[6];
 	size_t count[2] = {55, 55};
@@ -366,7 +369,7 @@ static void topk_over_budget(void **state)
 			embd_acct a;
 			embd_acct_init(&a, &b, NULL, per_request ? limits[i] : 0);
 			assert_int_equal(embd_vecops_topk(&f.m, &t, &a, h, count),
-					 per_request ? EMBD_ETOOBIG : EMBD_EBUSY);
+			                 per_request ? EMBD_ETOOBIG : EMBD_EBUSY);
 			assert_int_equal(a.held, 0);
 			assert_int_equal(count[0], 55);
 			assert_int_equal(embd_acct_close(&a), 0);
@@ -394,8 +397,8 @@ static void analogy_known(void **state)
 		fx f;
 		fx_make(&f, v, 4, 2, (embd_dtype)t, 1);
 		float out[2];
-		assert_int_equal(embd_vecops_analogy(&f.m, (const uint64_t[]){0, 2}, 2, (const uint64_t[]){1}, 1, out, &e),
-				 0);
+		assert_int_equal(
+		    embd_vecops_analogy(&f.m, (const uint64_t[]){0, 2}, 2, (const uint64_t[]){1}, 1, out, &e), 0);
 		double len = sqrt(0.16 + 3.24);
 		assert_float_equal(out[0], -0.4 / len, 1e-6);
 		assert_float_equal(out[1], 1.8 / len, 1e-6);
@@ -408,7 +411,7 @@ static void analogy_known(void **state)
 		assert_true(out[0] == -1.0f && out[1] == 0.0f);
 		assert_int_equal(embd_vecops_analogy(&f.m, NULL, 0, NULL, 0, out, &e), EMBD_EEMPTY);
 		assert_int_equal(embd_vecops_analogy(&f.m, (const uint64_t[]){0}, 1, (const uint64_t[]){4}, 1, out, &e),
-				 EMBD_ERANGE);
+		                 EMBD_ERANGE);
 		assert_non_null(strstr(e.msg, "id 4"));
 		fx_free(&f);
 	}
@@ -436,22 +439,22 @@ static void pool_known(void **state)
 		assert_true(out[0] == 12 && out[1] == 4);
 		/* Repeated ids count each time; negative weights are allowed while the sum is not 0. */
 		assert_int_equal(embd_vecops_pool(&f.m, (const uint64_t[]){1, 1, 0}, (const double[]){1, 1, -1}, 3,
-						  EMBD_POOLING_MEAN, &ac, out, &e),
-				 0);
+		                                  EMBD_POOLING_MEAN, &ac, out, &e),
+		                 0);
 		assert_true(out[0] == 5 && out[1] == 6);
 		/* A mean of weights summing to 0 (np.average: ZeroDivisionError), a NaN weight, no ids, a bad id. */
-		assert_int_equal(embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_MEAN, &ac,
-						  out, &e),
-				 EMBD_EBADPARAM);
-		assert_int_equal(embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_SUM, &ac,
-						  out, &e),
-				 0);
+		assert_int_equal(
+		    embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_MEAN, &ac, out, &e),
+		    EMBD_EBADPARAM);
+		assert_int_equal(
+		    embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_SUM, &ac, out, &e), 0);
 		assert_int_equal(
 		    embd_vecops_pool(&f.m, ids, (const double[]){1, NAN, 0}, 3, EMBD_POOLING_SUM, &ac, out, &e),
 		    EMBD_EBADPARAM);
 		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 0, EMBD_POOLING_MEAN, &ac, out, &e), EMBD_EEMPTY);
-		assert_int_equal(embd_vecops_pool(&f.m, (const uint64_t[]){3}, NULL, 1, EMBD_POOLING_MEAN, &ac, out, &e),
-				 EMBD_ERANGE);
+		assert_int_equal(
+		    embd_vecops_pool(&f.m, (const uint64_t[]){3}, NULL, 1, EMBD_POOLING_MEAN, &ac, out, &e),
+		    EMBD_ERANGE);
 		fx_free(&f);
 	}
 }
@@ -508,7 +511,7 @@ static void similarity_known(void **state)
 		assert_float_equal(s, 0.70710678, 1e-7);
 		assert_int_equal(embd_vecops_n_similarity(&f.m, s1, 0, s2, 1, &ac, &s, &e), EMBD_EEMPTY);
 		assert_int_equal(embd_vecops_n_similarity(&f.m, s1, 1, (const uint64_t[]){9}, 1, &ac, &s, &e),
-				 EMBD_ERANGE);
+		                 EMBD_ERANGE);
 		fx_free(&f);
 	}
 }
