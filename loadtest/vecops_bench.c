@@ -4,7 +4,8 @@
  * writes the matrix, times NumPy and gensim on the same one and checks the ids agree.
  *
  * vecops_bench FILE ROWS DIM DTYPE IDS_OUT [THREADS [BLOCKS]]   e.g. ... f32 /tmp/ids.txt 1,2 1024,4096
- * Prints one JSON object per measurement; writes the top-10 ids of each query word (one line each) to IDS_OUT.
+ * Prints one JSON object per measurement; writes the top-10 ids:score of each query word (one line each), then of
+ * NANALOGY analogies, to IDS_OUT.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,9 @@
 #include "ops.h"
 #include "vecops.h"
 
-#define NWORDS 256 /* query words: ids (i * 1999) % rows */
-#define K      10
+#define NWORDS   256 /* query words: ids (i * 1999) % rows */
+#define K        10
+#define NANALOGY 16 /* then analogies over words 3i, 3i + 1, 3i + 2 */
 
 static double now(void)
 {
@@ -134,6 +136,28 @@ int main(int argc, char **argv)
 		for (size_t j = 0; j < counts[i]; j++)
 			fprintf(f, "%s%llu:%.7g", j ? " " : "", (unsigned long long)hits[i * K + j].id,
 			        (double)hits[i * K + j].score);
+		fprintf(f, "\n");
+	}
+	/* Analogies a - b + c over words i, i + 1, i + 2 (gensim: most_similar(positive=[a, c], negative=[b])). */
+	for (int i = 0; i < NANALOGY; i++) {
+		uint64_t pn[3] = {ex[3 * i], ex[3 * i + 2], ex[3 * i + 1]}; /* positives a, c; the negative b */
+		size_t aoff[2] = {0, 3};
+		if ((rc = embd_vecops_analogy(m, pn, 2, pn + 2, 1, q, &e)) != 0)
+			die("analogy", rc);
+		embd_acct a;
+		embd_acct_init(&a, &budget, &pool, 0);
+		embd_topk t = {.queries = q,
+		               .nq = 1,
+		               .k = K,
+		               .metric = EMBD_METRIC_COSINE,
+		               .norms = norms,
+		               .exclude = pn,
+		               .exclude_off = aoff};
+		if ((rc = embd_vecops_topk(m, &t, &a, hits, counts)) != 0)
+			die("topk", rc);
+		embd_acct_close(&a);
+		for (size_t j = 0; j < counts[0]; j++)
+			fprintf(f, "%s%llu:%.7g", j ? " " : "", (unsigned long long)hits[j].id, (double)hits[j].score);
 		fprintf(f, "\n");
 	}
 	fclose(f);

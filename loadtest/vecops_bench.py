@@ -56,6 +56,10 @@ try:
     out["gensim_ms"] = (time.perf_counter() - t0) * 1e3 / 256
     out["gensim_ids"] = [[int(k) for k, _ in r] for r in res]
     out["gensim_scores"] = [[float(s) for _, s in r] for r in res]
+    w = [str(x) for x in words]
+    res = [kv.most_similar(positive=[w[3 * i], w[3 * i + 2]], negative=[w[3 * i + 1]], topn=10) for i in range(16)]
+    out["gensim_analogy_ids"] = [[int(k) for k, _ in r] for r in res]
+    out["gensim_analogy_scores"] = [[float(s) for _, s in r] for r in res]
 except ImportError:
     pass
 print(json.dumps(out))
@@ -89,7 +93,10 @@ def main():
                                capture_output=True, text=True, check=True)
             for line in p.stdout.splitlines():
                 print("embd  ", line)
-            ours[dt] = [[int(h.split(":")[0]) for h in ln.split()] for ln in open(ids_path)]
+            lines = [[(int(h.split(":")[0]), float(h.split(":")[1])) for h in ln.split()] for ln in open(ids_path)]
+            ours[dt] = [[i for i, _ in r] for r in lines[:NWORDS]]
+            ours[dt + "_scores"] = [[s for _, s in r] for r in lines[:NWORDS]]
+            ours[dt + "_analogy"] = lines[NWORDS:]
         for th in a.threads.split(","):
             env = dict(os.environ, OPENBLAS_NUM_THREADS=th, OMP_NUM_THREADS=th)
             p = subprocess.run([sys.executable, "-c", CHILD, files["f32"], str(a.rows), str(a.dim)],
@@ -102,6 +109,12 @@ def main():
             if "gensim_ms" in r:
                 same_g = sum(x == y for x, y in zip(ours["f32"], r["gensim_ids"]))
                 line.update(gensim_ms=round(r["gensim_ms"], 3), same_top10_as_gensim=f"{same_g}/{NWORDS}")
+                diff = max(abs(a - b) for x, y in zip(ours["f32_scores"], r["gensim_scores"]) for a, b in zip(x, y))
+                an = ours["f32_analogy"]
+                same_a = sum([i for i, _ in x] == y for x, y in zip(an, r["gensim_analogy_ids"]))
+                diff_a = max(abs(a[1] - b) for x, y in zip(an, r["gensim_analogy_scores"]) for a, b in zip(x, y))
+                line.update(max_score_diff_vs_gensim=f"{diff:.1e}", same_analogy_top10_as_gensim=f"{same_a}/{len(an)}",
+                            max_analogy_score_diff=f"{diff_a:.1e}")
             if "f16" in ours:
                 line["f16_same_top10_as_f32"] = f"{sum(x == y for x, y in zip(ours['f16'], ours['f32']))}/{NWORDS}"
             print("python", json.dumps(line))
