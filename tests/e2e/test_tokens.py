@@ -15,6 +15,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from conftest import EMBD, wait_for
+from test_safetensors import bf16, safetensors
 
 TOKEN = "t0k3n-for-the-token-tests-0123456789"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -337,6 +338,11 @@ def test_startup_errors_are_one_line(fx, tmp_path):
     (tmp_path / "bad2.txt").write_text("a 1 2\nb 1 2\nc 1 2x\n")
     assert startup(str(tmp_path / "bad2.txt")) == (
         1, "", "embd: %s: line 3: field 3 is not a number: '2x'\n" % (tmp_path / "bad2.txt"))
+    for text, msg in ((b"a 1 2\nb 1 2\nc 1 2\nb 3 4\n", "line 4: duplicate word 'b' (first on line 2)"),
+                      (b"5 2\na 1 2\nb 1 2\n", "line 1: the header says 5 rows but 2 lines follow it"),
+                      (b"a 1 2\nb\xc3\x28 1 2\n", "line 2: invalid UTF-8 in the word (byte 2)")):
+        (tmp_path / "t.txt").write_bytes(text)
+        assert startup(str(tmp_path / "t.txt")) == (1, "", "embd: %s: %s\n" % (tmp_path / "t.txt", msg))
     glove = fx["glove.txt"][0]
     assert startup(glove, "--vocab", str(fx["dir"] / "m.vocab")) == (
         1, "", "embd: %s: a glove file names its rows itself; a vocabulary file (%s) is for npy, safetensors and "
@@ -491,3 +497,30 @@ def test_format_forced_and_sniffed(start, fx, tmp_path):
     assert d2.get("/v1/rows?format=bin&tokens=the")[2] == fx["w2v.bin"][1][3].tobytes()
     d3 = start(fx["w2v.vec"][0], "--format", "word2vec")
     assert d3.json("/v1/info")["format"] == "word2vec"
+
+
+def test_safetensors_and_raw_with_a_vocabulary(start, tmp_path):
+    """A model's token-embedding table picked with --tensor, and a raw file, each asked by token via --vocab."""
+    rng = np.random.default_rng(12)
+    emb = rng.standard_normal((40, 16)).astype(np.float32)
+    p = tmp_path / "model.safetensors"
+    safetensors(p, {"lm_head.weight": ("F32", (40, 16), emb[::-1].copy().tobytes()),
+                    "model.embed_tokens.weight": ("BF16", (40, 16), bf16(emb).tobytes())}, pad=1)
+    vocab = ["<s>", "</s>", "▁the", "▁köln"] + ["tok%d" % i for i in range(36)]
+    (tmp_path / "tokenizer.vocab").write_text("\n".join(vocab) + "\n")
+    d = start(str(p), "--tensor", "model.embed_tokens.weight", "--vocab", str(tmp_path / "tokenizer.vocab"))
+    info = d.json("/v1/info")
+    assert (info["format"], info["dtype"], info["vocab"], info["vocabulary"]["tokens"]) == ("safetensors", "bf16",
+                                                                                              True, 40)
+    s, h, b = d.get("/v1/rows?format=bin&tokens=" + q(["▁the", "▁köln"]))
+    assert (s, h["x-embd-path"], h["x-embd-dtype"]) == (200, "zero-copy", "bf16")
+    assert b == bf16(emb[2:4]).tobytes()  # served as stored
+    j = json.loads(post(d, {"tokens": ["</s>", "tok35"]})[2])
+    want = (bf16(emb[[1, 39]]).astype(np.uint32) << 16).view(np.float32)
+    assert j["tokens"] == ["</s>", "tok35"] and np.asarray(j["rows"], dtype=np.float32).tobytes() == want.tobytes()
+    raw = rng.standard_normal((4, 8)).astype(np.float32)
+    raw.tofile(tmp_path / "r.f32")
+    (tmp_path / "r.vocab").write_text("a\nb\nc\nd\n")
+    d2 = start(str(tmp_path / "r.f32"), "--dim", "8", "--vocab", str(tmp_path / "r.vocab"))
+    s, h, b = d2.get("/v1/rows?format=bin&tokens=d,a&dtype=f16")
+    assert (s, h["x-embd-dtype"], b) == (200, "f16", raw[[3, 0]].astype(np.float16).tobytes())
