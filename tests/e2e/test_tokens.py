@@ -155,6 +155,7 @@ def test_plus_is_not_a_space(start, fx, tmp_path):
     # BUG: libmicrohttpd 0.9.75 turns '+' into a space before embd's unescape callback sees the value
     # (MHD_unescape_plus in MHD_parse_arguments_), so `?tokens=c++` asks for "c  ": 404 token_not_found
     # "1 token is not in the vocabulary: 'c  '" instead of row 0. lib/query.h says '+' is not a space.
+    # (Trade-off for whoever fixes it: curl -G --data-urlencode and urllib's urlencode write a space as '+'.)
     s, h, b = d.get("/v1/rows?format=bin&tokens=c++")
     assert (s, b) == (200, m[0].tobytes()), b
 
