@@ -64,6 +64,8 @@ static size_t quote(char *dst, size_t cap, const embd_token *t)
 	char clean[64];
 	char cut[44];
 	size_t k = t->len > 40 ? 40 : t->len;
+	while (k < t->len && k > 0 && ((unsigned char)t->p[k] & 0xC0) == 0x80)
+		k--; /* cut between characters, not inside one (tokens are valid UTF-8) */
 	memcpy(cut, t->p, k);
 	cut[k] = '\0';
 	embd_utf8_sanitize(clean, sizeof clean, cut);
@@ -93,8 +95,12 @@ int embd_tokens_resolve(const embd_vocab *v, embd_token *toks, size_t *n, embd_o
 		*n = k;
 		return 0;
 	}
-	/* The message names as many unknown tokens as fit in it, and how many there were. */
-	char list[400];
+	/*
+	 * The message names as many unknown tokens as fit in it, and how many there were. The list leaves room
+	 * for the count before it and " and N more" after it within the 400 bytes an error body keeps of a
+	 * message (server/http.c error_json), so the tail is never cut off.
+	 */
+	char list[300];
 	size_t len = 0, listed = 0;
 	for (size_t i = 0; i < *n && listed < missing; i++) {
 		if (ids[i] != EMBD_VOCAB_NONE)
