@@ -5,12 +5,17 @@
 #include <sched.h>
 #include <stdlib.h>
 
+#include "vecops.h"
+
 struct embd_gen {
 	atomic_long refs;
 	atomic_long *live; /* borrowed; may be NULL */
 	uint64_t number;
 	embd_matrix *matrix; /* owned */
 	embd_vocab *vocab;   /* owned; NULL without one */
+	/* Row norms for cosine similarity: computed once, on first use (embd_gen_norms), then read-only. */
+	pthread_mutex_t norms_lock;
+	_Atomic(float *) norms;
 };
 
 int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e)
@@ -42,6 +47,8 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *li
 		}
 	}
 	atomic_init(&g->refs, 1);
+	pthread_mutex_init(&g->norms_lock, NULL);
+	atomic_init(&g->norms, NULL);
 	g->number = number;
 	g->live = live;
 	if (live != NULL)
@@ -64,6 +71,8 @@ void embd_gen_release(embd_gen *g)
 		return;
 	atomic_long *live = g->live;
 	embd_vocab_free(g->vocab);
+	free(atomic_load(&g->norms));
+	pthread_mutex_destroy(&g->norms_lock);
 	embd_matrix_close(g->matrix);
 	free(g);
 	if (live != NULL)
@@ -83,6 +92,35 @@ const embd_matrix_info *embd_gen_matrix(const embd_gen *g)
 const embd_vocab *embd_gen_vocab(const embd_gen *g)
 {
 	return g->vocab;
+}
+
+int embd_gen_norms(embd_gen *g, const float **out, embd_err *e)
+{
+	float *n = atomic_load_explicit(&g->norms, memory_order_acquire);
+	if (n == NULL) {
+		pthread_mutex_lock(&g->norms_lock);
+		n = atomic_load_explicit(&g->norms, memory_order_relaxed);
+		if (n == NULL) {
+			const embd_matrix_info *m = embd_matrix_info_get(g->matrix);
+			n = m->rows <= SIZE_MAX / sizeof *n ? malloc((size_t)m->rows * sizeof *n) : NULL;
+			if (n != NULL) {
+				embd_vecops_norms(m, 0, m->rows, n);
+				atomic_store_explicit(&g->norms, n, memory_order_release);
+			}
+		}
+		pthread_mutex_unlock(&g->norms_lock);
+		if (n == NULL)
+			return embd_err_set(e, -ENOMEM, "out of memory for the row norms");
+	}
+	*out = n;
+	return 0;
+}
+
+size_t embd_gen_norms_bytes(const embd_gen *g)
+{
+	return atomic_load(&((embd_gen *)g)->norms) != NULL
+	           ? (size_t)embd_matrix_info_get(g->matrix)->rows * sizeof(float)
+	           : 0;
 }
 
 long embd_gen_refs(const embd_gen *g)

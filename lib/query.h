@@ -10,8 +10,9 @@
  * (never longer than before). "%00" is left encoded: a NUL would cut the C
  * string short, so "ids=1%002" would quietly read as "ids=1"; left as it is,
  * it fails the parser of whatever it was meant for. A '%' not followed by two
- * hex digits is kept as it is, as libmicrohttpd does. '+' is not a space
- * (no value embd reads can hold one). Thread-safe.
+ * hex digits is kept as it is, as libmicrohttpd does. '+' is left alone:
+ * libmicrohttpd has already made it a space before this runs, as form
+ * encoding says (a '+' in a token comes as %2B). Thread-safe.
  */
 size_t embd_query_unescape(char *s);
 

