@@ -554,3 +554,42 @@ size_t embd_utf8_valid_len(const void *s, size_t n)
 	}
 	return i;
 }
+
+uint64_t embd_json_hits_bound(const embd_hit *hits, size_t n, const embd_vocab *v)
+{
+	/* Per hit: {"id":<20 digits>,"token":"","score":<17>}, and a comma: 64 bytes; a token six per byte. */
+	uint64_t total = 2;
+	for (size_t i = 0; i < n; i++) {
+		size_t len = 0;
+		if (v != NULL && embd_vocab_token(v, hits[i].id, &len) == NULL)
+			len = 0;
+		if (len > (UINT64_MAX - total - 64) / 6)
+			return UINT64_MAX;
+		total += 64 + (uint64_t)len * 6;
+	}
+	return total;
+}
+
+size_t embd_json_hits_write(char *dst, const embd_hit *hits, size_t n, const embd_vocab *v)
+{
+	char *p = dst;
+	*p++ = '[';
+	for (size_t i = 0; i < n; i++) {
+		p += sprintf(p, "%s{\"id\":%llu", i ? "," : "", (unsigned long long)hits[i].id);
+		size_t len = 0;
+		const char *tok = v != NULL ? embd_vocab_token(v, hits[i].id, &len) : NULL;
+		if (tok != NULL) {
+			memcpy(p, ",\"token\":\"", 10);
+			p += 10;
+			p += embd_json_escape(p, len * 6 + 1, tok);
+			*p++ = '"';
+		}
+		memcpy(p, ",\"score\":", 9);
+		p += 9;
+		p += embd_f32_shortest(hits[i].score, p);
+		*p++ = '}';
+	}
+	*p++ = ']';
+	assert((uint64_t)(p - dst) <= embd_json_hits_bound(hits, n, v));
+	return (size_t)(p - dst);
+}

@@ -10,6 +10,8 @@
 #include "matrix.h"
 #include "plan.h"
 #include "tokens.h"
+#include "vecops.h"
+#include "vocab.h"
 
 /* How the rows of a response are to look. */
 typedef struct embd_encode_opts {
@@ -88,6 +90,20 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s);
  * Thread-safe.
  */
 size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s);
+
+/*
+ * Bytes embd_json_hits_write can need at most for n hits (with v's tokens
+ * when v is not NULL). UINT64_MAX on overflow.
+ */
+uint64_t embd_json_hits_bound(const embd_hit *hits, size_t n, const embd_vocab *v);
+
+/*
+ * Write [{"id":1212,"token":"queen","score":0.7839},...] for n hits into dst
+ * (room for the bound): scores as the shortest float32 text (null for NaN
+ * or an infinity), "token" only with a vocabulary (escaped by
+ * embd_json_escape). Returns the length. Thread-safe.
+ */
+size_t embd_json_hits_write(char *dst, const embd_hit *hits, size_t n, const embd_vocab *v);
 
 /*
  * Length of the longest prefix of s (n bytes, borrowed) that is well-formed

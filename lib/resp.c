@@ -115,7 +115,7 @@ int embd_resp_rows(embd_resp *b, const embd_matrix_info *m, const embd_plan_cfg 
 	const embd_encode_opts *o = &q->opts;
 	uint64_t nrows = embd_plan_rows(q->runs, q->nruns);
 	int transform = q->wire == EMBD_WIRE_JSON || embd_encode_transforms(m, o);
-	embd_path path = embd_plan_has_zero(q->runs, q->nruns)
+	embd_path path = q->gather || embd_plan_has_zero(q->runs, q->nruns)
 	                     ? EMBD_PATH_GATHER
 	                     : embd_plan_choose(plan, q->nruns, nrows, m->row_bytes, transform);
 	float *scratch = NULL;

@@ -84,6 +84,7 @@ typedef struct embd_rows_query {
 	const embd_ids *ids;      /* named in a JSON body as "ids"; may be NULL */
 	const embd_token *tokens; /* named in a JSON body as "tokens"; may be NULL */
 	size_t ntokens;
+	int gather; /* copy even where a view would do: rows the request computed, not the matrix's */
 	embd_wire wire;
 	embd_encode_opts opts;
 } embd_rows_query;

@@ -211,6 +211,11 @@ static enum MHD_Result reply_body(struct req *r)
 			MHD_add_response_header(resp, "X-Embd-Unknown-Tokens", v);
 		}
 	}
+	if (r->scratch) {
+		char v[32];
+		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak);
+		MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", v);
+	}
 	return queue(r, 200, resp, b->len);
 }
 

@@ -172,9 +172,13 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "embd_vocab_tokens %llu\n"
 	    "# HELP embd_vocab_bytes Heap bytes of the current generation's vocabulary and its hash table.\n"
 	    "# TYPE embd_vocab_bytes gauge\n"
-	    "embd_vocab_bytes %llu\n",
+	    "embd_vocab_bytes %llu\n"
+	    "# HELP embd_norms_bytes Heap bytes of the current generation's row norms (one float per row, computed on "
+	    "the first cosine similarity; 0 before).\n"
+	    "# TYPE embd_norms_bytes gauge\n"
+	    "embd_norms_bytes %llu\n",
 	    (unsigned long long)embd_gen_matrix(gen)->heap_bytes,
 	    (unsigned long long)(v != NULL ? embd_vocab_size(v) : 0),
-	    (unsigned long long)(v != NULL ? embd_vocab_bytes(v) : 0));
+	    (unsigned long long)(v != NULL ? embd_vocab_bytes(v) : 0), (unsigned long long)embd_gen_norms_bytes(gen));
 	return o.overflow ? 0 : o.len;
 }

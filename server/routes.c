@@ -14,6 +14,7 @@
 #include "query.h"
 #include "reload.h"
 #include "tokens.h"
+#include "vector.h"
 #include "server.h"
 
 #define BIT(m)   (1u << (m))
@@ -30,6 +31,9 @@ static const struct route routes[] = {
     {"/v1/info", 0, R_INFO, "info", GET_ONLY, h_info},
     {"/v1/rows", 0, R_ROWS, "rows", GET_ONLY | BIT(M_POST), h_rows},
     {"/v1/rows/", 1, R_ROW, "row", GET_ONLY, h_row},
+    {"/v1/similar", 0, R_SIMILAR, "similar", GET_ONLY | BIT(M_POST), vector_similar},
+    {"/v1/similarity", 0, R_SIMILARITY, "similarity", BIT(M_POST), vector_similarity},
+    {"/v1/pool", 0, R_POOL, "pool", BIT(M_POST), vector_pool},
     {"/healthz", 0, R_HEALTHZ, "healthz", GET_ONLY, h_healthz},
     {"/metrics", 0, R_METRICS, "metrics", GET_ONLY, h_metrics},
     {"/v1/admin/reload", 0, R_ADMIN, "admin", BIT(M_POST), h_reload},
@@ -73,7 +77,7 @@ static enum MHD_Result check_one(void *cls, enum MHD_ValueKind kind, const char 
 	return MHD_NO;
 }
 
-static int check_params(struct req *r, const char *const *allowed, embd_err *e)
+int route_check_params(struct req *r, const char *const *allowed, embd_err *e)
 {
 	struct param_check pc = {allowed, NULL};
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_one, &pc);
@@ -88,8 +92,7 @@ static int check_params(struct req *r, const char *const *allowed, embd_err *e)
 	                    *list ? "; this path takes " : "; this path takes none", list);
 }
 
-/* A small JSON answer: v (stolen) as the body. */
-static int json_answer(struct req *r, json_t *v, embd_err *e)
+int route_json_answer(struct req *r, json_t *v, embd_err *e)
 {
 	r->type = "application/json";
 	int rc = embd_json_body(&r->resp, v);
@@ -99,18 +102,18 @@ static int json_answer(struct req *r, json_t *v, embd_err *e)
 static int h_healthz(struct req *r, embd_err *e)
 {
 	static const char *const none[] = {NULL};
-	int rc = check_params(r, none, e);
+	int rc = route_check_params(r, none, e);
 	if (rc != 0)
 		return rc;
 	r->resp.reserved = 1; /* answered whatever the load: the budget keeps a reserve for it */
-	return json_answer(r, json_pack("{s:s,s:I}", "status", "ok", "generation", (json_int_t)embd_gen_number(r->gen)),
-	                   e);
+	return route_json_answer(
+	    r, json_pack("{s:s,s:I}", "status", "ok", "generation", (json_int_t)embd_gen_number(r->gen)), e);
 }
 
 static int h_metrics(struct req *r, embd_err *e)
 {
 	static const char *const none[] = {NULL};
-	int rc = check_params(r, none, e);
+	int rc = route_check_params(r, none, e);
 	if (rc != 0)
 		return rc;
 	r->resp.reserved = 1; /* answered whatever the load: the budget keeps a reserve for it */
@@ -132,18 +135,18 @@ static int h_metrics(struct req *r, embd_err *e)
 static int h_info(struct req *r, embd_err *e)
 {
 	static const char *const none[] = {NULL};
-	int rc = check_params(r, none, e);
+	int rc = route_check_params(r, none, e);
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	const embd_vocab *voc = embd_gen_vocab(r->gen);
-	json_t *v =
-	    json_pack("{s:I,s:I,s:s,s:I,s:o,s:s,s:b,s:I,s:I,s:I,s:I,s:f,s:s}", "rows", (json_int_t)m->rows, "dim",
-	              (json_int_t)m->dim, "dtype", embd_dtype_name(m->dtype), "row_bytes", (json_int_t)m->row_bytes,
-	              "source", embd_json_text(m->source, 4095), "format", embd_format_name(m->format), "vocab",
-	              voc != NULL, "generation", (json_int_t)embd_gen_number(r->gen), "bytes",
-	              (json_int_t)m->file_bytes, "data_bytes", (json_int_t)m->data_bytes, "heap_bytes",
-	              (json_int_t)m->heap_bytes, "load_ms", (double)m->load_ns / 1e6, "version", EMBD_VERSION);
+	json_t *v = json_pack(
+	    "{s:I,s:I,s:s,s:I,s:o,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:f,s:s}", "rows", (json_int_t)m->rows, "dim",
+	    (json_int_t)m->dim, "dtype", embd_dtype_name(m->dtype), "row_bytes", (json_int_t)m->row_bytes, "source",
+	    embd_json_text(m->source, 4095), "format", embd_format_name(m->format), "vocab", voc != NULL, "generation",
+	    (json_int_t)embd_gen_number(r->gen), "bytes", (json_int_t)m->file_bytes, "data_bytes",
+	    (json_int_t)m->data_bytes, "heap_bytes", (json_int_t)m->heap_bytes, "norms_bytes",
+	    (json_int_t)embd_gen_norms_bytes(r->gen), "load_ms", (double)m->load_ns / 1e6, "version", EMBD_VERSION);
 	if (v != NULL && voc != NULL) {
 		json_t *w =
 		    json_pack("{s:I,s:I,s:f}", "tokens", (json_int_t)embd_vocab_size(voc), "bytes",
@@ -153,7 +156,7 @@ static int h_info(struct req *r, embd_err *e)
 			v = NULL;
 		}
 	}
-	return json_answer(r, v, e);
+	return route_json_answer(r, v, e);
 }
 
 /*
@@ -163,13 +166,12 @@ static int h_info(struct req *r, embd_err *e)
  * wildcard means JSON), then JSON; ?dtype= converts and ?normalize=l2
  * normalises. Decided before any id is parsed: a 406 costs nothing.
  */
-static int rows_opts(struct req *r, const char *const *params, embd_rows_query *q, embd_err *e)
+int route_rows_opts(struct req *r, const char *const *params, embd_dtype stored, embd_rows_query *q, embd_err *e)
 {
-	int rc = check_params(r, params, e);
+	int rc = route_check_params(r, params, e);
 	if (rc != 0)
 		return rc;
-	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	q->opts.dtype = m->dtype;
+	q->opts.dtype = stored;
 	q->opts.normalize = 0;
 	const char *d = embd_arg(r, "dtype");
 	if (d != NULL && embd_dtype_parse(d, &q->opts.dtype) != 0)
@@ -203,10 +205,9 @@ static int rows_opts(struct req *r, const char *const *params, embd_rows_query *
 	return 0;
 }
 
-/* The rows of q as the body: zero-copy views or a gathered buffer, as the plan says (lib/resp.c). */
-static int rows_answer(struct req *r, const embd_rows_query *q, embd_err *e)
+int route_rows_answer(struct req *r, const embd_matrix_info *m, const embd_rows_query *q, embd_err *e)
 {
-	int rc = embd_resp_rows(&r->resp, embd_gen_matrix(r->gen), &r->srv->plan, q, e);
+	int rc = embd_resp_rows(&r->resp, m, &r->srv->plan, q, e);
 	if (rc != 0)
 		return embd_req_charge_error(r, rc, e->msg, e);
 	r->type = embd_wire_type(q->wire);
@@ -216,8 +217,7 @@ static int rows_answer(struct req *r, const embd_rows_query *q, embd_err *e)
 	return 0;
 }
 
-/* A decimal, non-negative query integer; 1 when absent. */
-static int arg_u64(struct req *r, const char *name, uint64_t *out, embd_err *e)
+int route_arg_u64(struct req *r, const char *name, uint64_t *out, embd_err *e)
 {
 	const char *v = embd_arg(r, name);
 	if (v == NULL)
@@ -235,7 +235,7 @@ static int h_row(struct req *r, embd_err *e)
 {
 	static const char *const params[] = {"format", "dtype", "normalize", NULL};
 	embd_rows_query q = {0};
-	int rc = rows_opts(r, params, &q, e);
+	int rc = route_rows_opts(r, params, embd_gen_matrix(r->gen)->dtype, &q, e);
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
@@ -263,11 +263,10 @@ static int h_row(struct req *r, embd_err *e)
 	q.runs = &run;
 	q.nruns = 1;
 	q.ids = &view;
-	return rows_answer(r, &q, e);
+	return route_rows_answer(r, embd_gen_matrix(r->gen), &q, e);
 }
 
-/* Refuse a request naming more than limits.max_ids ids or tokens (before anything is allocated for them). */
-static int check_max_ids(struct req *r, size_t n, const char *who, const char *what, embd_err *e)
+int route_check_max_ids(struct req *r, size_t n, const char *who, const char *what, embd_err *e)
 {
 	if (n <= (uint64_t)r->srv->cfg.max_ids)
 		return 0;
@@ -289,7 +288,7 @@ static int list_ids(struct req *r, const char *s, struct batch *b, embd_err *e)
 	size_t n = 0;
 	int rc = embd_ids_parse_list(s, strlen(s), NULL, &n, e);
 	if (rc == 0)
-		rc = check_max_ids(r, n, "?ids=", "ids", e);
+		rc = route_check_max_ids(r, n, "?ids=", "ids", e);
 	if (rc != 0)
 		return rc;
 	int64_t *parsed;
@@ -317,7 +316,7 @@ static int list_tokens(struct req *r, const char *s, struct batch *b, embd_err *
 	char *arena = NULL;
 	int rc = embd_tokens_parse_list(s, len, NULL, NULL, &n, &bytes, e);
 	if (rc == 0)
-		rc = check_max_ids(r, n, "?tokens=", "tokens", e);
+		rc = route_check_max_ids(r, n, "?tokens=", "tokens", e);
 	if (rc == 0)
 		rc = alloc_tokens(r, n, bytes, &b->toks, &arena, e);
 	if (rc == 0)
@@ -332,7 +331,7 @@ static int json_batch(struct req *r, struct batch *b, embd_err *e)
 	embd_batch jb = {0};
 	int rc = embd_batch_parse_json(r->body, r->body_len, &jb, e);
 	if (rc == 0)
-		rc = check_max_ids(r, jb.n, "the body", jb.tokens ? "tokens" : "ids", e);
+		rc = route_check_max_ids(r, jb.n, "the body", jb.tokens ? "tokens" : "ids", e);
 	if (rc != 0)
 		return rc;
 	if (jb.tokens) {
@@ -414,8 +413,8 @@ static int slice_run(struct req *r, embd_run *run, embd_err *e)
 	if (embd_arg(r, "id_dtype") != NULL)
 		return embd_err_set(e, EMBD_EBADPARAM, "id_dtype goes with a binary POST body");
 	uint64_t start = 0, stop = m->rows;
-	int rc = arg_u64(r, "start", &start, e);
-	if (rc < 0 || (rc = arg_u64(r, "stop", &stop, e)) < 0)
+	int rc = route_arg_u64(r, "start", &start, e);
+	if (rc < 0 || (rc = route_arg_u64(r, "stop", &stop, e)) < 0)
 		return rc;
 	if (start > stop)
 		return embd_err_set(e, EMBD_EBADSLICE, "start %" PRIu64 " is after stop %" PRIu64, start, stop);
@@ -434,7 +433,7 @@ static int h_rows(struct req *r, embd_err *e)
 	static const char *const params[] = {"start",  "stop",  "ids",       "tokens",   "oov",
 	                                     "format", "dtype", "normalize", "id_dtype", NULL};
 	embd_rows_query q = {0};
-	int rc = rows_opts(r, params, &q, e);
+	int rc = route_rows_opts(r, params, embd_gen_matrix(r->gen)->dtype, &q, e);
 	if (rc != 0)
 		return rc;
 	const char *ids_arg = embd_arg(r, "ids"), *tokens_arg = embd_arg(r, "tokens"), *oov_arg = embd_arg(r, "oov");
@@ -465,7 +464,7 @@ static int h_rows(struct req *r, embd_err *e)
 			return rc;
 		q.runs = &one;
 		q.nruns = 1;
-		return rows_answer(r, &q, e);
+		return route_rows_answer(r, embd_gen_matrix(r->gen), &q, e);
 	} else {
 		return embd_err_set(e, EMBD_EBADPARAM,
 		                    "name the rows: ?start=A&stop=B, ?ids=3,17,42, ?tokens=king,queen, /v1/rows/{id} "
@@ -477,7 +476,7 @@ static int h_rows(struct req *r, embd_err *e)
 		return embd_err_set(e, EMBD_EBADPARAM, "oov goes with tokens; these rows are named by id");
 	if (b.toks != NULL && (rc = resolve_tokens(r, oov, &b, e)) != 0)
 		return rc;
-	if ((rc = check_max_ids(r, b.ids.n, "the request", "ids", e)) != 0)
+	if ((rc = route_check_max_ids(r, b.ids.n, "the request", "ids", e)) != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	int zero_rows = oov == EMBD_OOV_ZERO;
@@ -496,7 +495,7 @@ static int h_rows(struct req *r, embd_err *e)
 	} else {
 		q.ids = &b.ids;
 	}
-	return rows_answer(r, &q, e);
+	return route_rows_answer(r, embd_gen_matrix(r->gen), &q, e);
 }
 
 /* Equal in time that does not depend on where the strings differ. */
@@ -529,10 +528,10 @@ static int h_reload(struct req *r, embd_err *e)
 	if (j != NULL) { /* resumed: the reload is done */
 		if (j->rc != 0)
 			return embd_err_set(e, EMBD_ERELOAD, "%s", j->msg);
-		return json_answer(r,
-		                   json_pack("{s:I,s:o}", "generation", (json_int_t)j->generation, "message",
-		                             embd_json_text(j->msg, sizeof j->msg)),
-		                   e);
+		return route_json_answer(r,
+		                         json_pack("{s:I,s:o}", "generation", (json_int_t)j->generation, "message",
+		                                   embd_json_text(j->msg, sizeof j->msg)),
+		                         e);
 	}
 	if (s->admin_token[0] == '\0')
 		return embd_err_set(e, EMBD_ENOTFOUND,
@@ -542,7 +541,7 @@ static int h_reload(struct req *r, embd_err *e)
 		return embd_err_set(e, EMBD_EUNAUTH, "%s",
 		                    auth == NULL ? "send Authorization: Bearer <token>" : "wrong token");
 	static const char *const params[] = {"path", "tensor", "vocab", NULL};
-	int rc = check_params(r, params, e);
+	int rc = route_check_params(r, params, e);
 	if (rc != 0)
 		return rc;
 	/* No path: reload matrix.path. A path given empty names no file; it never means the demo matrix. */

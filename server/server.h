@@ -71,6 +71,7 @@ struct req {
 	int rows;         /* a rows body: add the X-Embd-* row headers */
 	uint64_t nrows;
 	embd_dtype dtype;
+	int scratch;             /* a vector operation's answer: add X-Embd-Accounted-Bytes */
 	int by_tokens;           /* asked by token: add X-Embd-Unknown-Tokens */
 	uint64_t unknown_tokens; /* tokens the vocabulary lacks (answered as zeros or left out) */
 	/* filled when the response is queued */
