@@ -5,6 +5,7 @@
 
 #include "dtype.h"
 #include "encode.h"
+#include "vocab.h"
 
 static const char *shortest(float v)
 {
@@ -488,6 +489,35 @@ static void error_table(void **state)
 	assert_string_equal(embd_error_code(-2), "internal");
 }
 
+/* Top-k hits as JSON: ids, escaped tokens with a vocabulary, shortest scores, null for what JSON cannot hold. */
+static void json_hits(void **state)
+{
+	(void)state;
+	static const char words[] = "the\nq\"ueen\nk\xc3\xb6ln\n\x01x\n";
+	embd_vocab *v;
+	embd_err e;
+	assert_int_equal(embd_vocab_parse(words, sizeof words - 1, 4, &v, &e), 0);
+	embd_hit hits[4] = {{1, 0.7839f}, {2, -0.5f}, {3, NAN}, {0, INFINITY}};
+	char out[1024];
+	assert_true(embd_json_hits_bound(hits, 4, v) < sizeof out);
+	size_t n = embd_json_hits_write(out, hits, 4, v);
+	out[n] = '\0';
+	assert_string_equal(out, "[{\"id\":1,\"token\":\"q\\\"ueen\",\"score\":0.7839},{\"id\":2,\"token\":\"k\xc3\xb6ln\","
+	                         "\"score\":-0.5},{\"id\":3,\"token\":\"\\u0001x\",\"score\":null},{\"id\":0,\"token\":"
+	                         "\"the\",\"score\":null}]");
+	n = embd_json_hits_write(out, hits, 2, NULL);
+	out[n] = '\0';
+	assert_string_equal(out, "[{\"id\":1,\"score\":0.7839},{\"id\":2,\"score\":-0.5}]");
+	n = embd_json_hits_write(out, hits, 0, v);
+	out[n] = '\0';
+	assert_string_equal(out, "[]");
+	/* The bound holds for the longest id and score, and a token escaped six bytes per byte. */
+	embd_hit worst = {UINT64_MAX, -1.23456789e-5f};
+	n = embd_json_hits_write(out, &worst, 1, NULL);
+	assert_true(n <= embd_json_hits_bound(&worst, 1, NULL));
+	embd_vocab_free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -506,6 +536,7 @@ int main(void)
 	    cmocka_unit_test(escape_line_separators),
 	    cmocka_unit_test(escape_capacity_boundary),
 	    cmocka_unit_test(error_table),
+	    cmocka_unit_test(json_hits),
 	};
 	return cmocka_run_group_tests_name("encode", tests, NULL, NULL);
 }
