@@ -283,16 +283,16 @@ static int parse_root(json_t *root, unsigned allowed, uint64_t dim, size_t max_i
 		if (json_array_size(w) != out->nrefs)
 			return embd_err_set(e, EMBD_EBADBODY, "%zu weights for %zu rows; give one weight per row",
 			                    json_array_size(w), out->nrefs);
-		if ((rc = embd_acct_alloc(acct, out->nrefs * sizeof(float), (void **)&out->weights)) != 0)
+		if ((rc = embd_acct_alloc(acct, out->nrefs * sizeof(double), (void **)&out->weights)) != 0)
 			return embd_err_set(e, rc, "the weights");
 		size_t i;
 		json_t *x;
 		json_array_foreach(w, i, x)
 		{
-			char what[40];
-			snprintf(what, sizeof what, "weights[%zu]", i);
-			if ((rc = number(x, what, &out->weights[i], e)) != 0)
-				return rc;
+			if (!json_is_number(x))
+				return embd_err_set(e, EMBD_EJSONTYPE, "weights[%zu] is %s; a number is needed", i,
+				                    type_name(x));
+			out->weights[i] = json_number_value(x); /* JSON cannot hold a NaN or an infinity */
 		}
 		out->nweights = out->nrefs;
 	}

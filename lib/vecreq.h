@@ -25,7 +25,7 @@ enum {
 	EMBD_VQ_PAIRS = 1 << 4,   /* "pairs": [["king", "queen"], [3, 17]] */
 	EMBD_VQ_SETS = 1 << 5,    /* "a": [...], "b": [...] (ids or tokens, mixed) */
 	EMBD_VQ_OP = 1 << 6,      /* "op": "mean" | "sum" */
-	EMBD_VQ_WEIGHTS = 1 << 7, /* "weights": [1, 0.5] (finite, one per row) */
+	EMBD_VQ_WEIGHTS = 1 << 7, /* "weights": [1, 0.5] (finite doubles, one per row) */
 	EMBD_VQ_ROWS = EMBD_VQ_IDS | EMBD_VQ_TOKENS,
 };
 
@@ -40,7 +40,7 @@ typedef struct embd_vecreq {
 	size_t nrefs, split;
 	float *vectors; /* nvectors x dim, row-major; accounted */
 	size_t nvectors;
-	float *weights; /* nweights (== nrefs when given); accounted */
+	double *weights; /* nweights (== nrefs when given), as JSON's numbers are: doubles; accounted */
 	size_t nweights;
 	int sum; /* "op": "sum" (else mean) */
 } embd_vecreq;

@@ -324,13 +324,7 @@ int vector_pool(struct req *r, embd_err *e)
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	double *w = NULL;
-	if (vq.weights != NULL) {
-		if ((rc = scratch(r, vq.nweights * sizeof *w, (void **)&w, "the weights", e)) != 0)
-			return rc;
-		for (size_t i = 0; i < vq.nweights; i++)
-			w[i] = vq.weights[i];
-	}
+	const double *w = vq.weights;
 	float *row;
 	if ((rc = scratch(r, m->dim * sizeof *row, (void **)&row, "the pooled row", e)) != 0)
 		return rc;

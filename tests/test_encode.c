@@ -502,9 +502,10 @@ static void json_hits(void **state)
 	assert_true(embd_json_hits_bound(hits, 4, v) < sizeof out);
 	size_t n = embd_json_hits_write(out, hits, 4, v);
 	out[n] = '\0';
-	assert_string_equal(out, "[{\"id\":1,\"token\":\"q\\\"ueen\",\"score\":0.7839},{\"id\":2,\"token\":\"k\xc3\xb6ln\","
-	                         "\"score\":-0.5},{\"id\":3,\"token\":\"\\u0001x\",\"score\":null},{\"id\":0,\"token\":"
-	                         "\"the\",\"score\":null}]");
+	assert_string_equal(out,
+	                    "[{\"id\":1,\"token\":\"q\\\"ueen\",\"score\":0.7839},{\"id\":2,\"token\":\"k\xc3\xb6ln\","
+	                    "\"score\":-0.5},{\"id\":3,\"token\":\"\\u0001x\",\"score\":null},{\"id\":0,\"token\":"
+	                    "\"the\",\"score\":null}]");
 	n = embd_json_hits_write(out, hits, 2, NULL);
 	out[n] = '\0';
 	assert_string_equal(out, "[{\"id\":1,\"score\":0.7839},{\"id\":2,\"score\":-0.5}]");

@@ -81,7 +81,7 @@ static void rows_groups(void **state)
 	                 0);
 	assert_true(q.sum);
 	assert_int_equal(q.nweights, 2);
-	assert_true(q.weights[0] == 0.5f && q.weights[1] == 2.0f);
+	assert_true(q.weights[0] == 0.5 && q.weights[1] == 2.0);
 	assert_int_equal(embd_acct_close(&a), 0);
 }
 
@@ -130,7 +130,6 @@ static void json_errors(void **state)
 	    {"{\"ids\": [1], \"op\": 1}", pool_keys, EMBD_EJSONTYPE, "\"op\" is an integer"},
 	    {"{\"ids\": [1, 2], \"weights\": [1]}", pool_keys, EMBD_EBADBODY, "1 weights for 2 rows"},
 	    {"{\"ids\": [1], \"weights\": [true]}", pool_keys, EMBD_EJSONTYPE, "weights[0] is a boolean"},
-	    {"{\"ids\": [1], \"weights\": [1e300]}", pool_keys, EMBD_EBADVECTOR, "weights[0] is 1e+300"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		embd_acct a;
