@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "npy.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -173,6 +174,13 @@ static int pair_open(pair *p, const char *npy_path, const char *vocab_path, embd
 	if (same_file(npy_path, vocab_path))
 		return embd_err_set(e, EMBD_ECONFIG, "%s: the matrix and the vocabulary cannot be the same file",
 		                    npy_path);
+	struct stat st;
+	if (stat(npy_path, &st) == 0 && !S_ISREG(st.st_mode))
+		return embd_err_set(e, EMBD_ECONFIG, "%s: not a regular file; convert writes regular files only",
+		                    npy_path);
+	if (stat(vocab_path, &st) == 0 && !S_ISREG(st.st_mode))
+		return embd_err_set(e, EMBD_ECONFIG, "%s: not a regular file; convert writes regular files only",
+		                    vocab_path);
 	int fd = open_tmp(npy_path, p->npy_tmp, sizeof p->npy_tmp);
 	if (fd < 0)
 		return embd_err_set(e, fd, "%s: cannot create a temporary file beside it: %s", npy_path, strerror(-fd));
@@ -288,47 +296,28 @@ int embd_convert_file(const char *in_path, const char *npy_path, const char *voc
 	if (r == NULL)
 		r = &scratch;
 	memset(r, 0, sizeof *r);
-	int fd = open(in_path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return embd_err_set(e, -errno, "%s: %s", in_path, strerror(errno));
-	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		int err = errno;
-		close(fd);
-		return embd_err_set(e, -err, "%s: %s", in_path, strerror(err));
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file", in_path);
-	}
-	if (st.st_size == 0) {
-		close(fd);
-		return embd_err_set(e, EMBD_EFORMAT, "%s: empty file", in_path);
-	}
-	if ((uint64_t)st.st_size > SIZE_MAX) {
-		close(fd);
-		return embd_err_set(e, EMBD_EOVERFLOW, "%s: too large to map", in_path);
-	}
-	r->in_bytes = (uint64_t)st.st_size;
-	size_t len = (size_t)st.st_size;
-	void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-	int err = errno;
-	close(fd);
-	if (map == MAP_FAILED)
-		return embd_err_set(e, -err, "%s: mmap: %s", in_path, strerror(err));
-	(void)madvise(map, len, MADV_SEQUENTIAL);
+	/* The outputs are never the input, nor anything but regular files (a device, a FIFO). */
+	if (same_file(in_path, npy_path) || same_file(in_path, vocab_path))
+		return embd_err_set(e, EMBD_ECONFIG, "%s: the output would overwrite the input; name another file",
+		                    same_file(in_path, npy_path) ? npy_path : vocab_path);
+	/* Read, not mapped: a file cut short while it is read is an error, not a SIGBUS. */
+	unsigned char *map;
+	size_t len;
+	int rc = embd_file_read(in_path, &map, &len, e);
+	if (rc != 0)
+		return rc;
+	r->in_bytes = len;
 	const unsigned char *buf = map;
 	embd_textvec_kind kind = o != NULL ? o->kind : EMBD_TEXTVEC_NONE;
 	if (kind == EMBD_TEXTVEC_NONE)
 		kind = embd_textvec_sniff(buf, len);
-	int rc;
 	if (kind == EMBD_TEXTVEC_NONE) {
 		rc = embd_err_set(
 		    e, EMBD_EFORMAT,
 		    "%s: not GloVe, word2vec/fastText text or word2vec binary (line 1 is neither a `rows dim` "
 		    "header nor a word and numbers); --format forces one",
 		    in_path);
-		munmap(map, len);
+		embd_file_free(map, len);
 		return rc;
 	}
 	r->kind = kind;
@@ -340,14 +329,14 @@ int embd_convert_file(const char *in_path, const char *npy_path, const char *voc
 	}
 	pair p;
 	if ((rc = pair_open(&p, npy_path, vocab_path, e)) != 0) {
-		munmap(map, len);
+		embd_file_free(map, len);
 		return rc;
 	}
 	embd_textvec tv;
 	embd_err pe;
 	uint64_t t0 = now_ns();
 	rc = embd_textvec_parse(buf, len, kind, &to, &tv, &pe);
-	munmap(map, len);
+	embd_file_free(map, len);
 	r->parse_ns = now_ns() - t0;
 	if (rc != 0) {
 		pair_abort(&p);

@@ -214,9 +214,21 @@ static int layout_text(struct embd_matrix *m, const embd_matrix_spec *spec, embd
 {
 	if (spec->header_only)
 		return peek_text(m, kind, e);
+	/* Parsed from a copy read with read(2), not from the mapping: a file cut short meanwhile is an error, not a
+	 * SIGBUS. */
+	munmap(m->map, m->map_len);
+	m->map = NULL;
+	m->map_len = 0;
+	unsigned char *text;
+	size_t text_len;
+	int rc = embd_file_read(m->source, &text, &text_len, e);
+	if (rc != 0)
+		return rc;
 	embd_textvec tv;
 	embd_err why;
-	int rc = embd_textvec_parse(m->map, m->map_len, kind, NULL, &tv, &why);
+	rc = embd_textvec_parse(text, text_len, kind, NULL, &tv, &why);
+	embd_file_free(text, text_len);
+	m->file_bytes = text_len;
 	if (rc != 0)
 		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
 	rc = embd_vocab_new(tv.rows, tv.words_bytes, &m->vocab);
@@ -241,10 +253,6 @@ static int layout_text(struct embd_matrix *m, const embd_matrix_spec *spec, embd
 	m->info.dtype = EMBD_F32;
 	m->info.data = (const unsigned char *)m->heap;
 	embd_textvec_free(&tv);
-	/* The text is read: its pages go back, the parsed rows are what is served. */
-	munmap(m->map, m->map_len);
-	m->map = NULL;
-	m->map_len = 0;
 	return 0;
 }
 

@@ -37,6 +37,18 @@ typedef struct embd_format_ops {
 	const char *extensions; /* for help: "" or the extensions it is recognised by */
 } embd_format_ops;
 
+/*
+ * The whole regular file at path read (not mapped) into new anonymous
+ * memory: *len bytes at *out, freed with embd_file_free. For files that are
+ * parsed, not served: a file cut short while it is read (written over in
+ * place, against the advice to replace files by rename) is EMBD_ETRUNC,
+ * where reading through a mapping would die of SIGBUS. Other errors: -errno,
+ * EMBD_EFORMAT (not a regular file, or empty), EMBD_EOVERFLOW. Messages name
+ * the path. Thread-safe.
+ */
+int embd_file_read(const char *path, unsigned char **out, size_t *len, embd_err *e);
+void embd_file_free(unsigned char *buf, size_t len);
+
 /* The row for id; NULL for EMBD_FORMAT_AUTO. */
 const embd_format_ops *embd_format_ops_get(embd_format id);
 

@@ -21,8 +21,13 @@ size_t embd_query_unescape(char *s)
 	char *w = s;
 	for (const char *p = s; *p != '\0'; p++) {
 		int hi, lo;
-		if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 && (hi | lo) != 0) {
-			*w++ = (char)(hi << 4 | lo);
+		if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
+			if ((hi | lo) == 0) { /* a NUL: the two bytes no valid UTF-8 or digit string holds */
+				*w++ = (char)0xc0;
+				*w++ = (char)0x80;
+			} else {
+				*w++ = (char)(hi << 4 | lo);
+			}
 			p += 2;
 		} else {
 			*w++ = *p;

@@ -7,9 +7,11 @@
 
 /*
  * Percent-decodes the NUL-terminated s in place and returns its new length
- * (never longer than before). "%00" is left encoded: a NUL would cut the C
- * string short, so "ids=1%002" would quietly read as "ids=1"; left as it is,
- * it fails the parser of whatever it was meant for. A '%' not followed by two
+ * (never longer than before). "%00" becomes the two bytes C0 80 (a NUL in
+ * "modified UTF-8"), not a NUL: a NUL would cut the C string short, so
+ * "ids=1%002" would quietly read as "ids=1"; C0 80 is neither a digit nor
+ * valid UTF-8, so it fails the parser of whatever it was meant for, and it
+ * cannot be taken for the three characters "%00" (which come as "%2500"). A '%' not followed by two
  * hex digits is kept as it is, as libmicrohttpd does. '+' is left alone:
  * libmicrohttpd has already made it a space before this runs, as form
  * encoding says (a '+' in a token comes as %2B). Thread-safe.

@@ -975,11 +975,16 @@ embd_textvec_kind embd_textvec_sniff(const unsigned char *buf, size_t len)
 			kind = EMBD_TEXTVEC_W2V_TEXT;
 			goto out;
 		}
-		/* Text or binary: does the first record read as a line of dim numbers? */
+		/*
+		 * Text or binary: does the first record read as a word and numbers?
+		 * Any count of them: a text file whose lines disagree with its header
+		 * is text, for the parse to report the line, never binary floats made
+		 * of its digits.
+		 */
 		const unsigned char *p = nl + 1;
 		const unsigned char *rl = memchr(p, '\n', (size_t)(end - p));
-		if (p == end || (rl != NULL && numbers_line(p, rl, loc) == dim) ||
-		    (rl == NULL && numbers_line(p, end, loc) == dim))
+		if (p == end || (rl != NULL && numbers_line(p, rl, loc) > 0) ||
+		    (rl == NULL && numbers_line(p, end, loc) > 0))
 			kind = EMBD_TEXTVEC_W2V_TEXT;
 		else
 			kind = EMBD_TEXTVEC_W2V_BIN;

@@ -23,8 +23,8 @@ static const char *token_problem(const char *t, size_t n)
 {
 	if (n == 0)
 		return "is empty";
-	if (memchr(t, '\0', n) != NULL)
-		return "holds a NUL byte";
+	if (memchr(t, '\0', n) != NULL || memmem(t, n, "\xc0\x80", 2) != NULL)
+		return "holds a NUL byte (%00)";
 	if (embd_utf8_valid_len(t, n) != n)
 		return "is not valid UTF-8";
 	return NULL;

@@ -410,7 +410,18 @@ static int cmd_info(int argc, char **argv)
 	spec.header_only = 1; /* the rows are not read: a text file is looked at, not parsed */
 	embd_matrix *m;
 	embd_err e;
-	if (embd_matrix_open(&spec, &m, &e) != 0) {
+	if ((rc = embd_matrix_open(&spec, &m, &e)) != 0) {
+		/* A model file with many 2-D tensors and no --tensor: its tensors are what the user needs to see. */
+		embd_safetensors *st;
+		embd_err se;
+		if (rc == EMBD_ECONFIG && spec.tensor[0] == '\0' &&
+		    embd_safetensors_read(cfg.matrix_path, &st, &se) == 0) {
+			embd_safetensors_free(st);
+			printf("source: %s\nformat: safetensors\n", cfg.matrix_path);
+			print_tensors(cfg.matrix_path);
+			printf("tensor: none picked (several 2-D tensors): name one with --tensor NAME\n");
+			return 0;
+		}
 		fprintf(stderr, "embd: %s\n", e.msg);
 		return 1;
 	}

@@ -15,7 +15,8 @@ static void unescape_decodes_and_keeps_nul_encoded(void **state)
 	    {"abc", "abc"},
 	    {"%41%62", "Ab"},
 	    {"1%2C2%2c3", "1,2,3"},
-	    {"1%002", "1%002"},   /* NUL stays encoded, so the id parser rejects it */
+	    {"1%002", "1\xc0\x80"
+	              "2"},       /* a NUL becomes C0 80: no digit, no valid UTF-8 */
 	    {"%", "%"},           /* a lone '%' */
 	    {"%4", "%4"},         /* one hex digit at the end */
 	    {"%zz%41", "%zzA"},   /* not hex, then hex */
