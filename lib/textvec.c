@@ -1037,8 +1037,11 @@ static void peek_word(embd_textvec_look *out, const unsigned char *p, const unsi
 {
 	const unsigned char *sp = memchr(p, ' ', (size_t)(le - p));
 	size_t n = (size_t)((sp != NULL ? sp : le) - p);
-	if (n > 63)
+	if (n > 63) {
 		n = 63;
+		while (n > 0 && (p[n] & 0xc0) == 0x80)
+			n--; /* cut between UTF-8 characters, not inside one */
+	}
 	memcpy(out->words[out->nwords], p, n);
 	out->words[out->nwords][n] = '\0';
 	out->nwords++;
