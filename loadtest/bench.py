@@ -5,7 +5,8 @@ Makes its data, starts every server on a loopback port, runs each workload again
 settings in interleaved rounds, stops what it started, and writes loadtest/results/RESULTS.md, raw JSON and plots.
 QUICK=1 runs a short version (under 3 minutes). Only 127.0.0.1 is ever a target; every loop is bounded.
 `bench.py --only convert` runs the convert row alone (embd convert vs gensim on the 400k x 100 GloVe text) and
-updates its section of RESULTS.md.
+updates its section of RESULTS.md; `bench.py --only similar` likewise runs the nearest-neighbours row (embd
+/v1/similar vs gensim most_similar on the 400k x 100 GloVe-sized matrix).
 """
 import json
 import os
@@ -453,9 +454,10 @@ def main():
         log("start-up")
         start = startup()
         conv = None if QUICK else convert_bench()
+        sim = None if QUICK else similar_bench()
     finally:
         servers.stop_all()
-    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv)
+    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv, sim)
 
 
 def ratio_stats(runs, w, a, b, key="rps", wb=None):
@@ -469,13 +471,14 @@ def ratio_stats(runs, w, a, b, key="rps", wb=None):
     return median(out), out
 
 
-def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None):
+def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None):
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    raw = {"runs": runs, "limits": lim, "startup": start, "soak": samples, "quick": QUICK, "convert": conv}
+    raw = {"runs": runs, "limits": lim, "startup": start, "soak": samples, "quick": QUICK, "convert": conv,
+           "similar": sim}
     json.dump(raw, open(os.path.join(RESULTS, "raw.json"), "w"), indent=1)
     L = []
     L.append("# embd benchmark results\n")
@@ -525,6 +528,11 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
     if conv is not None:
         L.append("| embd convert of the 400k x 100 GloVe text: <= 0.15 x gensim load_word2vec_format | %.3f | %s |" % (
             conv["ratio"], "yes" if conv["ratio"] <= 0.15 else "**no**"))
+    if sim is not None:
+        L.append("| top-10 similar, one query per keep-alive request: <= 0.7 x gensim most_similar | %.3f | %s |" % (
+            sim["ratio_get"], "yes" if sim["ratio_get"] <= 0.7 else "**no**"))
+        L.append("| top-10 similar, 64 queries per POST, per query: <= 0.15 x gensim most_similar | %.3f | %s |" % (
+            sim["ratio_batch"], "yes" if sim["ratio_batch"] <= 0.15 else "**no**"))
     L.append("\n## Start-up to first response\n")
     L.append("| server | seconds (median) |")
     L.append("| --- | ---: |")
@@ -536,6 +544,8 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
     L.append("")
     if conv is not None:
         L.append(convert_section(conv))
+    if sim is not None:
+        L.append(similar_section(sim))
     L.append("## Physical limits, same run\n")
     L.append("| what | GB/s |")
     L.append("| --- | ---: |")
@@ -604,10 +614,306 @@ def only_convert():
     log("updated", os.path.join(RESULTS, "RESULTS.md"))
 
 
+# The similar row: embd's /v1/similar against gensim's most_similar on the 400k x 100 GloVe-sized matrix -----------
+
+SIM_NPY = os.path.join(DATA, "glove-400k-100d.npy")
+SIM_VOCAB = os.path.join(DATA, "glove-400k-100d.vocab")
+SIM_WORDS, SIM_BATCH = 200, 64
+
+# gensim in its own process (its own OpenBLAS, its own memory): loads the pair, fills the norms, then answers
+# "round" lines with the seconds of most_similar(word, topn=10) over the query words, and "top" with its answers.
+SIM_CHILD = r"""
+import json, sys, time
+import numpy as np
+from gensim.models import KeyedVectors
+npy, vocab, words = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+M = np.load(npy)
+keys = open(vocab, encoding="utf-8").read().split("\n")[:M.shape[0]]
+kv = KeyedVectors(vector_size=M.shape[1])  # no count=: add_vectors appends after the count's zero rows
+kv.add_vectors(keys, M)
+assert kv.vectors.shape == M.shape
+del M
+kv.fill_norms()
+kv.most_similar(words[0], topn=10)
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+print(json.dumps({"ready": True, "norms_bytes": kv.norms.nbytes, "vectors_bytes": kv.vectors.nbytes,
+                  "rss_before_normed": rss(), "normed_bytes": kv.get_normed_vectors().nbytes}), flush=True)
+for line in sys.stdin:
+    if line.strip() == "round":
+        t = time.perf_counter()
+        for w in words:
+            kv.most_similar(w, topn=10)
+        print(json.dumps({"s": time.perf_counter() - t}), flush=True)
+    elif line.strip() == "top":
+        print(json.dumps([[k for k, _ in kv.most_similar(w, topn=10)] for w in words]), flush=True)
+"""
+
+
+def ensure_similar_data():
+    """The 400k x 100 GloVe-sized matrix as .npy + vocabulary (the pair `embd convert` writes), made directly with the
+    GloVe text's seed, words and values (without its 6-digit rounding); cached in loadtest/data."""
+    if os.path.exists(SIM_NPY) and os.path.exists(SIM_VOCAB):
+        return
+    import numpy as np
+    log("making the 400000 x 100 .npy + vocabulary for the similar row (once; cached in loadtest/data)")
+    os.makedirs(DATA, exist_ok=True)
+    rng = np.random.default_rng(400)
+    words = glove_words(rng, 400_000)
+    m = np.concatenate([(rng.standard_normal((20_000, 100)) * 0.4).astype(np.float32)
+                        for _ in range(0, 400_000, 20_000)])
+    np.save(SIM_NPY + ".tmp.npy", m)
+    with open(SIM_VOCAB + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(words) + "\n")
+    os.rename(SIM_NPY + ".tmp.npy", SIM_NPY)
+    os.rename(SIM_VOCAB + ".tmp", SIM_VOCAB)
+
+
+class Client:
+    """One persistent keep-alive connection."""
+
+    def __init__(self, port):
+        import http.client
+        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def call(self, method, path, body=None):
+        self.c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        r = self.c.getresponse()
+        b = r.read()
+        if r.status != 200:
+            raise RuntimeError("%s %s: %d %s" % (method, path, r.status, b[:300]))
+        return b
+
+
+def sim_get_round(port, words):
+    """Seconds per query: one GET /v1/similar?token= per word over one keep-alive connection."""
+    c = Client(port)
+    paths = ["/v1/similar?k=10&token=" + urllib.parse.quote(w) for w in words]
+    c.call("GET", paths[0])
+    t = time.perf_counter()
+    for p in paths:
+        c.call("GET", p)
+    s = time.perf_counter() - t
+    c.c.close()
+    return s / len(words)
+
+
+def sim_batch_round(port, words):
+    """Seconds per query: the words in POST /v1/similar batches of SIM_BATCH."""
+    c = Client(port)
+    bodies = [json.dumps({"tokens": words[i:i + SIM_BATCH]}).encode()
+              for i in range(0, len(words) - SIM_BATCH + 1, SIM_BATCH)]
+    c.call("POST", "/v1/similar?k=10", bodies[0])
+    t = time.perf_counter()
+    for b in bodies:
+        c.call("POST", "/v1/similar?k=10", b)
+    s = time.perf_counter() - t
+    c.c.close()
+    return s / (len(bodies) * SIM_BATCH)
+
+
+def sim_concurrent(port, words, clients, seconds=4.0):
+    """Queries per second of `clients` keep-alive clients each asking GET /v1/similar in a loop for `seconds`."""
+    import threading
+    counts = [0] * clients
+
+    def run(i):
+        c = Client(port)
+        end = time.time() + seconds
+        j = i * 37
+        while time.time() < end:
+            c.call("GET", "/v1/similar?k=10&token=" + urllib.parse.quote(words[j % len(words)]))
+            counts[i] += 1
+            j += 1
+        c.c.close()
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    t = time.perf_counter()
+    for x in ts:
+        x.start()
+    for x in ts:
+        x.join()
+    return sum(counts) / (time.perf_counter() - t)
+
+
+def similar_bench(rounds=5):
+    """(a) one query per request vs gensim's most_similar per query, (b) 64 per POST, (c) the memory each side holds,
+    (d) throughput of 1 and 2 concurrent clients by OpenBLAS threads per request. Rounds interleaved, same run."""
+    import numpy as np
+    ensure_similar_data()
+    keys = open(SIM_VOCAB, encoding="utf-8").read().split("\n")[:400_000]
+    rng = np.random.default_rng(11)
+    words = [keys[i] for i in rng.choice(len(keys), SIM_WORDS, replace=False)]
+    port = PORTS["embd"]
+    out = {"get_s": [], "batch_s": [], "gensim_s": [], "gensim1_s": [], "threads": {}}
+    gensims = {}
+    p = None
+    try:
+        for name, env in (("gensim", dict(os.environ)),
+                          ("gensim1", dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))):
+            g = subprocess.Popen([sys.executable, "-c", SIM_CHILD, SIM_NPY, SIM_VOCAB, json.dumps(words)], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            gensims[name] = g
+            out[name + "_mem"] = json.loads(g.stdout.readline())
+        log("similar: gensim ready", out["gensim_mem"])
+        cmd = [os.path.join(ROOT, "embd"), "serve", SIM_NPY, "--vocab", SIM_VOCAB, "--port", str(port),
+               "--access-log=false"]
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port(port, p)
+        info = lambda: json.loads(Client(port).call("GET", "/v1/info"))  # noqa: E731
+        out["embd_norms_before"] = info()["norms_bytes"]
+        Client(port).call("GET", "/v1/similar?k=10&token=" + urllib.parse.quote(words[0]))
+        out["embd_norms_after"] = info()["norms_bytes"]
+        out["embd_rss"] = metrics(port)["process_resident_memory_bytes"]
+        # The same top-10 as gensim for every query word (a benchmark of wrong answers would be worthless).
+        gensims["gensim"].stdin.write("top\n")
+        gensims["gensim"].stdin.flush()
+        want = json.loads(gensims["gensim"].stdout.readline())
+        got = [[h["token"] for h in json.loads(Client(port).call("GET", "/v1/similar?k=10&token=" +
+                                                                 urllib.parse.quote(w)))["results"]] for w in words]
+        out["same_top10"] = sum(a == b for a, b in zip(got, want))
+        for i in range(rounds):
+            wait_idle(5.0)
+            out["get_s"].append(sim_get_round(port, words))
+            wait_idle(5.0)
+            out["batch_s"].append(sim_batch_round(port, words))
+            for name, g in gensims.items():
+                wait_idle(5.0)
+                g.stdin.write("round\n")
+                g.stdin.flush()
+                out[name + "_s"].append(json.loads(g.stdout.readline())["s"] / SIM_WORDS)
+            log("similar round %d: embd GET %.3f ms, POST x64 %.3f ms per query; gensim %.3f ms (1 BLAS thread: "
+                "%.3f ms)" % (i, out["get_s"][-1] * 1e3, out["batch_s"][-1] * 1e3, out["gensim_s"][-1] * 1e3,
+                              out["gensim1_s"][-1] * 1e3))
+        for g in gensims.values():
+            g.stdin.close()
+            g.wait(timeout=60)
+        gensims = {}
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=30)
+        # The thread rule: the daemon sets OpenBLAS to 1 thread per request (server/main.c: openblas_set_num_threads(1)
+        # at start). For the comparison, a shim preloaded over that call lets OPENBLAS_NUM_THREADS=2 stand.
+        shim = os.path.join(tempfile.gettempdir(), "embd-blas-noset.so")
+        with open(shim + ".c", "w") as f:
+            f.write("void openblas_set_num_threads(int n) { (void)n; }\n")
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", shim, shim + ".c"], check=True)
+        for blas in (1, 2):
+            env = None if blas == 1 else dict(os.environ, LD_PRELOAD=shim, OPENBLAS_NUM_THREADS=str(blas))
+            wait_idle(5.0)
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+            wait_port(port, p)
+            Client(port).call("GET", "/v1/similar?k=10&token=" + urllib.parse.quote(words[0]))
+            for clients in (1, 2):
+                qps = []
+                for _ in range(3):
+                    wait_idle(5.0)
+                    qps.append(sim_concurrent(port, words, clients))
+                out["threads"]["%d,%d" % (blas, clients)] = qps
+                log("similar: %d BLAS threads per request, %d concurrent clients: %s queries/s" % (
+                    blas, clients, " ".join("%.0f" % x for x in qps)))
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+    finally:
+        for g in gensims.values():
+            g.kill()
+            g.wait()
+        if p is not None and p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+    out["ratio_get"] = median([a / b for a, b in zip(out["get_s"], out["gensim_s"])])
+    out["ratio_batch"] = median([a / b for a, b in zip(out["batch_s"], out["gensim_s"])])
+    out["ratio_get1"] = median([a / b for a, b in zip(out["get_s"], out["gensim1_s"])])
+    out["ratio_batch1"] = median([a / b for a, b in zip(out["batch_s"], out["gensim1_s"])])
+    return out
+
+
+def similar_section(s):
+    cmd = "python3 loadtest/bench.py --only similar"
+    ms = lambda xs: " ".join("%.3f" % (x * 1e3) for x in xs)  # noqa: E731
+    gm = s["gensim_mem"]
+    L = ["## Nearest neighbours: embd /v1/similar vs gensim most_similar\n",
+         "The 400,000 x 100 GloVe-sized matrix (`loadtest/data/glove-400k-100d.npy` + `.vocab`, seeded like the GloVe "
+         "text) served by `embd serve`; gensim %s's KeyedVectors of the same floats in its own process, norms filled "
+         "beforehand (`kv.fill_norms()`), `most_similar(word, topn=10)` in-process, no HTTP. %d different query "
+         "words; embd over one keep-alive http.client connection (`GET /v1/similar?token=W&k=10`), then the same "
+         "words %d to a `POST /v1/similar` (`{\"tokens\": [...]}`). %d interleaved rounds, the same run; every ratio "
+         "is taken round by round, then its median. embd's top-10 equals gensim's for %d of %d words. Alone: `%s`.\n"
+         % (gensim_version(), SIM_WORDS, SIM_BATCH, len(s["get_s"]), s["same_top10"], SIM_WORDS, cmd),
+         "| what | ms per query (median) | rounds |", "| --- | ---: | --- |",
+         "| embd, one query per request (keep-alive HTTP) | %.3f | %s |" % (median(s["get_s"]) * 1e3, ms(s["get_s"])),
+         "| embd, %d queries per POST | %.3f | %s |" % (SIM_BATCH, median(s["batch_s"]) * 1e3, ms(s["batch_s"])),
+         "| gensim most_similar (OpenBLAS default threads) | %.3f | %s |" % (median(s["gensim_s"]) * 1e3,
+                                                                             ms(s["gensim_s"])),
+         "| gensim most_similar (OPENBLAS_NUM_THREADS=1) | %.3f | %s |" % (median(s["gensim1_s"]) * 1e3,
+                                                                           ms(s["gensim1_s"])),
+         "",
+         "| ratio | measured | target | met |", "| --- | ---: | ---: | :---: |",
+         "| embd one per request / gensim | %.3f | <= 0.7 | %s |" % (s["ratio_get"], "yes" if s["ratio_get"] <= 0.7
+                                                                       else "**no**"),
+         "| embd %d per POST / gensim, per query | %.3f | <= 0.15 | %s |" % (
+             SIM_BATCH, s["ratio_batch"], "yes" if s["ratio_batch"] <= 0.15 else "**no**"),
+         "| (the same against gensim on one OpenBLAS thread, as embd's requests run: one per request) | %.3f | | |"
+         % s["ratio_get1"],
+         "| (%d per POST, per query, against gensim on one OpenBLAS thread) | %.3f | | |" % (SIM_BATCH,
+                                                                                         s["ratio_batch1"]),
+         "",
+         "Memory held for cosine on top of the matrix (%.0f MB of float32):\n" % (gm["vectors_bytes"] / 1e6),
+         "| what | bytes |", "| --- | ---: |",
+         "| embd: row norms (`norms_bytes` in /v1/info; %d before the first cosine query) | %d |" % (
+             s["embd_norms_before"], s["embd_norms_after"]),
+         "| gensim: `kv.norms` after `fill_norms()` (what most_similar uses) | %d |" % gm["norms_bytes"],
+         "| gensim: the normalised copy `kv.get_normed_vectors()` (made on each call; gensim 3's `init_sims` kept it) "
+         "| %d |" % gm["normed_bytes"],
+         "| RSS: embd serving (matrix mapped and touched, norms) / gensim process (matrix, norms, no normed copy) | "
+         "%.0f MB / %.0f MB |" % (s["embd_rss"] / 1e6, gm["rss_before_normed"] / 1e6),
+         "",
+         "Threads: embd calls `openblas_set_num_threads(1)` at start (server/main.c), so each request's sgemv/sgemm "
+         "runs on its own request thread (request threads: one per core). Throughput of N keep-alive clients each "
+         "asking `GET /v1/similar?token=W&k=10` in a loop for 4 s on %d cores (3 runs each); the 2-thread rows "
+         "preload a shim over `openblas_set_num_threads` and set `OPENBLAS_NUM_THREADS=2`:\n" % os.cpu_count(),
+         "| OpenBLAS threads per request | clients | queries/s (median) | runs |", "| ---: | ---: | ---: | --- |"]
+    for key, q in sorted(s["threads"].items()):
+        blas, c = key.split(",")
+        L.append("| %s%s | %s | %.0f | %s |" % (blas, " (default)" if blas == "1" else "", c, median(q),
+                                               " ".join("%.0f" % x for x in q)))
+    L.append("")
+    return "\n".join(L)
+
+
+def splice_section(title, section):
+    """Put a section into RESULTS.md in place of the one with the same title (or before the physical limits)."""
+    path = os.path.join(RESULTS, "RESULTS.md")
+    text = open(path).read() if os.path.exists(path) else "# embd benchmark results\n\n"
+    m = re.search(r"## %s\n.*?(?=\n## |\Z)" % re.escape(title), text, re.S)
+    if m:
+        text = text[:m.start()] + section.rstrip("\n") + "\n" + text[m.end():]
+    elif "## Physical limits" in text:
+        text = text.replace("## Physical limits", section + "\n## Physical limits", 1)
+    else:
+        text += "\n" + section
+    open(path, "w").write(text)
+
+
+def only_similar():
+    """`bench.py --only similar`: the similar row alone; prints it and updates its section of RESULTS.md."""
+    os.makedirs(RESULTS, exist_ok=True)
+    s = similar_bench()
+    json.dump(s, open(os.path.join(RESULTS, "similar.json"), "w"), indent=1)
+    section = similar_section(s)
+    splice_section("Nearest neighbours: embd /v1/similar vs gensim most_similar", section)
+    print(section)
+    log("updated", os.path.join(RESULTS, "RESULTS.md"))
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--only", "convert"]:
         only_convert()
+    elif sys.argv[1:] == ["--only", "similar"]:
+        only_similar()
     elif sys.argv[1:]:
-        sys.exit("usage: bench.py [--only convert]  (QUICK=1 for the short full run)")
+        sys.exit("usage: bench.py [--only convert|similar]  (QUICK=1 for the short full run)")
     else:
         main()

@@ -47,7 +47,7 @@ out["numpy_nq64_ms"] = (time.perf_counter() - t0) * 1e3 / 256
 out["numpy_ids"] = [[int(x) for x in r] for r in ids1]
 try:
     from gensim.models import KeyedVectors
-    kv = KeyedVectors(vector_size=dim, count=rows, dtype=np.float32)
+    kv = KeyedVectors(vector_size=dim)  # no count=: add_vectors would append after count zero rows
     kv.add_vectors([str(i) for i in range(rows)], M)
     kv.fill_norms()
     kv.most_similar(str(words[0]), topn=10)
