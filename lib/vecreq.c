@@ -236,25 +236,34 @@ static int parse_root(json_t *root, unsigned allowed, uint64_t dim, size_t max_i
 					return rc;
 		}
 		out->nrefs = 2 * json_array_size(arr);
-	} else { /* positive/negative, a/b: two lists of rows, the first may not be empty */
-		const char *k1 = groups == EMBD_VQ_ANALOGY ? "positive" : "a",
-		           *k2 = groups == EMBD_VQ_ANALOGY ? "negative" : "b";
+	} else {
+		/*
+		 * positive/negative (gensim's most_similar: either list may be empty
+		 * or missing, not both), a/b (n_similarity: neither may be empty).
+		 */
+		int sets = groups == EMBD_VQ_SETS;
+		const char *k1 = sets ? "a" : "positive", *k2 = sets ? "b" : "negative";
 		json_t *l1 = json_object_get(root, k1), *l2 = json_object_get(root, k2);
-		if (l1 == NULL)
-			return embd_err_set(e, EMBD_EBADBODY, "\"%s\" is missing", k1);
-		if (l2 == NULL && groups == EMBD_VQ_SETS)
-			return embd_err_set(e, EMBD_EBADBODY, "\"b\" is missing");
-		int rc = array_of(l1, k1, e);
-		if (rc == 0 && l2 != NULL && !json_is_array(l2))
-			rc = embd_err_set(e, EMBD_EJSONTYPE, "\"%s\" is %s; it must be an array", k2, type_name(l2));
-		if (rc == 0 && groups == EMBD_VQ_SETS)
-			rc = array_of(l2, k2, e);
-		size_t n1 = json_array_size(l1), n2 = l2 != NULL ? json_array_size(l2) : 0;
+		if (sets && (l1 == NULL || l2 == NULL))
+			return embd_err_set(e, EMBD_EBADBODY, "\"%s\" is missing", l1 == NULL ? k1 : k2);
+		int rc = 0;
+		for (int i = 0; i < 2 && rc == 0; i++) {
+			json_t *l = i == 0 ? l1 : l2;
+			const char *k = i == 0 ? k1 : k2;
+			if (sets)
+				rc = array_of(l, k, e);
+			else if (l != NULL && !json_is_array(l))
+				rc = embd_err_set(e, EMBD_EJSONTYPE, "\"%s\" is %s; it must be an array", k,
+				                  type_name(l));
+		}
+		size_t n1 = json_array_size(l1), n2 = json_array_size(l2); /* 0 for NULL */
+		if (rc == 0 && n1 + n2 == 0)
+			rc = embd_err_set(e, EMBD_EEMPTY, "\"positive\" and \"negative\" name no rows");
 		if (rc == 0)
 			rc = too_many(n1 + n2, max_items, "rows", e);
 		if (rc == 0 && (rc = embd_acct_alloc(acct, (n1 + n2) * sizeof(embd_ref), (void **)&out->refs)) != 0)
 			embd_err_set(e, rc, "the rows named");
-		if (rc == 0)
+		if (rc == 0 && l1 != NULL)
 			rc = refs_from(l1, k1, 1, 1, acct, out->refs, 0, e);
 		if (rc == 0 && l2 != NULL)
 			rc = refs_from(l2, k2, 1, 1, acct, out->refs, n1, e);

@@ -75,25 +75,26 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		spec.path = rl->path;
 		spec.tensor = rl->tensor;
 		spec.vocab = rl->vocab;
+		/*
+		 * Similarity is in use when the serving generation has its norms: the
+		 * new one gets them too, before it serves, so that no request waits
+		 * for them after the swap (the old one serves meanwhile). Asked now,
+		 * with the lock held: once the lock is dropped, a stop may abandon
+		 * this load and tear the current generation down.
+		 */
+		embd_gen *cur = embd_gen_current_acquire(&s->current);
+		int want_norms = embd_gen_norms_bytes(cur) != 0;
+		embd_gen_release(cur);
 		rl->current = j;
 		rl->loading = 1;
 		pthread_mutex_unlock(&rl->lock);
 		embd_log(EMBD_LOG_NOTICE, "reload: opening %s", rl->path[0] != '\0' ? rl->path : "the demo matrix");
 		embd_err e;
 		rc = embd_gen_open(&spec, rl->generation + 1, &s->metrics.generations_live, &g, &e);
-		if (rc == 0) {
-			/*
-			 * Similarity is in use when the serving generation has its norms:
-			 * the new one gets them here, before it serves, so that no request
-			 * waits for them after the swap (the old one serves meanwhile).
-			 */
-			embd_gen *cur = embd_gen_current_acquire(&s->current);
-			const float *norms;
-			embd_err ne;
-			if (embd_gen_norms_bytes(cur) != 0 && embd_gen_norms(g, &norms, &ne) != 0)
-				embd_log(EMBD_LOG_WARN, "reload: %s; they will be computed on first use", ne.msg);
-			embd_gen_release(cur);
-		}
+		const float *norms;
+		embd_err ne;
+		if (rc == 0 && want_norms && embd_gen_norms(g, &norms, &ne) != 0)
+			embd_log(EMBD_LOG_WARN, "reload: %s; they will be computed on first use", ne.msg);
 		pthread_mutex_lock(&rl->lock);
 		rl->loading = 0;
 		pthread_cond_broadcast(&rl->idle);

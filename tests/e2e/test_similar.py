@@ -412,10 +412,8 @@ def test_threads_at_once_answer_as_one_at_a_time(start, mats):
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
 
 
-# BUG: gensim's most_similar(negative=[w]) (no positive words) answers the rows nearest -w, but embd refuses
-# {"positive": [], "negative": [...]} with 400 empty_batch ('"positive" is an empty list'), and a body with no
-# "positive" key at all likewise; the analogy form should take either list empty as long as one row is named.
-@pytest.mark.xfail(strict=True, reason="BUG: negative-only analogies are refused (gensim answers them)")
+# gensim's most_similar(negative=[w]) (no positive words) answers the rows nearest -w: so does embd, with
+# "positive" empty or missing, as long as one row is named.
 def test_negative_only_analogy_as_gensim(start, glove):
     npy_path, vocab, keys, m, kv = glove
     d = start(npy_path, "--vocab", vocab)
