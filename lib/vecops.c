@@ -503,6 +503,8 @@ int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const doubl
 	}
 	if (op == EMBD_POOLING_MEAN && wsum == 0.0)
 		return embd_err_set(e, EMBD_EBADPARAM, "the weights of a mean sum to zero");
+	if (!isfinite(wsum))
+		return embd_err_set(e, EMBD_EBADPARAM, "the weights sum past the largest double");
 	double *acc;
 	if ((rc = alloc_doubles(a, (size_t)m->dim, &acc)) != 0)
 		return rc;

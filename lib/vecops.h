@@ -103,8 +103,9 @@ uint64_t embd_vecops_topk_scratch(const embd_matrix_info *m, const embd_topk *t)
  *
  * out (borrowed) has nq * k hits: query q's are out[q * k ..], best first,
  * counts[q] of them (min(k, rows minus excluded and NaN rows)); the rest of
- * its stretch is unspecified. Size out by a k clamped to m->rows: a larger
- * k gets no more hits.
+ * its stretch is unspecified. out steps by t->k as given: clamp k to
+ * m->rows before sizing out (and pass the clamped k), since a larger k gets
+ * no more hits.
  *
  * Errors, with counts not written: EMBD_EBADPARAM (nq 0, no queries, cosine
  * without norms, exclude without exclude_off, dim or a block too large for

@@ -318,6 +318,8 @@ int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint6
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON: nested deeper than %d levels", MAX_NESTING);
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory)
+		return embd_err_set(e, -ENOMEM, "the body's JSON values");
 	if (root == NULL)
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %d: %s", jerr.position, jerr.text);
 	int rc = parse_root(root, allowed, dim, max_items, acct, out, e);

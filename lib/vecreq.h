@@ -55,7 +55,9 @@ typedef struct embd_vecreq {
  * EMBD_EBADBODY (an unknown key, two groups, a missing group, weights whose
  * count is not the rows'), EMBD_EEMPTY, EMBD_EBADID (negative ids),
  * EMBD_EBADTOKEN, EMBD_EBADVECTOR (a vector of the wrong length, a number
- * past float32), EMBD_ETOOMANYIDS, and acct's charge errors. e names the
+ * past float32), EMBD_ETOOMANYIDS, and acct's charge errors; -ENOMEM when
+ * jansson's allocations failed (through hooks that charge an accountant,
+ * the caller asks them why). e names the
  * key and index. Not thread-safe for one acct; uses jansson (whose
  * allocation hooks the caller may have set).
  */

@@ -252,6 +252,10 @@ static enum MHD_Result reply_error(struct req *r, int code, const char *msg)
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	/* What the request held before it failed: a 413 or 503 says how far it got. */
+	char held[32];
+	snprintf(held, sizeof held, "%" PRIu64, r->acct.peak);
+	MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", held);
 	if (status == 503) {
 		char secs[24];
 		snprintf(secs, sizeof secs, "%" PRId64, r->srv->cfg.retry_after_s);

@@ -14,6 +14,8 @@
 static _Thread_local embd_acct *bound;
 /* Whether they come from the budget rather than its reserve. */
 static _Thread_local int from_budget;
+/* Why the accountant last refused one of this thread's allocations (0: it has not). */
+static _Thread_local int last_refusal;
 
 /* Each allocation remembers who was charged (NULL: nobody) and how much, so that free gives back the same. */
 struct jhdr {
@@ -34,8 +36,11 @@ static void *json_alloc(size_t n)
 	 * whatever the load; the per-request limit still applies.
 	 */
 	uint64_t bytes = embd_acct_heap_bytes(n + JHDR_SIZE);
-	if (a != NULL && (from_budget ? embd_acct_charge(a, bytes) : embd_acct_charge_reserved(a, bytes)) != 0)
+	int rc = a != NULL ? (from_budget ? embd_acct_charge(a, bytes) : embd_acct_charge_reserved(a, bytes)) : 0;
+	if (rc != 0) {
+		last_refusal = rc;
 		return NULL;
+	}
 	struct jhdr *h = malloc(n + JHDR_SIZE);
 	if (h == NULL) {
 		if (a != NULL)
@@ -71,6 +76,12 @@ void embd_json_bind(embd_acct *a)
 void embd_json_charge_budget(int on)
 {
 	from_budget = on;
+	last_refusal = 0;
+}
+
+int embd_json_refusal(void)
+{
+	return last_refusal;
 }
 
 int embd_json_body(embd_resp *b, json_t *v)

@@ -31,6 +31,13 @@ void embd_json_bind(embd_acct *a);
 void embd_json_charge_budget(int on);
 
 /*
+ * Why the bound accountant last refused a jansson allocation on this thread
+ * since embd_json_charge_budget: EMBD_ETOOBIG, EMBD_EBUSY, or 0 (malloc
+ * itself failed, or nothing was refused).
+ */
+int embd_json_refusal(void);
+
+/*
  * Append v, compact, as an owned buffer of b; steals v's reference (it is
  * freed either way). Errors: those of embd_acct_alloc, or -ENOMEM when v is
  * NULL (a jansson constructor that failed).

@@ -35,9 +35,9 @@ static int metric_arg(struct req *r, embd_metric *out, embd_err *e)
 static int topk_args(struct req *r, uint64_t *k, int *include_self, embd_err *e)
 {
 	*k = 10;
-	int rc = route_arg_u64(r, "k", k, e);
-	if (rc < 0)
-		return embd_err_set(e, EMBD_EBADPARAM, "%s", e->msg);
+	const char *ks = embd_arg(r, "k");
+	if (ks != NULL && embd_query_u64(ks, k) != 0)
+		return embd_err_set(e, EMBD_EBADPARAM, "k '%.100s' is not a non-negative decimal integer", ks);
 	if (*k > (uint64_t)r->srv->cfg.max_ids) {
 		atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
 		return embd_err_set(e, EMBD_ETOOMANYIDS, "k %" PRIu64 " is over limits.max_ids (%" PRId64 ")", *k,
@@ -78,7 +78,15 @@ static int topk_answer(struct req *r, const float *queries, size_t nq, uint64_t 
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	const embd_vocab *v = embd_gen_vocab(r->gen);
 	size_t kk = (size_t)(k < m->rows ? k : m->rows);
-	embd_topk t = {queries, nq, kk, metric, NULL, exclude, exclude_off, 0};
+	/*
+	 * The scores block is nq x block rows: 1 MiB of rows per query would put a
+	 * big batch past limits.request_bytes, so a batch takes fewer rows per
+	 * block, keeping the block near 8 MiB (at least 64 rows).
+	 */
+	size_t block = (size_t)(EMBD_TOPK_BLOCK_BYTES / (m->dim * sizeof(float)));
+	size_t fit = ((size_t)8 << 20) / (nq * sizeof(float));
+	block = fit < block ? fit : block;
+	embd_topk t = {queries, nq, kk, metric, NULL, exclude, exclude_off, block < 64 ? 64 : block};
 	int rc;
 	if (metric == EMBD_METRIC_COSINE && (rc = embd_gen_norms(r->gen, &t.norms, e)) != 0)
 		return rc;
@@ -179,6 +187,13 @@ static int parse_body(struct req *r, unsigned allowed, int npy_ok, embd_vecreq *
 	if (ct != NULL && n == 16 && strncasecmp(ct, "application/json", n) == 0) {
 		embd_json_charge_budget(1); /* a client's body: from the budget, never from the reserve */
 		rc = embd_vecreq_parse_json(r->body, r->body_len, allowed, m->dim, max, &r->acct, vq, e);
+		/*
+		 * jansson reports a failed allocation as it can (out of memory, or a
+		 * bare failure at byte 0): when the accountant refused one, that is
+		 * the answer, 413 or 503, never "malformed".
+		 */
+		if ((rc == -ENOMEM || rc == EMBD_EJSON) && embd_json_refusal() != 0)
+			rc = embd_json_refusal();
 		embd_json_charge_budget(0);
 	} else if (npy_ok && ct != NULL && n == 17 && strncasecmp(ct, "application/x-npy", n) == 0) {
 		rc = embd_vecreq_parse_npy(r->body, r->body_len, m->dim, max, &r->acct, vq, e);

@@ -421,3 +421,54 @@ def test_negative_only_analogy_as_gensim(start, glove):
         s, _, b = post(d, "/v1/similar", body)
         assert s == 200, b
         same_as_gensim(b["results"], kv.most_similar(negative=body["negative"], topn=10), keys)
+
+
+# What a cold review found: limits met while jansson parses a body, a bad k's message, big batches under the
+# default request limit, error answers saying what they held, methods, weights past a double.
+def test_a_json_body_past_a_limit_is_413_or_503_not_malformed(start, mats):
+    path, m = mats["f32"]
+    vectors = json.dumps({"vectors": m[:4000].tolist()}).encode()  # ~1.3 MB of text, ~10 MB of jansson values
+    d = start(path, "--limits.request_bytes", "4MiB")
+    s, h, b = post(d, "/v1/similar?k=1", vectors)
+    assert s == 413 and b["error"]["code"] == "request_too_large", b
+    assert "limits.request_bytes is 4194304" in b["error"]["message"]
+    assert int(h["x-embd-accounted-bytes"]) > 0
+    s, h, b = post(d, "/v1/similar?k=1", {"vectors": m[:2].tolist()})
+    assert s == 200 and len(b["results"]) == 2  # and it keeps serving
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+    d = start(path, "--limits.inflight_bytes", "8MiB", "--limits.connections", "16")
+    s, h, b = post(d, "/v1/similar?k=1", vectors)
+    assert s == 503 and b["error"]["code"] == "overloaded" and h["retry-after"] == "1", b
+    s, h, b = post(d, "/v1/pool", {"ids": [1] * 60000, "weights": [0.5] * 60000})
+    assert s == 503 and b["error"]["code"] == "overloaded", b
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_a_bad_k_says_what_is_wrong(start, mats):
+    d = start(mats["f32"][0])
+    for k in ("abc", "-1", "", "1.0", "18446744073709551616"):
+        s, h, b = d.get("/v1/similar?id=1&k=" + k)
+        assert s == 400 and json.loads(b)["error"] == {
+            "status": 400, "code": "bad_parameter", "message": "k '%s' is not a non-negative decimal integer" % k}
+
+
+def test_a_big_batch_fits_the_default_request_limit(start, mats):
+    path, m = mats["f32"]
+    d = start(path)
+    ids = list(range(1500)) * 3  # 4500 queries: the scores block shrinks to fit, 1 MiB of rows each would not
+    s, h, b = post(d, "/v1/similar?k=2", {"ids": ids})
+    assert s == 200 and len(b["results"]) == 4500
+    assert b["results"][0] == b["results"][1500] == b["results"][3000]
+    assert int(h["x-embd-accounted-bytes"]) < 64 << 20
+
+
+def test_methods_and_weights_past_a_double(start, mats):
+    d = start(mats["f32"][0])
+    s, h, b = d.request("GET", "/v1/similarity")
+    assert s == 405 and h["allow"] == "POST"
+    s, h, b = d.request("PUT", "/v1/similar")
+    assert s == 405 and h["allow"] == "GET, HEAD, POST"
+    s, h, b = d.request("HEAD", "/v1/similar?id=3")
+    assert s == 200 and b == b"" and int(h["content-length"]) > 0
+    s, h, b = post(d, "/v1/pool", {"ids": [1, 2], "weights": [1e308, 1e308]})
+    assert s == 400 and b["error"]["message"] == "the weights sum past the largest double"
