@@ -83,8 +83,8 @@ static int topk_answer(struct req *r, const float *queries, size_t nq, uint64_t 
 	 * big batch past limits.request_bytes, so a batch takes fewer rows per
 	 * block, keeping the block near 8 MiB (at least 64 rows).
 	 */
-	size_t block = (size_t)(EMBD_TOPK_BLOCK_BYTES / (m->dim * sizeof(float)));
-	size_t fit = ((size_t)8 << 20) / (nq * sizeof(float));
+	size_t block = (size_t)(EMBD_TOPK_BLOCK_BYTES / ((m->dim ? m->dim : 1) * sizeof(float)));
+	size_t fit = ((size_t)8 << 20) / ((nq ? nq : 1) * sizeof(float));
 	block = fit < block ? fit : block;
 	embd_topk t = {queries, nq, kk, metric, NULL, exclude, exclude_off, block < 64 ? 64 : block};
 	int rc;
