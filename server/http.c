@@ -213,7 +213,7 @@ static enum MHD_Result reply_body(struct req *r)
 	}
 	if (r->scratch) {
 		char v[32];
-		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak);
+		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak + r->acct_extra);
 		MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", v);
 	}
 	return queue(r, 200, resp, b->len);

@@ -32,6 +32,7 @@ typedef struct embd_server {
 	uint16_t port;
 	char admin_token[256];     /* empty: the admin endpoints are off */
 	atomic_long requests_live; /* request records not yet finished */
+	atomic_int topk_live;      /* top-k searches running (a lone one may use two cores) */
 	embd_reloader reloader;    /* the thread every reload runs on */
 	embd_conns conns;
 } embd_server;
@@ -72,6 +73,7 @@ struct req {
 	uint64_t nrows;
 	embd_dtype dtype;
 	int scratch;             /* a vector operation's answer: add X-Embd-Accounted-Bytes */
+	uint64_t acct_extra;     /* held by helper accountants of the request (a split search) */
 	int by_tokens;           /* asked by token: add X-Embd-Unknown-Tokens */
 	uint64_t unknown_tokens; /* tokens the vocabulary lacks (answered as zeros or left out) */
 	/* filled when the response is queued */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -67,6 +68,95 @@ static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **
 	return rc;
 }
 
+/* One half of a lone query's search, on a thread of its own with an accountant of its own. */
+struct half {
+	embd_matrix_info m;
+	embd_topk t;
+	embd_acct acct;
+	embd_hit *hits;
+	size_t count;
+	uint64_t base;
+	int rc;
+};
+
+static void *half_run(void *arg)
+{
+	struct half *h = arg;
+	h->rc = embd_vecops_topk(&h->m, &h->t, &h->acct, h->hits, &h->count);
+	return NULL;
+}
+
+/*
+ * One query, when no other search runs: the rows split in two halves searched
+ * at once (one BLAS thread each), then the two best-first lists merged. A lone
+ * query is bound by memory bandwidth, which one core does not fill. Falls back
+ * to one pass (returns 1) when the second thread cannot start.
+ */
+static int topk_split(struct req *r, const embd_matrix_info *m, const embd_topk *t, embd_hit *out, size_t *count)
+{
+	struct half h[2];
+	uint64_t mid = m->rows / 2;
+	embd_hit *tmp;
+	int rc = scratch(r, 2 * t->k * sizeof *tmp, (void **)&tmp, "the results", NULL);
+	if (rc != 0)
+		return rc;
+	for (int i = 0; i < 2; i++) {
+		h[i].base = i == 0 ? 0 : mid;
+		h[i].m = *m;
+		h[i].m.data = m->data + h[i].base * m->row_bytes;
+		h[i].m.rows = i == 0 ? mid : m->rows - mid;
+		h[i].m.data_bytes = h[i].m.rows * m->row_bytes;
+		h[i].t = *t;
+		h[i].t.k = t->k < h[i].m.rows ? t->k : (size_t)h[i].m.rows;
+		h[i].t.norms = t->norms != NULL ? t->norms + h[i].base : NULL;
+		h[i].hits = tmp + (size_t)i * t->k;
+		h[i].count = 0;
+		h[i].rc = 0;
+		embd_acct_init(&h[i].acct, &r->srv->budget, &r->srv->pool, r->acct.limit);
+	}
+	/* Exclusions are row ids: each half sees them shifted to its own rows (ids before it wrap past its end). */
+	uint64_t ex[2][1];
+	size_t off[2] = {0, 0};
+	for (int i = 0; i < 2; i++) {
+		if (t->exclude != NULL && t->exclude_off[1] == 1) {
+			ex[i][0] = t->exclude[0] - h[i].base;
+			off[1] = 1;
+			h[i].t.exclude = ex[i];
+			h[i].t.exclude_off = off;
+		}
+	}
+	pthread_t other;
+	int started = pthread_create(&other, NULL, half_run, &h[1]) == 0;
+	half_run(&h[0]);
+	if (started)
+		pthread_join(other, NULL);
+	else
+		half_run(&h[1]);
+	/* What the halves held counts as the request's: the peak of the two at once, at most their sum. */
+	r->acct_extra += h[0].acct.peak + h[1].acct.peak;
+	embd_acct_close(&h[0].acct);
+	embd_acct_close(&h[1].acct);
+	rc = h[0].rc != 0 ? h[0].rc : h[1].rc;
+	if (rc != 0)
+		return rc;
+	/* Merge: higher score first, then lower id; the second half's ids shifted back. */
+	size_t a = 0, b = 0, n = 0;
+	while (n < t->k && (a < h[0].count || b < h[1].count)) {
+		embd_hit x = a < h[0].count ? h[0].hits[a] : (embd_hit){0, 0};
+		embd_hit y = b < h[1].count ? h[1].hits[b] : (embd_hit){0, 0};
+		y.id += mid;
+		int take_a =
+		    b >= h[1].count || (a < h[0].count && (x.score > y.score || (x.score == y.score && x.id < y.id)));
+		out[n++] = take_a ? x : y;
+		if (take_a)
+			a++;
+		else
+			b++;
+	}
+	*count = n;
+	return 0;
+}
+
 /*
  * The top-k answer for nq queries: {"k":K,"metric":"cosine","results":[...]}
  * with one list (single) or a list per query. exclude/exclude_off as in
@@ -97,7 +187,12 @@ static int topk_answer(struct req *r, const float *queries, size_t nq, uint64_t 
 	if (kk > 0 && (rc = scratch(r, nq * kk * sizeof *hits, (void **)&hits, "the results", e)) != 0)
 		return rc;
 	if (kk > 0) {
-		rc = embd_vecops_topk(m, &t, &r->acct, hits, counts);
+		int alone = atomic_fetch_add(&r->srv->topk_live, 1) == 0;
+		if (alone && nq == 1 && m->rows >= 65536 && (exclude == NULL || exclude_off[1] <= 1))
+			rc = topk_split(r, m, &t, hits, counts);
+		else
+			rc = embd_vecops_topk(m, &t, &r->acct, hits, counts);
+		atomic_fetch_sub(&r->srv->topk_live, 1);
 		if (rc == EMBD_ETOOBIG || rc == EMBD_EBUSY || rc == -ENOMEM)
 			return embd_req_charge_error(r, rc, "the similarity scratch", e);
 		if (rc != 0)

@@ -472,3 +472,24 @@ def test_methods_and_weights_past_a_double(start, mats):
     assert s == 200 and b == b"" and int(h["content-length"]) > 0
     s, h, b = post(d, "/v1/pool", {"ids": [1, 2], "weights": [1e308, 1e308]})
     assert s == 400 and b["error"]["message"] == "the weights sum past the largest double"
+
+
+def test_a_lone_query_split_over_two_cores_is_the_same_answer(start, tmp_path):
+    """A query alone in the daemon searches the two halves of a big matrix at once and merges them: the same ids
+    in the same order as one pass, ties across the halves lower id first, the query row left out of either."""
+    rng = np.random.default_rng(70000)
+    m = rng.integers(-3, 4, size=(70000, 6)).astype(np.float32)  # small integers: many exact ties
+    m[69999] = m[12] = m[35000] = m[34999] = m[5]  # the same row in both halves and at the seam
+    np.save(tmp_path / "big.npy", m)
+    d = start(str(tmp_path / "big.npy"))
+    for qid in (5, 12, 34999, 35000, 69999, 0, 40000):
+        for metric in ("cosine", "dot"):
+            for k in (1, 10, 50):
+                s, h, b = get(d, "/v1/similar?id=%d&k=%d&metric=%s" % (qid, k, metric))
+                assert s == 200
+                check_hits(b["results"], m, m[qid], k, metric, exclude=[qid])
+            s, h, b = get(d, "/v1/similar?id=%d&k=5&metric=%s&include_self=1" % (qid, metric))
+            check_hits(b["results"], m, m[qid], 5, metric)
+    s, h, b = post(d, "/v1/similar?k=7", {"vectors": [m[35000].tolist()]})
+    check_hits(b["results"][0], m, m[35000], 7, "cosine")
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
