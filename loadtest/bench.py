@@ -871,7 +871,8 @@ def similar_section(s):
          "%.0f MB / %.0f MB |" % (s["embd_rss"] / 1e6, gm["rss_before_normed"] / 1e6),
          "",
          "Threads: embd calls `openblas_set_num_threads(1)` at start (server/main.c), so each request's sgemv/sgemm "
-         "runs on its own request thread (request threads: one per core). Throughput of N keep-alive clients each "
+         "runs on its own request thread (request threads: one per core); a query alone in the daemon searches the "
+         "two halves of the matrix on two threads (one BLAS thread each) and merges them. Throughput of N keep-alive clients each "
          "asking `GET /v1/similar?token=W&k=10` in a loop for 4 s on %d cores (3 runs each); the 2-thread rows "
          "preload a shim over `openblas_set_num_threads` and set `OPENBLAS_NUM_THREADS=2`:\n" % os.cpu_count(),
          "| OpenBLAS threads per request | clients | queries/s (median) | runs |", "| ---: | ---: | ---: | --- |"]
