@@ -252,10 +252,12 @@ def startup():
                                              timeout=600).stdout.strip())
     if os.path.exists(GLOVE) and not QUICK:
         code = ("import time; from gensim.models import KeyedVectors; t=time.perf_counter(); "
-                "kv=KeyedVectors.load_word2vec_format(%r, binary=False, no_header=True); kv['w0']; "
+                "kv=KeyedVectors.load_word2vec_format(%r, binary=False, no_header=True); kv[kv.index_to_key[0]]; "
                 "print(time.perf_counter()-t)" % GLOVE)
-        out["gensim_glove_text"] = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                                        text=True, timeout=900).stdout.strip())
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError("gensim start-up on the GloVe text failed: " + p.stderr[-2000:])
+        out["gensim_glove_text"] = float(p.stdout.strip())
     return out
 
 
