@@ -365,6 +365,25 @@ int vector_similar(struct req *r, embd_err *e)
 	return r->method == M_POST ? similar_post(r, e) : similar_get(r, e);
 }
 
+/* The dot product of the means of two sets of rows (a, then b after na of them), means in double as np.mean. */
+static int sets_dot(struct req *r, const embd_matrix_info *m, const uint64_t *ids, size_t na, size_t nb, float *out,
+                    embd_err *e)
+{
+	float *ma, *mb;
+	int rc = scratch(r, 2 * m->dim * sizeof *ma, (void **)&ma, "the means", e);
+	if (rc != 0)
+		return rc;
+	mb = ma + m->dim;
+	if ((rc = embd_vecops_pool(m, ids, NULL, na, EMBD_POOLING_MEAN, &r->acct, ma, e)) != 0 ||
+	    (rc = embd_vecops_pool(m, ids + na, NULL, nb, EMBD_POOLING_MEAN, &r->acct, mb, e)) != 0)
+		return rc;
+	double d = 0;
+	for (size_t j = 0; j < m->dim; j++)
+		d += (double)ma[j] * mb[j];
+	*out = (float)d;
+	return 0;
+}
+
 /* POST /v1/similarity: {"pairs": [[a, b], ...]} -> scores, or {"a": [...], "b": [...]} -> gensim's n_similarity. */
 int vector_similarity(struct req *r, embd_err *e)
 {
@@ -389,12 +408,13 @@ int vector_similarity(struct req *r, embd_err *e)
 		return embd_req_charge_error(r, rc, "the similarity answer", e);
 	char *p = buf + sprintf(buf, "{\"metric\":\"%s\",", embd_metric_name(metric));
 	if (vq.given == EMBD_VQ_SETS) {
-		if (metric != EMBD_METRIC_COSINE)
-			return embd_err_set(e, EMBD_EBADPARAM,
-			                    "sets compare by cosine (gensim's n_similarity); leave metric out");
 		float s;
-		if ((rc = embd_vecops_n_similarity(m, u, vq.split, u + vq.split, vq.nrefs - vq.split, &r->acct, &s,
-		                                   e)) != 0)
+		if (metric == EMBD_METRIC_COSINE)
+			rc = embd_vecops_n_similarity(m, u, vq.split, u + vq.split, vq.nrefs - vq.split, &r->acct, &s,
+			                              e);
+		else
+			rc = sets_dot(r, m, u, vq.split, vq.nrefs - vq.split, &s, e);
+		if (rc != 0)
 			return rc == EMBD_ETOOBIG || rc == EMBD_EBUSY ? embd_req_charge_error(r, rc, "the means", e)
 			                                              : rc;
 		p += sprintf(p, "\"score\":");

@@ -206,7 +206,11 @@ def test_similarity_and_n_similarity_as_gensim(start, glove):
         s, h, b = post(d, "/v1/similarity", {"a": a, "b": c})
         assert s == 200 and set(b) == {"metric", "score"}, b
         assert abs(b["score"] - kv.n_similarity(a, c)) <= 1e-6
-    assert err(400, "bad_parameter", post(d, "/v1/similarity?metric=dot", {"a": a, "b": c}))
+        s, h, b = post(d, "/v1/similarity?metric=dot", {"a": a, "b": c})
+        ia, ic = [keys.index(x) for x in a], [keys.index(x) for x in c]
+        want = np.dot(m[ia].astype(np.float64).mean(0).astype(np.float32).astype(np.float64),
+                      m[ic].astype(np.float64).mean(0).astype(np.float32))
+        assert s == 200 and b["metric"] == "dot" and abs(b["score"] - want) <= 1e-6 * max(1, abs(want)), (b, want)
     assert err(400, "empty_batch", post(d, "/v1/similarity", {"a": [], "b": c}))
 
 
