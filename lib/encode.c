@@ -407,10 +407,11 @@ void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *run
  * its length, or 0 when it is ill-formed, with *bad the length of its
  * maximal subpart (1 to 3 bytes), which becomes one U+FFFD. The second byte's
  * range shuts out overlongs (C0, C1, E0 80-9F, F0 80-8F), surrogates
- * (ED A0-BF) and code points past U+10FFFF (F4 90-BF, F5-FF). s is
- * NUL-terminated and NUL is not a continuation byte, so no read passes it.
+ * (ED A0-BF) and code points past U+10FFFF (F4 90-BF, F5-FF). Reads at
+ * most avail bytes; a NUL-terminated s may pass SIZE_MAX, since NUL is not a
+ * continuation byte, so no read passes it.
  */
-static size_t utf8_seq(const unsigned char *s, size_t *bad)
+static size_t utf8_seq(const unsigned char *s, size_t avail, size_t *bad)
 {
 	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
 	size_t n;
@@ -433,7 +434,7 @@ static size_t utf8_seq(const unsigned char *s, size_t *bad)
 	else if (c == 0xf4)
 		hi = 0x8f;
 	for (size_t i = 1; i < n; i++) {
-		if (s[i] < lo || s[i] > hi) {
+		if (i >= avail || s[i] < lo || s[i] > hi) {
 			*bad = i;
 			return 0;
 		}
@@ -466,7 +467,7 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s)
 		} else if (*p < 0x80) {
 			tmp[0] = (char)*p;
 			n = 1;
-		} else if ((adv = utf8_seq(p, &n)) == 0) {
+		} else if ((adv = utf8_seq(p, SIZE_MAX, &n)) == 0) {
 			adv = n;
 			out = "\\ufffd";
 			n = 6;
@@ -500,7 +501,7 @@ size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s)
 		size_t n = 1, adv = 1;
 		if (*p >= 0x80) {
 			size_t bad;
-			n = adv = utf8_seq(p, &bad);
+			n = adv = utf8_seq(p, SIZE_MAX, &bad);
 			if (adv == 0) { /* a maximal ill-formed subpart: one U+FFFD */
 				out = "\xef\xbf\xbd";
 				n = 3;
@@ -520,37 +521,16 @@ size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s)
 size_t embd_utf8_valid_len(const void *s, size_t n)
 {
 	const unsigned char *p = s;
-	size_t i = 0;
+	size_t i = 0, bad;
 	while (i < n) {
-		unsigned char c = p[i];
-		if (c >= 0x01 && c < 0x80) {
+		if (p[i] >= 0x01 && p[i] < 0x80) {
 			i++;
 			continue;
 		}
-		size_t k; /* continuation bytes */
-		unsigned char lo = 0x80, hi = 0xbf;
-		if (c >= 0xc2 && c <= 0xdf)
-			k = 1;
-		else if (c >= 0xe0 && c <= 0xef)
-			k = 2;
-		else if (c >= 0xf0 && c <= 0xf4)
-			k = 3;
-		else
-			return i; /* NUL, a stray continuation byte, C0, C1, F5-FF */
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-		else if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-		if (n - i <= k || p[i + 1] < lo || p[i + 1] > hi)
+		size_t k = p[i] == 0 ? 0 : utf8_seq(p + i, n - i, &bad); /* NUL, or a sequence cut short by n: stop */
+		if (k == 0)
 			return i;
-		for (size_t j = 2; j <= k; j++)
-			if (p[i + j] < 0x80 || p[i + j] > 0xbf)
-				return i;
-		i += k + 1;
+		i += k;
 	}
 	return i;
 }
