@@ -25,22 +25,47 @@ int embd_advice_parse(const char *name, embd_advice *out)
 	return EMBD_EBADPARAM;
 }
 
-int embd_file_read(const char *path, unsigned char **out, size_t *len, embd_err *e)
+/*
+ * Open path for reading only if it is a regular file, its facts in *st: the
+ * descriptor (blocking again), or a negative code with e set. O_NONBLOCK so
+ * that opening a FIFO (or a device that waits for a peer) returns at once
+ * instead of hanging the thread that loads; anything that is not a regular
+ * file is refused before a byte is read.
+ */
+static int open_regular(const char *path, struct stat *st, embd_err *e)
 {
+	memset(st, 0, sizeof *st);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
+	int rc = 0;
+	if (fstat(fd, st) != 0 || (S_ISREG(st->st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0))
+		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
+	else if (!S_ISREG(st->st_mode))
+		rc = embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file (a %s)", path,
+		                  S_ISFIFO(st->st_mode)   ? "FIFO"
+		                  : S_ISDIR(st->st_mode)  ? "directory"
+		                  : S_ISCHR(st->st_mode)  ? "character device"
+		                  : S_ISBLK(st->st_mode)  ? "block device"
+		                  : S_ISSOCK(st->st_mode) ? "socket"
+		                                          : "special file");
+	if (rc == 0)
+		return fd;
+	close(fd);
+	return rc;
+}
+
+int embd_file_read(const char *path, unsigned char **out, size_t *len, embd_err *e)
+{
 	struct stat st;
+	int fd = open_regular(path, &st, e);
+	if (fd < 0)
+		return fd;
 	int rc = 0;
 	unsigned char *buf = MAP_FAILED;
 	size_t n = 0;
-	if (fstat(fd, &st) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size == 0) {
-		rc = embd_err_set(e, EMBD_EFORMAT, "%s: %s", path,
-		                  st.st_size == 0 ? "file is empty" : "not a regular file");
+	if (st.st_size == 0) {
+		rc = embd_err_set(e, EMBD_EFORMAT, "%s: file is empty", path);
 		goto out;
 	}
 	if ((uint64_t)st.st_size > SIZE_MAX / 2) {
@@ -59,7 +84,6 @@ int embd_file_read(const char *path, unsigned char **out, size_t *len, embd_err 
 		rc = embd_err_set(e, -errno, "%s: %zu bytes: %s", path, n, strerror(errno));
 		goto out;
 	}
-	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	for (size_t at = 0; at < n;) {
 		size_t want = n - at < ((size_t)1 << 24) ? n - at : (size_t)1 << 24;
 		ssize_t got = read(fd, buf + at, want);
@@ -98,34 +122,11 @@ void embd_file_free(unsigned char *buf, size_t len)
 
 static int map_file(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 {
-	/*
-	 * O_NONBLOCK so that opening a FIFO (or a device that waits for a peer)
-	 * returns at once instead of hanging the thread that loads; anything that
-	 * is not a regular file is refused before a byte is read.
-	 */
-	int fd = open(spec->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return embd_err_set(e, -errno, "%s: %s", spec->path, strerror(errno));
 	struct stat st;
+	int fd = open_regular(spec->path, &st, e);
+	if (fd < 0)
+		return fd;
 	int rc = 0;
-	if (fstat(fd, &st) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", spec->path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file (a %s)", spec->path,
-		                  S_ISFIFO(st.st_mode)   ? "FIFO"
-		                  : S_ISDIR(st.st_mode)  ? "directory"
-		                  : S_ISCHR(st.st_mode)  ? "character device"
-		                  : S_ISBLK(st.st_mode)  ? "block device"
-		                  : S_ISSOCK(st.st_mode) ? "socket"
-		                                         : "special file");
-		goto out;
-	}
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", spec->path, strerror(errno));
-		goto out;
-	}
 	if (st.st_size == 0) {
 		rc = embd_err_set(e, EMBD_ETRUNC, "%s: file is empty", spec->path);
 		goto out;
