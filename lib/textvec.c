@@ -951,20 +951,31 @@ static uint64_t numbers_line(const unsigned char *p, const unsigned char *le, lo
 	return n;
 }
 
+/*
+ * The end of the complete fields of a line that the sniff window cut at le:
+ * the space before the field the cut fell in (which may have been cut inside
+ * a number, "-1e" of "-1e-05", or right after a space), or b when there is
+ * no space.
+ */
+static const unsigned char *complete_fields(const unsigned char *b, const unsigned char *le)
+{
+	while (le > b && le[-1] != ' ')
+		le--;
+	if (le > b)
+		le--;
+	return le;
+}
+
 embd_textvec_kind embd_textvec_sniff(const unsigned char *buf, size_t len)
 {
-	if (len > SNIFF_MAX)
+	int cut = len > SNIFF_MAX;
+	if (cut)
 		len = SNIFF_MAX;
 	const unsigned char *end = buf + len;
 	const unsigned char *nl = memchr(buf, '\n', len);
 	const unsigned char *le = nl != NULL ? nl : end;
-	if (nl == NULL && len == SNIFF_MAX) {
-		/* A first line longer than the window: judge its complete fields. */
-		while (le > buf && le[-1] != ' ')
-			le--;
-		if (le > buf)
-			le--;
-	}
+	if (nl == NULL && cut)
+		le = complete_fields(buf, le); /* a first line longer than the window */
 	uint64_t rows, dim;
 	locale_t loc = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 	if (loc == (locale_t)0)
@@ -983,8 +994,9 @@ embd_textvec_kind embd_textvec_sniff(const unsigned char *buf, size_t len)
 		 */
 		const unsigned char *p = nl + 1;
 		const unsigned char *rl = memchr(p, '\n', (size_t)(end - p));
-		if (p == end || (rl != NULL && numbers_line(p, rl, loc) > 0) ||
-		    (rl == NULL && numbers_line(p, end, loc) > 0))
+		if (rl == NULL)
+			rl = cut ? complete_fields(p, end) : end; /* a first record longer than the window */
+		if (p == end || numbers_line(p, rl, loc) > 0)
 			kind = EMBD_TEXTVEC_W2V_TEXT;
 		else
 			kind = EMBD_TEXTVEC_W2V_BIN;
