@@ -8,9 +8,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "internal.h"
 
 int embd_advice_parse(const char *name, embd_advice *out)
@@ -146,8 +146,7 @@ out:
 
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e)
 {
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t t0 = embd_now_ns();
 	embd_matrix *m = calloc(1, sizeof *m);
 	if (m == NULL)
 		return embd_err_set(e, -ENOMEM, "out of memory");
@@ -205,8 +204,7 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 		}
 		m->locked = 1;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	m->info.load_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
+	m->info.load_ns = embd_now_ns() - t0;
 	*out = m;
 	return 0;
 fail:

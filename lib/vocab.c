@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 /*
  * A slot is 0 when empty, else (tag << 32) | (id + 1), where tag is the top
@@ -35,13 +36,6 @@ struct embd_vocab {
 #define BATCH 32
 /* Longest stretch of a token quoted in an error message. */
 #define QUOTE_MAX 40
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * The hash: wyhash's construction (64x64->128-bit multiply-and-fold), which
@@ -258,7 +252,7 @@ int embd_vocab_new(uint64_t tokens_hint, size_t bytes_hint, embd_vocab **out)
 	embd_vocab *v = calloc(1, sizeof *v);
 	if (v == NULL)
 		return -ENOMEM;
-	v->start_ns = now_ns();
+	v->start_ns = embd_now_ns();
 	v->mask = UINT64_MAX;
 	/* Hints past what could ever be held are treated as unknown rather than trusted. */
 	if (tokens_hint > EMBD_VOCAB_MAX)
@@ -374,7 +368,7 @@ void embd_vocab_finish(embd_vocab *v)
 		}
 	}
 	v->finished = 1;
-	v->build_ns = now_ns() - v->start_ns;
+	v->build_ns = embd_now_ns() - v->start_ns;
 }
 
 int64_t embd_vocab_find(const embd_vocab *v, const void *tok, size_t len)
@@ -487,7 +481,7 @@ static const char *file_kind(mode_t mode)
 
 int embd_vocab_open(const char *path, uint64_t expect_rows, embd_vocab **out, embd_err *e)
 {
-	uint64_t t0 = now_ns();
+	uint64_t t0 = embd_now_ns();
 	/* O_NONBLOCK so that a FIFO or a device returns at once; anything not regular is refused unread. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
@@ -538,7 +532,7 @@ int embd_vocab_open(const char *path, uint64_t expect_rows, embd_vocab **out, em
 	if (rc != 0)
 		embd_err_set(e, rc, "%s: %s", path, inner.msg);
 	else
-		(*out)->build_ns = now_ns() - t0;
+		(*out)->build_ns = embd_now_ns() - t0;
 out:
 	free(buf);
 	close(fd);

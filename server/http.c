@@ -19,13 +19,6 @@
 #include "query.h"
 #include "server.h"
 
-uint64_t embd_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static enum method parse_method(const char *m)
 {
 	if (strcmp(m, MHD_HTTP_METHOD_GET) == 0)

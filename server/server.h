@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "acct.h"
+#include "clock.h"
 #include "config.h"
 #include "error.h"
 #include "gen.h"
@@ -115,8 +116,5 @@ int embd_http_stop(embd_server *s, unsigned deadline_s);
 
 /* Time out requests still arriving after limits.request_timeout_s (408); call every fraction of a second. */
 void embd_http_sweep(embd_server *s);
-
-/* Monotonic clock in nanoseconds. */
-uint64_t embd_now_ns(void);
 
 #endif
