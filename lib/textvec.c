@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 /*
  * What gensim does, and therefore what this file does (gensim 4.2,
  * keyedvectors.py, _word2vec_line_to_vector): a line is the bytes up to '\n';
@@ -260,52 +262,13 @@ static const unsigned char *parse_field(const unsigned char *p, const unsigned c
 	return s;
 }
 
-/* Length of the valid UTF-8 (Python's strict decoder: no overlongs, surrogates, or > U+10FFFF) prefix with no NUL. */
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = s[i];
-		if (c >= 0x01 && c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t k;
-		unsigned char lo = 0x80, hi = 0xbf;
-		if (c >= 0xc2 && c <= 0xdf) {
-			k = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			k = 2;
-			if (c == 0xe0)
-				lo = 0xa0;
-			else if (c == 0xed)
-				hi = 0x9f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			k = 3;
-			if (c == 0xf0)
-				lo = 0x90;
-			else if (c == 0xf4)
-				hi = 0x8f;
-		} else {
-			return i;
-		}
-		if (n - i <= k || s[i + 1] < lo || s[i + 1] > hi)
-			return i;
-		for (size_t j = 2; j <= k; j++)
-			if (s[i + j] < 0x80 || s[i + j] > 0xbf)
-				return i;
-		i += k + 1;
-	}
-	return i;
-}
-
 /* Why a word is refused, or NULL. */
 static const char *word_problem(const unsigned char *w, size_t n, size_t *at)
 {
 	*at = 0;
 	if (n == 0)
 		return "empty word";
-	*at = utf8_valid_prefix(w, n);
+	*at = embd_utf8_valid_len(w, n);
 	if (*at == n)
 		return NULL;
 	return w[*at] == 0 ? "NUL byte in the word" : "invalid UTF-8 in the word";

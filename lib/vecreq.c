@@ -10,9 +10,9 @@
 #include <strings.h>
 
 #include "dtype.h"
-#include "encode.h"
 #include "npy.h"
 #include "query.h"
+#include "utf8.h"
 #include "vecops.h"
 
 #define MAX_NESTING 8

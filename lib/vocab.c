@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "utf8.h"
 
 /*
  * A slot is 0 when empty, else (tag << 32) | (id + 1), where tag is the top
@@ -125,7 +126,7 @@ enum verdict { TOKEN_OK, TOKEN_NUL, TOKEN_NEWLINE, TOKEN_UTF8 };
 /* High bit set in each byte of w that is zero (exact when no byte has its own high bit set, as below). */
 #define ZEROS(w) (((w)-ONES) & ~(w)&HIGHS)
 
-/* Well-formed UTF-8 by Unicode Table 3-7, no NUL, no newline; 8 ASCII bytes at a time where it can. */
+/* Well-formed UTF-8 (embd_utf8_seq), no NUL, no newline; 8 ASCII bytes at a time where it can. */
 static enum verdict check(const unsigned char *s, size_t n, size_t *at)
 {
 	size_t i = 0;
@@ -148,27 +149,10 @@ static enum verdict check(const unsigned char *s, size_t n, size_t *at)
 			i++;
 			continue;
 		}
-		size_t k;
-		unsigned lo = 0x80, hi = 0xbf;
-		if (c >= 0xc2 && c <= 0xdf) {
-			k = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			k = 2;
-			lo = c == 0xe0 ? 0xa0 : 0x80; /* no overlongs */
-			hi = c == 0xed ? 0x9f : 0xbf; /* no surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			k = 3;
-			lo = c == 0xf0 ? 0x90 : 0x80; /* no overlongs */
-			hi = c == 0xf4 ? 0x8f : 0xbf; /* nothing past U+10FFFF */
-		} else {
+		size_t bad, k = embd_utf8_seq(s + i, n - i, &bad);
+		if (k == 0)
 			return TOKEN_UTF8;
-		}
-		if (n - i - 1 < k || s[i + 1] < lo || s[i + 1] > hi)
-			return TOKEN_UTF8;
-		for (size_t j = 2; j <= k; j++)
-			if ((s[i + j] & 0xc0) != 0x80)
-				return TOKEN_UTF8;
-		i += k + 1;
+		i += k;
 	}
 	return TOKEN_OK;
 }
