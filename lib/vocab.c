@@ -2,7 +2,6 @@
 #include "vocab.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "internal.h"
 #include "utf8.h"
 
 /*
@@ -453,38 +453,15 @@ fail:
 	return rc;
 }
 
-static const char *file_kind(mode_t mode)
-{
-	return S_ISFIFO(mode)   ? "FIFO"
-	       : S_ISDIR(mode)  ? "directory"
-	       : S_ISCHR(mode)  ? "character device"
-	       : S_ISBLK(mode)  ? "block device"
-	       : S_ISSOCK(mode) ? "socket"
-	                        : "special file";
-}
-
 int embd_vocab_open(const char *path, uint64_t expect_rows, embd_vocab **out, embd_err *e)
 {
 	uint64_t t0 = embd_now_ns();
-	/* O_NONBLOCK so that a FIFO or a device returns at once; anything not regular is refused unread. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	int fd = embd_file_open_regular(path, EMBD_EVOCAB, &st, e);
 	if (fd < 0)
-		return embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
+		return fd;
 	char *buf = NULL;
 	int rc = 0;
-	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = embd_err_set(e, EMBD_EVOCAB, "%s: not a regular file (a %s)", path, file_kind(st.st_mode));
-		goto out;
-	}
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
 	if ((uint64_t)st.st_size >= SIZE_MAX) {
 		rc = embd_err_set(e, EMBD_EOVERFLOW, "%s: %" PRIu64 " bytes do not fit in memory", path,
 		                  (uint64_t)st.st_size);
