@@ -3,8 +3,8 @@
 
 #include <stdio.h>
 
+#include "jsonread.h"
 #include "npy.h"
-#include "utf8.h"
 
 static int is_space(char c)
 {
@@ -91,325 +91,95 @@ int embd_ids_parse_list(const char *s, size_t len, int64_t *out, size_t *n, embd
 	return rc;
 }
 
-/* JSON body parsing: a cursor and a recursive-descent subset that only ever descends two levels. */
-struct json {
-	const char *s;
-	size_t len, i;
-	embd_err *e;
-};
+/* JSON bodies, read with the one JSON reader (jsonread.h); the messages name "ids" and "tokens". */
 
-static void ws(struct json *j)
+/* A value's kind for messages, with every number "a number": the words these bodies have always used. */
+static const char *kind(const embd_jr *j)
 {
-	while (j->i < j->len && is_space(j->s[j->i]))
-		j->i++;
-}
-
-static int syntax(struct json *j, const char *expected)
-{
-	if (j->i >= j->len)
-		return embd_err_set(j->e, EMBD_EJSON, "malformed JSON: the body ends where %s was expected", expected);
-	return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: expected %s", j->i, expected);
-}
-
-/* Four hex digits at the cursor into *cp. */
-static int hex4(struct json *j, unsigned *cp)
-{
-	*cp = 0;
-	for (int d = 0; d < 4; d++, j->i++) {
-		char h = j->i < j->len ? j->s[j->i] : '\0';
-		int v = h >= '0' && h <= '9'   ? h - '0'
-		        : h >= 'a' && h <= 'f' ? h - 'a' + 10
-		        : h >= 'A' && h <= 'F' ? h - 'A' + 10
-		                               : -1;
-		if (v < 0)
-			return syntax(j, "four hex digits after \\u");
-		*cp = *cp * 16 + (unsigned)v;
-	}
-	return 0;
-}
-
-/*
- * A JSON string into key (truncated to cap-1 bytes and NUL-terminated;
- * \u escapes decoded for ASCII but NUL, '?' for the rest) and its length into
- * *klen, which with the bytes says which key it is.
- */
-static int json_string(struct json *j, char *key, size_t cap, size_t *klen)
-{
-	size_t k = 0;
-	j->i++; /* the opening quote */
-	while (j->i < j->len) {
-		unsigned char c = (unsigned char)j->s[j->i++];
-		if (c == '"') {
-			key[k] = '\0';
-			*klen = k;
-			return 0;
-		}
-		if (c < 0x20)
-			return embd_err_set(j->e, EMBD_EJSON,
-			                    "malformed JSON at byte %zu: control character in a string", j->i - 1);
-		if (c == '\\') {
-			if (j->i >= j->len)
-				break;
-			char esc = j->s[j->i++];
-			static const char simple[] = "\"\\/bfnrt", decoded[] = "\"\\/\b\f\n\r\t";
-			const char *at = in_set(simple, esc) ? strchr(simple, esc) : NULL;
-			if (esc == 'u') {
-				unsigned cp;
-				int rc = hex4(j, &cp);
-				if (rc != 0)
-					return rc;
-				/* '?' for NUL too: a NUL would cut the key short in messages. */
-				c = cp != 0 && cp < 0x80 ? (unsigned char)cp : '?';
-			} else if (at != NULL) {
-				c = (unsigned char)decoded[at - simple];
-			} else {
-				j->i--;
-				return syntax(j, "a valid escape");
-			}
-		}
-		if (k + 1 < cap)
-			key[k++] = (char)c;
-	}
-	return syntax(j, "a closing '\"'");
-}
-
-static const char *type_name(char c)
-{
-	switch (c) {
-	case '"':
-		return "a string";
-	case '{':
-		return "an object";
-	case '[':
-		return "an array";
-	case 't':
-	case 'f':
-		return "a boolean";
-	case 'n':
-		return "null";
-	default:
-		return "not a JSON value";
-	}
+	char c = embd_jr_peek(j);
+	const char *t = embd_jr_type(j);
+	return c == '-' || (c >= '0' && c <= '9') ? "a number" : t != NULL ? t : "not a JSON value";
 }
 
 /* One array element: an integer id. */
-static int json_id(struct json *j, size_t index, int64_t *out)
+static int json_id(embd_jr *j, size_t index, int64_t *out)
 {
-	size_t start = j->i;
-	char c = j->s[j->i];
+	char c = embd_jr_peek(j);
+	int64_t v;
 	if (c == '-' || (c >= '0' && c <= '9')) {
-		int neg = c == '-';
-		if (neg)
-			j->i++;
-		int64_t v = 0;
-		size_t d0 = j->i;
-		int rc = digits(j->s, j->len, &j->i, &v);
-		if (j->i == d0)
-			return syntax(j, "a digit");
-		if (j->s[d0] == '0' && j->i - d0 > 1)
-			return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: a number has a leading zero",
-			                    d0);
-		int frac = j->i < j->len && (j->s[j->i] == '.' || j->s[j->i] == 'e' || j->s[j->i] == 'E');
-		if (frac) {
-			/* Valid JSON, but not an integer: consume it to quote it. */
-			while (j->i < j->len && in_set("0123456789.eE+-", j->s[j->i]))
-				j->i++;
-			return embd_err_set(j->e, EMBD_EJSONTYPE, "ids[%zu] is %.*s, not an integer", index,
-			                    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
-		}
-		if (neg)
-			return embd_err_set(j->e, EMBD_EBADID, "ids[%zu] is %.*s: ids count from 0", index,
-			                    (int)(j->i - start > 40 ? 40 : j->i - start), j->s + start);
-		if (rc != 0)
-			return embd_err_set(j->e, EMBD_EBADID, "ids[%zu] does not fit in a 64-bit id", index);
-		if (out != NULL)
+		int rc = embd_jr_id(j, "ids", index, &v);
+		if (rc == 0 && out != NULL)
 			*out = v;
-		return 0;
+		return rc;
 	}
 	if (in_set("\"{[tfn", c))
-		return embd_err_set(j->e, EMBD_EJSONTYPE, "ids[%zu] is %s; ids are integers", index, type_name(c));
-	return syntax(j, "a number");
+		return embd_err_set(j->e, EMBD_EJSONTYPE, "ids[%zu] is %s; ids are integers", index, kind(j));
+	return embd_jr_syntax(j, "a number");
 }
 
-static int json_ids_array(struct json *j, int64_t *out, size_t *n)
+static int json_ids_array(embd_jr *j, int64_t *out, size_t *n)
 {
 	size_t k = 0;
 	j->i++; /* '[' */
-	ws(j);
-	if (j->i < j->len && j->s[j->i] == ']') {
-		j->i++;
+	if (embd_jr_eat(j, ']'))
 		return embd_err_set(j->e, EMBD_EEMPTY, "\"ids\" is an empty list");
-	}
 	for (;;) {
-		ws(j);
+		embd_jr_ws(j);
 		if (j->i >= j->len)
-			return syntax(j, "an id");
+			return embd_jr_syntax(j, "an id");
 		if (out != NULL && k >= *n)
 			return embd_err_set(j->e, EMBD_EINTERNAL, "id list grew between passes");
 		int rc = json_id(j, k, out != NULL ? &out[k] : NULL);
 		if (rc != 0)
 			return rc;
 		k++;
-		ws(j);
-		if (j->i < j->len && j->s[j->i] == ',') {
-			j->i++;
+		if (embd_jr_eat(j, ','))
 			continue;
-		}
-		if (j->i < j->len && j->s[j->i] == ']') {
-			j->i++;
+		if (embd_jr_eat(j, ']'))
 			break;
-		}
-		return syntax(j, "',' or ']'");
+		return embd_jr_syntax(j, "',' or ']'");
 	}
 	*n = k;
 	return 0;
 }
 
-/* Append code point cp as UTF-8 at dst (may be NULL: only counted); the bytes it takes. */
-static size_t put_utf8(char *dst, unsigned cp)
-{
-	char b[4];
-	size_t n;
-	if (cp < 0x80) {
-		b[0] = (char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		b[0] = (char)(0xc0 | cp >> 6);
-		b[1] = (char)(0x80 | (cp & 0x3f));
-		n = 2;
-	} else if (cp < 0x10000) {
-		b[0] = (char)(0xe0 | cp >> 12);
-		b[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-		b[2] = (char)(0x80 | (cp & 0x3f));
-		n = 3;
-	} else {
-		b[0] = (char)(0xf0 | cp >> 18);
-		b[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-		b[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-		b[3] = (char)(0x80 | (cp & 0x3f));
-		n = 4;
-	}
-	if (dst != NULL)
-		memcpy(dst, b, n);
-	return n;
-}
-
-static int bad_token(struct json *j, size_t index, const char *why)
-{
-	return embd_err_set(j->e, EMBD_EBADTOKEN, "tokens[%zu] %s", index, why);
-}
-
-/*
- * tokens[index], a JSON string at the cursor, decoded (escapes, surrogate
- * pairs) into dst (NULL: only checked and measured) with a NUL after it;
- * its length in *len. Raw bytes between escapes must be valid UTF-8 on their
- * own (an escape cannot finish a sequence), so checking each stretch checks
- * the whole token without a copy.
- */
-static int json_token(struct json *j, size_t index, char *dst, size_t *len)
-{
-	size_t k = 0;
-	j->i++; /* the opening quote */
-	for (;;) {
-		size_t run = j->i;
-		while (j->i < j->len && j->s[j->i] != '"' && j->s[j->i] != '\\' && (unsigned char)j->s[j->i] >= 0x20)
-			j->i++;
-		size_t n = j->i - run;
-		if (embd_utf8_valid_len(j->s + run, n) != n)
-			return bad_token(j, index, "is not valid UTF-8");
-		if (dst != NULL)
-			memcpy(dst + k, j->s + run, n);
-		k += n;
-		if (j->i >= j->len)
-			return syntax(j, "a closing '\"'");
-		char c = j->s[j->i++];
-		if (c == '"')
-			break;
-		if (c != '\\')
-			return embd_err_set(j->e, EMBD_EJSON,
-			                    "malformed JSON at byte %zu: control character in a string", j->i - 1);
-		if (j->i >= j->len)
-			return syntax(j, "an escape");
-		char esc = j->s[j->i++];
-		static const char simple[] = "\"\\/bfnrt", decoded[] = "\"\\/\b\f\n\r\t";
-		unsigned cp;
-		if (esc == 'u') {
-			int rc = hex4(j, &cp);
-			if (rc != 0)
-				return rc;
-			if (cp >= 0xdc00 && cp <= 0xdfff)
-				return bad_token(j, index, "holds a lone low surrogate");
-			if (cp >= 0xd800 && cp <= 0xdbff) {
-				unsigned lo;
-				if (j->i + 1 >= j->len || j->s[j->i] != '\\' || j->s[j->i + 1] != 'u')
-					return bad_token(j, index, "holds a lone high surrogate");
-				j->i += 2;
-				if ((rc = hex4(j, &lo)) != 0)
-					return rc;
-				if (lo < 0xdc00 || lo > 0xdfff)
-					return bad_token(j, index, "holds a lone high surrogate");
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			}
-			if (cp == 0)
-				return bad_token(j, index, "holds a NUL (\\u0000)");
-		} else if (in_set(simple, esc)) {
-			cp = (unsigned char)decoded[strchr(simple, esc) - simple];
-		} else {
-			j->i--;
-			return syntax(j, "a valid escape");
-		}
-		k += put_utf8(dst != NULL ? dst + k : NULL, cp);
-	}
-	if (k == 0)
-		return bad_token(j, index, "is empty");
-	if (dst != NULL)
-		dst[k] = '\0';
-	*len = k;
-	return 0;
-}
-
 /* "tokens": an array of strings; counts into b (count pass) or fills b's tokens and arena. */
-static int json_tokens_array(struct json *j, embd_batch *b)
+static int json_tokens_array(embd_jr *j, embd_batch *b)
 {
 	size_t k = 0, used = 0;
 	int fill = b->toks != NULL;
 	j->i++; /* '[' */
-	ws(j);
-	if (j->i < j->len && j->s[j->i] == ']') {
-		j->i++;
+	if (embd_jr_eat(j, ']'))
 		return embd_err_set(j->e, EMBD_EEMPTY, "\"tokens\" is an empty list");
-	}
 	for (;;) {
-		ws(j);
+		embd_jr_ws(j);
 		if (j->i >= j->len)
-			return syntax(j, "a token");
+			return embd_jr_syntax(j, "a token");
 		if (fill && k >= b->n)
 			return embd_err_set(j->e, EMBD_EINTERNAL, "token list grew between passes");
-		char c = j->s[j->i];
+		char c = embd_jr_peek(j);
 		if (c != '"')
 			return in_set("{[tfn-0123456789", c)
 			           ? embd_err_set(j->e, EMBD_EJSONTYPE, "tokens[%zu] is %s; tokens are strings", k,
-			                          c == '-' || (c >= '0' && c <= '9') ? "a number" : type_name(c))
-			           : syntax(j, "a string");
+			                          c == '-' || (c >= '0' && c <= '9') ? "a number" : kind(j))
+			           : embd_jr_syntax(j, "a string");
 		size_t len = 0;
 		char *dst = fill ? b->arena + used : NULL;
-		int rc = json_token(j, k, dst, &len);
+		const char *why = NULL;
+		int rc = embd_jr_token(j, dst, &len, &why);
+		if (rc == EMBD_EBADTOKEN)
+			return embd_err_set(j->e, rc, "tokens[%zu] %s", k, why);
 		if (rc != 0)
 			return rc;
 		if (fill)
 			b->toks[k] = (embd_token){dst, len};
 		used += len + 1;
 		k++;
-		ws(j);
-		if (j->i < j->len && j->s[j->i] == ',') {
-			j->i++;
+		if (embd_jr_eat(j, ','))
 			continue;
-		}
-		if (j->i < j->len && j->s[j->i] == ']') {
-			j->i++;
+		if (embd_jr_eat(j, ']'))
 			break;
-		}
-		return syntax(j, "',' or ']'");
+		return embd_jr_syntax(j, "',' or ']'");
 	}
 	b->n = k;
 	b->bytes = used;
@@ -418,44 +188,38 @@ static int json_tokens_array(struct json *j, embd_batch *b)
 
 static int parse_json(const char *s, size_t len, embd_batch *b, int tokens_ok, embd_err *e)
 {
-	struct json j = {s, len, 0, e};
+	embd_jr jr = {s, len, 0, e}, *j = &jr;
 	const char *want = tokens_ok ? "{\"ids\": [...]} or {\"tokens\": [...]}" : "{\"ids\": [...]}";
 	const char *seen = NULL;
 	/* JSON has no NUL outside a \u0000 escape; refusing it first keeps it from reading as a terminator. */
 	const char *nul = memchr(s, '\0', len);
 	if (nul != NULL)
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %zu: a NUL byte", (size_t)(nul - s));
-	ws(&j);
-	if (j.i >= j.len)
+	embd_jr_ws(j);
+	if (j->i >= j->len)
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON: the body is empty");
-	if (s[j.i] != '{')
-		return in_set("\"[tfn-0123456789", s[j.i])
-		           ? embd_err_set(e, EMBD_EJSONTYPE, "the body is %s; send an object %s",
-		                          s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number"
-		                                                                            : type_name(s[j.i]),
-		                          want)
-		           : syntax(&j, "'{'");
-	j.i++;
-	ws(&j);
-	if (j.i < j.len && s[j.i] == '}')
+	if (s[j->i] != '{')
+		return in_set("\"[tfn-0123456789", s[j->i])
+		           ? embd_err_set(e, EMBD_EJSONTYPE, "the body is %s; send an object %s", kind(j), want)
+		           : embd_jr_syntax(j, "'{'");
+	j->i++;
+	if (embd_jr_eat(j, '}'))
 		return embd_err_set(e, EMBD_EBADBODY, "the body has no \"ids\"%s; send %s",
 		                    tokens_ok ? " or \"tokens\"" : "", want);
 	for (;;) {
-		ws(&j);
-		if (j.i >= j.len || s[j.i] != '"')
-			return syntax(&j, "a key in quotes");
+		embd_jr_ws(j);
+		if (j->i >= j->len || s[j->i] != '"')
+			return embd_jr_syntax(j, "a key in quotes");
 		char key[64];
 		size_t klen = 0;
-		int rc = json_string(&j, key, sizeof key, &klen);
+		int rc = embd_jr_key(j, key, sizeof key, &klen);
 		if (rc != 0)
 			return rc;
-		ws(&j);
-		if (j.i >= j.len || s[j.i] != ':')
-			return syntax(&j, "':'");
-		j.i++;
-		ws(&j);
-		if (j.i >= j.len)
-			return syntax(&j, "a value");
+		if (!embd_jr_eat(j, ':'))
+			return embd_jr_syntax(j, "':'");
+		embd_jr_ws(j);
+		if (j->i >= j->len)
+			return embd_jr_syntax(j, "a value");
 		int is_ids = klen == 3 && memcmp(key, "ids", 3) == 0;
 		int is_tokens = tokens_ok && klen == 6 && memcmp(key, "tokens", 6) == 0;
 		if (!is_ids && !is_tokens)
@@ -464,30 +228,23 @@ static int parse_json(const char *s, size_t len, embd_batch *b, int tokens_ok, e
 			return strcmp(seen, key) == 0
 			           ? embd_err_set(e, EMBD_EBADBODY, "\"%s\" appears twice", key)
 			           : embd_err_set(e, EMBD_EBADBODY, "give either \"ids\" or \"tokens\", not both");
-		if (s[j.i] != '[')
-			return embd_err_set(e, EMBD_EJSONTYPE, "\"%s\" is %s; it must be an array of %s", key,
-			                    s[j.i] == '-' || (s[j.i] >= '0' && s[j.i] <= '9') ? "a number"
-			                                                                      : type_name(s[j.i]),
+		if (s[j->i] != '[')
+			return embd_err_set(e, EMBD_EJSONTYPE, "\"%s\" is %s; it must be an array of %s", key, kind(j),
 			                    is_ids ? "integers" : "strings");
 		b->tokens = is_tokens;
-		rc = is_ids ? json_ids_array(&j, b->ids, &b->n) : json_tokens_array(&j, b);
+		rc = is_ids ? json_ids_array(j, b->ids, &b->n) : json_tokens_array(j, b);
 		if (rc != 0)
 			return rc;
 		seen = is_ids ? "ids" : "tokens";
-		ws(&j);
-		if (j.i < j.len && s[j.i] == ',') {
-			j.i++;
+		if (embd_jr_eat(j, ','))
 			continue;
-		}
-		if (j.i < j.len && s[j.i] == '}') {
-			j.i++;
+		if (embd_jr_eat(j, '}'))
 			break;
-		}
-		return syntax(&j, "',' or '}'");
+		return embd_jr_syntax(j, "',' or '}'");
 	}
-	ws(&j);
-	if (j.i != j.len)
-		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %zu: data after the object", j.i);
+	embd_jr_ws(j);
+	if (j->i != j->len)
+		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %zu: data after the object", j->i);
 	return 0;
 }
 

@@ -1,69 +1,64 @@
 /* Request bodies of the vector operations: rows by id or token, query vectors, pairs, sets, pooling options. */
 #include "vecreq.h"
 
-#include <ctype.h>
 #include <errno.h>
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "dtype.h"
+#include "jsonread.h"
 #include "npy.h"
-#include "query.h"
-#include "utf8.h"
 #include "vecops.h"
 
-#define MAX_NESTING 8
-
+/* slot: where a list of rows goes, 0 (first, or only) or 1 (negative, b); -1 for keys that are not lists of rows. */
 struct key {
 	const char *name;
 	unsigned bit;
+	int slot;
 };
 
+enum { K_IDS, K_TOKENS, K_VECTORS, K_POSITIVE, K_NEGATIVE, K_PAIRS, K_A, K_B, K_OP, K_WEIGHTS, K_K, K_METRIC, K_SELF };
+
 static const struct key keys[] = {
-    {"ids", EMBD_VQ_IDS},
-    {"tokens", EMBD_VQ_TOKENS},
-    {"vectors", EMBD_VQ_VECTORS},
-    {"positive", EMBD_VQ_ANALOGY},
-    {"negative", EMBD_VQ_ANALOGY},
-    {"pairs", EMBD_VQ_PAIRS},
-    {"a", EMBD_VQ_SETS},
-    {"b", EMBD_VQ_SETS},
-    {"op", EMBD_VQ_OP},
-    {"weights", EMBD_VQ_WEIGHTS},
-    {"k", EMBD_VQ_K},
-    {"metric", EMBD_VQ_METRIC},
-    {"include_self", EMBD_VQ_INCLUDE_SELF},
+    [K_IDS] = {"ids", EMBD_VQ_IDS, 0},
+    [K_TOKENS] = {"tokens", EMBD_VQ_TOKENS, 0},
+    [K_VECTORS] = {"vectors", EMBD_VQ_VECTORS, -1},
+    [K_POSITIVE] = {"positive", EMBD_VQ_ANALOGY, 0},
+    [K_NEGATIVE] = {"negative", EMBD_VQ_ANALOGY, 1},
+    [K_PAIRS] = {"pairs", EMBD_VQ_PAIRS, -1},
+    [K_A] = {"a", EMBD_VQ_SETS, 0},
+    [K_B] = {"b", EMBD_VQ_SETS, 1},
+    [K_OP] = {"op", EMBD_VQ_OP, -1},
+    [K_WEIGHTS] = {"weights", EMBD_VQ_WEIGHTS, -1},
+    [K_K] = {"k", EMBD_VQ_K, -1},
+    [K_METRIC] = {"metric", EMBD_VQ_METRIC, -1},
+    [K_SELF] = {"include_self", EMBD_VQ_INCLUDE_SELF, -1},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* The groups of rows a body may name: exactly one of them. */
 #define GROUPS (EMBD_VQ_IDS | EMBD_VQ_TOKENS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY | EMBD_VQ_PAIRS | EMBD_VQ_SETS)
 
-static const char *type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		return "an object";
-	case JSON_ARRAY:
-		return "an array";
-	case JSON_STRING:
-		return "a string";
-	case JSON_INTEGER:
-		return "an integer";
-	case JSON_REAL:
-		return "a number with a fraction";
-	case JSON_TRUE:
-	case JSON_FALSE:
-		return "a boolean";
-	default:
-		return "null";
-	}
-}
+/*
+ * One pass over a body, with the one JSON reader (jsonread.h). The count
+ * pass (fill 0) checks every value and counts the elements of each key and
+ * the bytes of the tokens; the fill pass, over the same bytes, writes them
+ * into out's accounted arrays, sized from the counts. No tree is built.
+ */
+struct pass {
+	embd_jr j;
+	unsigned allowed;
+	uint64_t dim;
+	int fill;
+	embd_vecreq *out;
+	unsigned seen;       /* bits by index in keys[] */
+	size_t count[NKEYS]; /* elements of each key's array (pairs: pairs) */
+	size_t token_bytes;  /* count pass: arena bytes; fill pass: the bytes used */
+	char *arena;         /* fill pass: the tokens, each NUL-terminated */
+	char list[160];      /* "every key this body may have", for messages */
+};
 
-/* "every key this body may have", for messages. */
 static void allowed_list(unsigned allowed, char *buf, size_t cap)
 {
 	size_t n = 0;
@@ -73,74 +68,383 @@ static void allowed_list(unsigned allowed, char *buf, size_t cap)
 			n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", n ? ", " : "", keys[k].name);
 }
 
-/* One element naming a row: an integer id or a token string (copied into acct's memory). */
-static int ref_from(json_t *v, const char *key, size_t i, int ids_ok, int tokens_ok, embd_acct *acct, embd_ref *out,
-                    embd_err *e)
+/* An EMBD_EJSONTYPE naming what is at the cursor, or a syntax error where no JSON value starts. */
+static int wrong_type(struct pass *p, const char *fmt_what, const char *need)
 {
-	if (json_is_integer(v) && ids_ok) {
-		json_int_t id = json_integer_value(v);
-		if (id < 0)
-			return embd_err_set(e, EMBD_EBADID, "%s[%zu] is %lld: ids count from 0", key, i, (long long)id);
-		*out = (embd_ref){(int64_t)id, {NULL, 0}};
-		return 0;
-	}
-	if (json_is_string(v) && tokens_ok) {
-		size_t n = json_string_length(v);
-		const char *s = json_string_value(v);
-		if (n == 0)
-			return embd_err_set(e, EMBD_EBADTOKEN, "%s[%zu] is empty", key, i);
-		if (memchr(s, '\0', n) != NULL)
-			return embd_err_set(e, EMBD_EBADTOKEN, "%s[%zu] holds a NUL (\\u0000)", key, i);
-		if (embd_utf8_valid_len(s, n) != n) /* jansson decodes \ud800 alone to bytes that are not UTF-8 */
-			return embd_err_set(e, EMBD_EBADTOKEN, "%s[%zu] is not valid UTF-8", key, i);
-		char *copy;
-		int rc = embd_acct_alloc(acct, n + 1, (void **)&copy);
-		if (rc != 0)
-			return embd_err_set(e, rc, "the parsed tokens");
-		memcpy(copy, s, n + 1);
-		*out = (embd_ref){-1, {copy, n}};
-		return 0;
-	}
-	return embd_err_set(e, EMBD_EJSONTYPE, "%s[%zu] is %s; rows are named by %s", key, i, type_name(v),
-	                    ids_ok && tokens_ok ? "id (an integer) or token (a string)"
-	                    : ids_ok            ? "id (an integer)"
-	                                        : "token (a string)");
+	const char *t = embd_jr_type(&p->j);
+	if (t == NULL)
+		return embd_jr_syntax(&p->j, "a JSON value");
+	return embd_err_set(p->j.e, EMBD_EJSONTYPE, "%s is %s; %s", fmt_what, t, need);
 }
 
-/* A JSON array of rows into refs[at ...]; *count elements. */
-static int refs_from(json_t *arr, const char *key, int ids_ok, int tokens_ok, embd_acct *acct, embd_ref *refs,
-                     size_t at, embd_err *e)
+/* '[' at the cursor, else "\"key\" is ...; it must be an array". */
+static int open_array(struct pass *p, const char *key)
 {
-	size_t i;
-	json_t *v;
-	json_array_foreach(arr, i, v)
-	{
-		int rc = ref_from(v, key, i, ids_ok, tokens_ok, acct, &refs[at + i], e);
+	if (embd_jr_eat(&p->j, '['))
+		return 0;
+	char what[80];
+	snprintf(what, sizeof what, "\"%s\"", key);
+	return wrong_type(p, what, "it must be an array");
+}
+
+/* After an element: 1 for ',', 0 for ']', or a syntax error (negative). */
+static int next(struct pass *p)
+{
+	if (embd_jr_eat(&p->j, ','))
+		return 1;
+	if (embd_jr_eat(&p->j, ']'))
+		return 0;
+	return embd_jr_syntax(&p->j, "',' or ']'");
+}
+
+/* One element naming a row, key[i]: an integer id or a token string (into the arena in the fill pass). */
+static int ref(struct pass *p, const char *key, size_t i, int ids_ok, int tokens_ok, embd_ref *out)
+{
+	embd_jr *j = &p->j;
+	embd_jr_ws(j);
+	char c = embd_jr_peek(j);
+	const char *need = ids_ok && tokens_ok ? "rows are named by id (an integer) or token (a string)"
+	                   : ids_ok            ? "rows are named by id (an integer)"
+	                                       : "rows are named by token (a string)";
+	char what[80];
+	snprintf(what, sizeof what, "%s[%zu]", key, i);
+	if (ids_ok && (c == '-' || (c >= '0' && c <= '9'))) {
+		int64_t id;
+		int rc = embd_jr_id(j, key, i, &id);
+		if (rc == 0 && out != NULL)
+			*out = (embd_ref){id, {NULL, 0}};
+		return rc;
+	}
+	if (tokens_ok && c == '"') {
+		char *dst = p->fill ? p->arena + p->token_bytes : NULL;
+		size_t len = 0;
+		const char *why = NULL;
+		int rc = embd_jr_token(j, dst, &len, &why);
+		if (rc == EMBD_EBADTOKEN)
+			return embd_err_set(j->e, rc, "%s %s", what, why);
 		if (rc != 0)
 			return rc;
+		if (out != NULL)
+			*out = (embd_ref){-1, {dst, len}};
+		p->token_bytes += len + 1;
+		return 0;
 	}
+	return wrong_type(p, what, need);
+}
+
+/* An array of rows for key k into refs[base ...] (fill pass). */
+static int refs(struct pass *p, int k, int ids_ok, int tokens_ok, size_t base)
+{
+	const char *key = keys[k].name;
+	int rc = open_array(p, key);
+	if (rc != 0)
+		return rc;
+	size_t n = 0;
+	if (!embd_jr_eat(&p->j, ']'))
+		do {
+			embd_ref *out = p->fill ? &p->out->refs[base + n] : NULL;
+			if (p->fill && n >= p->count[k])
+				return embd_err_set(p->j.e, EMBD_EINTERNAL, "a list grew between passes");
+			if ((rc = ref(p, key, n, ids_ok, tokens_ok, out)) != 0)
+				return rc;
+			n++;
+		} while ((rc = next(p)) > 0);
+	if (rc < 0)
+		return rc;
+	/* positive and negative may each be empty (not both: checked after the pass); no other list may. */
+	if (n == 0 && k != K_POSITIVE && k != K_NEGATIVE)
+		return embd_err_set(p->j.e, EMBD_EEMPTY, "\"%s\" is an empty list", key);
+	p->count[k] = n;
 	return 0;
 }
 
-/* A number as float32 (the nearest double, then float32, as np.float32(float(text))), within float32's range. */
-static int number(json_t *v, const char *what, float *out, embd_err *e)
+/* A number at the cursor, named what, as a double: NaN and the infinities come back for the caller to judge. */
+static int number(struct pass *p, const char *what, double *out)
 {
-	if (!json_is_number(v))
-		return embd_err_set(e, EMBD_EJSONTYPE, "%s is %s; a number is needed", what, type_name(v));
-	double d = json_number_value(v);
-	float f = (float)d;
-	if (!isfinite(f))
-		return embd_err_set(e, EMBD_EBADVECTOR, "%s is %g, past float32's range", what, d);
-	*out = f;
+	embd_jr_ws(&p->j);
+	char c = embd_jr_peek(&p->j);
+	if (c == '-' || (c >= '0' && c <= '9') || c == 'N' || c == 'I')
+		return embd_jr_number(&p->j, out);
+	return wrong_type(p, what, "a number is needed");
+}
+
+/* "vectors": [[dim numbers], ...] as float32 (np.float32(float(text))), finite. */
+static int vectors(struct pass *p)
+{
+	int rc = open_array(p, "vectors");
+	if (rc != 0)
+		return rc;
+	size_t n = 0;
+	if (!embd_jr_eat(&p->j, ']'))
+		do {
+			char what[64];
+			snprintf(what, sizeof what, "vectors[%zu]", n);
+			embd_jr_ws(&p->j);
+			if (!embd_jr_eat(&p->j, '['))
+				return wrong_type(p, what, "a vector is an array of numbers");
+			uint64_t m = 0;
+			if (!embd_jr_eat(&p->j, ']'))
+				do {
+					snprintf(what, sizeof what, "vectors[%zu][%llu]", n, (unsigned long long)m);
+					double d = 0;
+					if ((rc = number(p, what, &d)) != 0)
+						return rc;
+					float f = (float)d;
+					if (!isfinite(d))
+						return embd_err_set(
+						    p->j.e, EMBD_EBADVECTOR,
+						    "%s is NaN or an infinity; query vectors must be finite", what);
+					if (!isfinite(f))
+						return embd_err_set(p->j.e, EMBD_EBADVECTOR,
+						                    "%s is %g, past float32's range", what, d);
+					if (p->fill && m < p->dim)
+						p->out->vectors[n * p->dim + m] = f;
+					m++;
+				} while ((rc = next(p)) > 0);
+			if (rc < 0)
+				return rc;
+			if (m != p->dim)
+				return embd_err_set(p->j.e, EMBD_EBADVECTOR,
+				                    "vectors[%zu] has %llu numbers; the rows have %llu", n,
+				                    (unsigned long long)m, (unsigned long long)p->dim);
+			n++;
+		} while ((rc = next(p)) > 0);
+	if (rc < 0)
+		return rc;
+	if (n == 0)
+		return embd_err_set(p->j.e, EMBD_EEMPTY, "\"vectors\" is an empty list");
+	p->count[K_VECTORS] = n;
 	return 0;
 }
 
-static int array_of(json_t *v, const char *key, embd_err *e)
+static int not_two(struct pass *p, size_t n)
 {
-	if (!json_is_array(v))
-		return embd_err_set(e, EMBD_EJSONTYPE, "\"%s\" is %s; it must be an array", key, type_name(v));
-	if (json_array_size(v) == 0)
-		return embd_err_set(e, EMBD_EEMPTY, "\"%s\" is an empty list", key);
+	return embd_err_set(p->j.e, EMBD_EJSONTYPE, "pairs[%zu] is not two rows; a pair is [row, row]", n);
+}
+
+/* "pairs": [[row, row], ...]. */
+static int pairs(struct pass *p)
+{
+	int rc = open_array(p, "pairs");
+	if (rc != 0)
+		return rc;
+	size_t n = 0;
+	if (!embd_jr_eat(&p->j, ']'))
+		do {
+			char what[64];
+			snprintf(what, sizeof what, "pairs[%zu]", n);
+			embd_jr_ws(&p->j);
+			if (!embd_jr_eat(&p->j, '['))
+				return wrong_type(p, what, "a pair is [row, row]");
+			if (p->fill && n >= p->count[K_PAIRS])
+				return embd_err_set(p->j.e, EMBD_EINTERNAL, "a list grew between passes");
+			if (embd_jr_eat(&p->j, ']'))
+				return not_two(p, n);
+			if ((rc = ref(p, "pairs", n, 1, 1, p->fill ? &p->out->refs[2 * n] : NULL)) != 0)
+				return rc;
+			if ((rc = next(p)) <= 0)
+				return rc < 0 ? rc : not_two(p, n);
+			if ((rc = ref(p, "pairs", n, 1, 1, p->fill ? &p->out->refs[2 * n + 1] : NULL)) != 0)
+				return rc;
+			if ((rc = next(p)) != 0)
+				return rc < 0 ? rc : not_two(p, n);
+			n++;
+		} while ((rc = next(p)) > 0);
+	if (rc < 0)
+		return rc;
+	if (n == 0)
+		return embd_err_set(p->j.e, EMBD_EEMPTY, "\"pairs\" is an empty list");
+	p->count[K_PAIRS] = n;
+	return 0;
+}
+
+/* "weights": [1, 0.5], finite numbers, one per row (checked after the pass). */
+static int weights(struct pass *p)
+{
+	int rc = open_array(p, "weights");
+	if (rc != 0)
+		return rc;
+	size_t n = 0;
+	if (!embd_jr_eat(&p->j, ']'))
+		do {
+			char what[64];
+			snprintf(what, sizeof what, "weights[%zu]", n);
+			double d = 0;
+			if ((rc = number(p, what, &d)) != 0)
+				return rc;
+			if (!isfinite(d))
+				return embd_err_set(p->j.e, EMBD_EBADBODY,
+				                    "%s is NaN or an infinity; weights must be finite", what);
+			if (p->fill && n < p->out->nweights)
+				p->out->weights[n] = d;
+			n++;
+		} while ((rc = next(p)) > 0);
+	if (rc < 0)
+		return rc;
+	if (n == 0)
+		return embd_err_set(p->j.e, EMBD_EEMPTY, "\"weights\" is an empty list");
+	p->count[K_WEIGHTS] = n;
+	return 0;
+}
+
+/* A short string value (op, metric) into buf; *len its full length. */
+static int word(struct pass *p, const char *key, const char *need, char *buf, size_t cap, size_t *len)
+{
+	embd_jr_ws(&p->j);
+	if (embd_jr_peek(&p->j) == '"')
+		return embd_jr_key(&p->j, buf, cap, len);
+	char what[64];
+	snprintf(what, sizeof what, "\"%s\"", key);
+	return wrong_type(p, what, need);
+}
+
+/* An integer value (k, include_self): EMBD_EJSONTYPE for anything else. */
+static int integer(struct pass *p, const char *key, const char *need, int64_t *v, int *fits)
+{
+	char what[64];
+	snprintf(what, sizeof what, "\"%s\"", key);
+	embd_jr_ws(&p->j);
+	const char *t = embd_jr_type(&p->j);
+	if (t == NULL || strcmp(t, "an integer") != 0)
+		return wrong_type(p, what, need);
+	return embd_jr_int(&p->j, what, v, fits);
+}
+
+/* "op", "k", "metric" and "include_self": options, as the query string has them. */
+static int option(struct pass *p, int k)
+{
+	char buf[16] = "";
+	size_t len = 0;
+	int64_t v = 0;
+	int fits = 0, rc;
+	embd_vecreq *out = p->out;
+	switch (k) {
+	case K_OP:
+		if ((rc = word(p, "op", "it is \"mean\" or \"sum\"", buf, sizeof buf, &len)) != 0)
+			return rc;
+		if (len != strlen(buf) || (strcmp(buf, "sum") != 0 && strcmp(buf, "mean") != 0))
+			return embd_err_set(p->j.e, EMBD_EBADBODY, "\"op\" is not \"mean\" or \"sum\"");
+		out->sum = strcmp(buf, "sum") == 0;
+		return 0;
+	case K_METRIC: {
+		embd_metric m;
+		if ((rc = word(p, "metric", "it is \"cosine\" or \"dot\"", buf, sizeof buf, &len)) != 0)
+			return rc;
+		if (len != strlen(buf) || embd_metric_parse(buf, &m) != 0)
+			return embd_err_set(p->j.e, EMBD_EBADPARAM, "\"metric\" '%s%s' is not \"cosine\" or \"dot\"",
+			                    buf, len != strlen(buf) ? "..." : "");
+		out->metric = (int)m;
+		return 0;
+	}
+	case K_K:
+		if ((rc = integer(p, "k", "it is a non-negative integer", &v, &fits)) != 0)
+			return rc;
+		if (!fits)
+			return embd_err_set(p->j.e, EMBD_EBADPARAM,
+			                    "\"k\" does not fit in 64 bits; it is a non-negative integer");
+		if (v < 0)
+			return embd_err_set(p->j.e, EMBD_EBADPARAM, "\"k\" is %lld; it is a non-negative integer",
+			                    (long long)v);
+		out->k = (uint64_t)v;
+		return 0;
+	default: /* K_SELF: booleans, or 0 and 1 as the query string's include_self=0|1 */
+		embd_jr_ws(&p->j);
+		if (embd_jr_peek(&p->j) == 't' || embd_jr_peek(&p->j) == 'f')
+			return embd_jr_bool(&p->j, &out->include_self);
+		if ((rc = integer(p, "include_self", "it is true or false (or 1 or 0)", &v, &fits)) != 0)
+			return rc;
+		if (!fits)
+			return embd_err_set(p->j.e, EMBD_EBADPARAM,
+			                    "\"include_self\" is past 2^63; it is true or false (or 1 or 0)");
+		if (v != 0 && v != 1)
+			return embd_err_set(p->j.e, EMBD_EBADPARAM,
+			                    "\"include_self\" is %lld; it is true or false (or 1 or 0)", (long long)v);
+		out->include_self = (int)v;
+		return 0;
+	}
+}
+
+/* The value of key k. */
+static int value(struct pass *p, int k)
+{
+	embd_vecreq *out = p->out;
+	size_t base = 0;
+	switch (k) {
+	case K_IDS:
+	case K_TOKENS:
+	case K_POSITIVE:
+	case K_A:
+		return refs(p, k, k != K_TOKENS, k != K_IDS, 0);
+	case K_NEGATIVE:
+	case K_B:
+		base = p->fill ? out->split : 0;
+		return refs(p, k, 1, 1, base);
+	case K_VECTORS:
+		return vectors(p);
+	case K_PAIRS:
+		return pairs(p);
+	case K_WEIGHTS:
+		return weights(p);
+	default:
+		return option(p, k);
+	}
+}
+
+/* One walk over the object: its keys in any order, each once. */
+static int walk(struct pass *p)
+{
+	embd_jr *j = &p->j;
+	embd_jr_ws(j);
+	if (j->i >= j->len)
+		return embd_err_set(j->e, EMBD_EJSON, "malformed JSON: the body is empty");
+	if (embd_jr_peek(j) != '{') {
+		const char *t = embd_jr_type(j);
+		return t != NULL
+		           ? embd_err_set(j->e, EMBD_EJSONTYPE, "the body is %s; send an object with %s", t, p->list)
+		           : embd_jr_syntax(j, "'{'");
+	}
+	j->i++;
+	if (!embd_jr_eat(j, '}'))
+		for (;;) {
+			embd_jr_ws(j);
+			if (embd_jr_peek(j) != '"')
+				return embd_jr_syntax(j, "a key in quotes");
+			char key[64];
+			size_t klen;
+			int rc = embd_jr_key(j, key, sizeof key, &klen);
+			if (rc != 0)
+				return rc;
+			if (!embd_jr_eat(j, ':'))
+				return embd_jr_syntax(j, "':'");
+			embd_jr_ws(j);
+			if (j->i >= j->len)
+				return embd_jr_syntax(j, "a value");
+			int k = -1;
+			for (size_t x = 0; x < NKEYS; x++)
+				if (klen == strlen(keys[x].name) && strcmp(key, keys[x].name) == 0)
+					k = (int)x;
+			if (k < 0 || (keys[k].bit & p->allowed) == 0)
+				return embd_err_set(j->e, EMBD_EBADBODY, "unknown key \"%.60s\"; this body takes %s",
+				                    key, p->list);
+			if (p->seen & 1u << k)
+				return embd_err_set(j->e, EMBD_EBADBODY, "\"%s\" appears twice", keys[k].name);
+			p->seen |= 1u << k;
+			p->out->given |= keys[k].bit;
+			unsigned groups = p->out->given & GROUPS;
+			if (groups & (groups - 1))
+				return embd_err_set(j->e, EMBD_EBADBODY,
+				                    "the body names rows in two ways; give one of %s", p->list);
+			if ((rc = value(p, k)) != 0)
+				return rc;
+			if (embd_jr_eat(j, ','))
+				continue;
+			if (embd_jr_eat(j, '}'))
+				break;
+			return embd_jr_syntax(j, "',' or '}'");
+		}
+	embd_jr_ws(j);
+	if (j->i != j->len)
+		return embd_err_set(j->e, EMBD_EJSON, "malformed JSON at byte %zu: data after the object", j->i);
 	return 0;
 }
 
@@ -151,306 +455,69 @@ static int too_many(size_t n, size_t max_items, const char *what, embd_err *e)
 	return embd_err_set(e, EMBD_ETOOMANYIDS, "the body names %zu %s; limits.max_ids is %zu", n, what, max_items);
 }
 
-/* "k", "metric" and "include_self": the options of a top-k search, as its query string has them. */
-static int options(json_t *root, embd_vecreq *out, embd_err *e)
-{
-	json_t *v = json_object_get(root, "k");
-	if (v != NULL) {
-		if (!json_is_integer(v))
-			return embd_err_set(e, EMBD_EJSONTYPE, "\"k\" is %s; it is a non-negative integer",
-			                    type_name(v));
-		if (json_integer_value(v) < 0)
-			return embd_err_set(e, EMBD_EBADPARAM, "\"k\" is %lld; it is a non-negative integer",
-			                    (long long)json_integer_value(v));
-		out->k = (uint64_t)json_integer_value(v);
-	}
-	v = json_object_get(root, "metric");
-	if (v != NULL) {
-		embd_metric m;
-		if (!json_is_string(v))
-			return embd_err_set(e, EMBD_EJSONTYPE, "\"metric\" is %s; it is \"cosine\" or \"dot\"",
-			                    type_name(v));
-		if (strlen(json_string_value(v)) != json_string_length(v) ||
-		    embd_metric_parse(json_string_value(v), &m) != 0)
-			return embd_err_set(e, EMBD_EBADPARAM, "\"metric\" '%.100s' is not \"cosine\" or \"dot\"",
-			                    json_string_value(v));
-		out->metric = (int)m;
-	}
-	v = json_object_get(root, "include_self");
-	if (v != NULL) {
-		/* Booleans, or 0 and 1 as the query string's include_self=0|1. */
-		if (json_is_boolean(v))
-			out->include_self = json_is_true(v);
-		else if (!json_is_integer(v))
-			return embd_err_set(e, EMBD_EJSONTYPE,
-			                    "\"include_self\" is %s; it is true or false (or 1 or 0)", type_name(v));
-		else if (json_integer_value(v) == 0 || json_integer_value(v) == 1)
-			out->include_self = (int)json_integer_value(v);
-		else
-			return embd_err_set(e, EMBD_EBADPARAM,
-			                    "\"include_self\" is %lld; it is true or false (or 1 or 0)",
-			                    (long long)json_integer_value(v));
-	}
-	return 0;
-}
-
-static int parse_root(json_t *root, unsigned allowed, uint64_t dim, size_t max_items, embd_acct *acct, embd_vecreq *out,
-                      embd_err *e)
-{
-	char list[160];
-	allowed_list(allowed, list, sizeof list);
-	if (!json_is_object(root))
-		return embd_err_set(e, EMBD_EJSONTYPE, "the body is %s; send an object with %s", type_name(root), list);
-	const char *key;
-	json_t *v;
-	json_object_foreach(root, key, v)
-	{
-		unsigned bit = 0;
-		for (size_t k = 0; k < NKEYS; k++)
-			if (strcmp(key, keys[k].name) == 0)
-				bit = keys[k].bit;
-		if ((bit & allowed) == 0)
-			return embd_err_set(e, EMBD_EBADBODY, "unknown key \"%.60s\"; this body takes %s", key, list);
-		out->given |= bit;
-	}
-	unsigned groups = out->given & GROUPS;
-	if (groups == 0)
-		return embd_err_set(e, EMBD_EBADBODY, "the body names no rows; it takes %s", list);
-	if (groups & (groups - 1))
-		return embd_err_set(e, EMBD_EBADBODY, "the body names rows in two ways; give one of %s", list);
-
-	if (groups == EMBD_VQ_VECTORS) {
-		json_t *arr = json_object_get(root, "vectors");
-		int rc = array_of(arr, "vectors", e);
-		if (rc == 0)
-			rc = too_many(json_array_size(arr), max_items, "vectors", e);
-		if (rc != 0)
-			return rc;
-		size_t n = json_array_size(arr);
-		if (dim > SIZE_MAX / sizeof(float) / n)
-			return embd_err_set(e, EMBD_ETOOBIG, "%zu vectors of %llu floats", n, (unsigned long long)dim);
-		if ((rc = embd_acct_alloc(acct, n * (size_t)dim * sizeof(float), (void **)&out->vectors)) != 0)
-			return embd_err_set(e, rc, "the query vectors");
-		size_t i;
-		json_t *row;
-		json_array_foreach(arr, i, row)
-		{
-			if (!json_is_array(row))
-				return embd_err_set(e, EMBD_EJSONTYPE,
-				                    "vectors[%zu] is %s; a vector is an array of numbers", i,
-				                    type_name(row));
-			if (json_array_size(row) != dim)
-				return embd_err_set(e, EMBD_EBADVECTOR,
-				                    "vectors[%zu] has %zu numbers; the rows have %llu", i,
-				                    json_array_size(row), (unsigned long long)dim);
-			size_t j;
-			json_t *x;
-			json_array_foreach(row, j, x)
-			{
-				char what[64];
-				snprintf(what, sizeof what, "vectors[%zu][%zu]", i, j);
-				if ((rc = number(x, what, &out->vectors[i * dim + j], e)) != 0)
-					return rc;
-			}
-		}
-		out->nvectors = n;
-	} else if (groups == EMBD_VQ_IDS || groups == EMBD_VQ_TOKENS) {
-		const char *k = groups == EMBD_VQ_IDS ? "ids" : "tokens";
-		json_t *arr = json_object_get(root, k);
-		int rc = array_of(arr, k, e);
-		if (rc == 0)
-			rc = too_many(json_array_size(arr), max_items, k, e);
-		if (rc == 0 &&
-		    (rc = embd_acct_alloc(acct, json_array_size(arr) * sizeof(embd_ref), (void **)&out->refs)) != 0)
-			embd_err_set(e, rc, "the rows named");
-		if (rc == 0)
-			rc = refs_from(arr, k, groups == EMBD_VQ_IDS, groups == EMBD_VQ_TOKENS, acct, out->refs, 0, e);
-		if (rc != 0)
-			return rc;
-		out->nrefs = json_array_size(arr);
-	} else if (groups == EMBD_VQ_PAIRS) {
-		json_t *arr = json_object_get(root, "pairs");
-		int rc = array_of(arr, "pairs", e);
-		if (rc == 0)
-			rc = too_many(json_array_size(arr) * 2, max_items, "rows", e);
-		if (rc == 0 &&
-		    (rc = embd_acct_alloc(acct, 2 * json_array_size(arr) * sizeof(embd_ref), (void **)&out->refs)) != 0)
-			embd_err_set(e, rc, "the rows named");
-		if (rc != 0)
-			return rc;
-		size_t i;
-		json_t *pair;
-		json_array_foreach(arr, i, pair)
-		{
-			if (!json_is_array(pair) || json_array_size(pair) != 2)
-				return embd_err_set(e, EMBD_EJSONTYPE, "pairs[%zu] is %s; a pair is [row, row]", i,
-				                    json_is_array(pair) ? "not two rows" : type_name(pair));
-			for (size_t s = 0; s < 2; s++)
-				if ((rc = ref_from(json_array_get(pair, s), "pairs", i, 1, 1, acct,
-				                   &out->refs[2 * i + s], e)) != 0)
-					return rc;
-		}
-		out->nrefs = 2 * json_array_size(arr);
-	} else {
-		/*
-		 * positive/negative (gensim's most_similar: either list may be empty
-		 * or missing, not both), a/b (n_similarity: neither may be empty).
-		 */
-		int sets = groups == EMBD_VQ_SETS;
-		const char *k1 = sets ? "a" : "positive", *k2 = sets ? "b" : "negative";
-		json_t *l1 = json_object_get(root, k1), *l2 = json_object_get(root, k2);
-		if (sets && (l1 == NULL || l2 == NULL))
-			return embd_err_set(e, EMBD_EBADBODY, "\"%s\" is missing", l1 == NULL ? k1 : k2);
-		int rc = 0;
-		for (int i = 0; i < 2 && rc == 0; i++) {
-			json_t *l = i == 0 ? l1 : l2;
-			const char *k = i == 0 ? k1 : k2;
-			if (sets)
-				rc = array_of(l, k, e);
-			else if (l != NULL && !json_is_array(l))
-				rc = embd_err_set(e, EMBD_EJSONTYPE, "\"%s\" is %s; it must be an array", k,
-				                  type_name(l));
-		}
-		size_t n1 = json_array_size(l1), n2 = json_array_size(l2); /* 0 for NULL */
-		if (rc == 0 && n1 + n2 == 0)
-			rc = embd_err_set(e, EMBD_EEMPTY, "\"positive\" and \"negative\" name no rows");
-		if (rc == 0)
-			rc = too_many(n1 + n2, max_items, "rows", e);
-		if (rc == 0 && (rc = embd_acct_alloc(acct, (n1 + n2) * sizeof(embd_ref), (void **)&out->refs)) != 0)
-			embd_err_set(e, rc, "the rows named");
-		if (rc == 0 && l1 != NULL)
-			rc = refs_from(l1, k1, 1, 1, acct, out->refs, 0, e);
-		if (rc == 0 && l2 != NULL)
-			rc = refs_from(l2, k2, 1, 1, acct, out->refs, n1, e);
-		if (rc != 0)
-			return rc;
-		out->nrefs = n1 + n2;
-		out->split = n1;
-	}
-
-	json_t *op = json_object_get(root, "op");
-	if (op != NULL) {
-		const char *s = json_string_value(op);
-		if (s == NULL)
-			return embd_err_set(e, EMBD_EJSONTYPE, "\"op\" is %s; it is \"mean\" or \"sum\"",
-			                    type_name(op));
-		if (strcmp(s, "sum") == 0)
-			out->sum = 1;
-		else if (strcmp(s, "mean") != 0)
-			return embd_err_set(e, EMBD_EBADBODY, "\"op\" is not \"mean\" or \"sum\"");
-	}
-	int rc = options(root, out, e);
-	if (rc != 0)
-		return rc;
-	json_t *w = json_object_get(root, "weights");
-	if (w != NULL) {
-		rc = array_of(w, "weights", e);
-		if (rc != 0)
-			return rc;
-		if (json_array_size(w) != out->nrefs)
-			return embd_err_set(e, EMBD_EBADBODY, "%zu weights for %zu rows; give one weight per row",
-			                    json_array_size(w), out->nrefs);
-		if ((rc = embd_acct_alloc(acct, out->nrefs * sizeof(double), (void **)&out->weights)) != 0)
-			return embd_err_set(e, rc, "the weights");
-		size_t i;
-		json_t *x;
-		json_array_foreach(w, i, x)
-		{
-			if (!json_is_number(x))
-				return embd_err_set(e, EMBD_EJSONTYPE, "weights[%zu] is %s; a number is needed", i,
-				                    type_name(x));
-			out->weights[i] = json_number_value(x); /* JSON cannot hold a NaN or an infinity */
-		}
-		out->nweights = out->nrefs;
-	}
-	return 0;
-}
-
-/* Whether [t, end) starts with word, in any case. */
-static int starts_with(const char *t, const char *end, const char *word)
-{
-	size_t n = strlen(word);
-	return (size_t)(end - t) >= n && strncasecmp(t, word, n) == 0;
-}
-
-/*
- * Where jansson refused a number that JSON cannot hold but clients' encoders
- * write (Python's json.dumps writes NaN, Infinity, -Infinity; 1e400
- * overflows a double), inside "vectors": the body holds a query vector that
- * is not finite, and the error names it. pos: jansson's error position, the
- * end of the token it refused. 0 when the refusal was anything else: then it
- * stays malformed JSON.
- */
-static int nonfinite_vector(const char *body, size_t len, size_t pos, const json_error_t *jerr, embd_err *e)
-{
-	size_t start = pos;
-	while (start > 0 && (isalnum((unsigned char)body[start - 1]) || body[start - 1] == '.' ||
-	                     body[start - 1] == '+' || body[start - 1] == '-'))
-		start--;
-	const char *t = body + start, *end = body + len;
-	t += t < end && (*t == '-' || *t == '+');
-	if (strncmp(jerr->text, "real number overflow", 20) != 0 && !starts_with(t, end, "nan") &&
-	    !starts_with(t, end, "inf"))
-		return 0;
-	/* The path to start: the root object's key, then the index in each array (nesting is at most 8). */
-	struct {
-		char open;
-		size_t index;
-	} stack[MAX_NESTING + 1];
-	int depth = 0, in_string = 0, want_key = 0, key_is_vectors = 0;
-	size_t key_at = 0;
-	for (size_t i = 0; i < start; i++) {
-		char c = body[i];
-		if (in_string) {
-			if (c == '\\') {
-				i++;
-			} else if (c == '"') {
-				in_string = 0;
-				if (depth == 1 && want_key)
-					key_is_vectors = i - key_at == 7 && memcmp(body + key_at, "vectors", 7) == 0;
-			}
-		} else if (c == '"') {
-			in_string = 1;
-			key_at = i + 1;
-		} else if ((c == '{' || c == '[') && depth <= MAX_NESTING) {
-			stack[depth].open = c;
-			stack[depth++].index = 0;
-			want_key = c == '{';
-		} else if ((c == '}' || c == ']') && depth > 0) {
-			depth--;
-		} else if (c == ',' && depth > 0) {
-			stack[depth - 1].index++;
-			want_key = stack[depth - 1].open == '{';
-		} else if (c == ':') {
-			want_key = 0;
-		}
-	}
-	if (depth != 3 || stack[0].open != '{' || !key_is_vectors || stack[1].open != '[' || stack[2].open != '[')
-		return 0;
-	return embd_err_set(e, EMBD_EBADVECTOR, "vectors[%zu][%zu] is NaN or an infinity; query vectors must be finite",
-	                    stack[1].index, stack[2].index);
-}
-
 int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint64_t dim, size_t max_items,
                            embd_acct *acct, embd_vecreq *out, embd_err *e)
 {
 	memset(out, 0, sizeof *out);
-	if (len == 0)
-		return embd_err_set(e, EMBD_EJSON, "malformed JSON: the body is empty");
-	if (!embd_json_nesting_within(body, len, MAX_NESTING))
-		return embd_err_set(e, EMBD_EJSON, "malformed JSON: nested deeper than %d levels", MAX_NESTING);
-	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-	if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory)
-		return embd_err_set(e, -ENOMEM, "the body's JSON values");
-	if (root == NULL && jerr.position >= 0 && (size_t)jerr.position <= len &&
-	    nonfinite_vector(body, len, (size_t)jerr.position, &jerr, e) != 0)
-		return EMBD_EBADVECTOR;
-	if (root == NULL)
-		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %d: %s", jerr.position, jerr.text);
-	int rc = parse_root(root, allowed, dim, max_items, acct, out, e);
-	json_decref(root);
-	return rc;
+	struct pass p = {.j = {body, len, 0, e}, .allowed = allowed, .dim = dim, .out = out};
+	allowed_list(allowed, p.list, sizeof p.list);
+	int rc = walk(&p);
+	if (rc != 0)
+		return rc;
+	unsigned groups = out->given & GROUPS;
+	if (groups == 0)
+		return embd_err_set(e, EMBD_EBADBODY, "the body names no rows; it takes %s", p.list);
+	/* The rows: one list, two (positive/negative, a/b: gensim's most_similar and n_similarity), or pairs. */
+	size_t n1 = 0, n2 = 0;
+	const char *what = "rows";
+	if (groups == EMBD_VQ_IDS || groups == EMBD_VQ_TOKENS) {
+		n1 = p.count[groups == EMBD_VQ_IDS ? K_IDS : K_TOKENS];
+		what = groups == EMBD_VQ_IDS ? "ids" : "tokens";
+	} else if (groups == EMBD_VQ_ANALOGY || groups == EMBD_VQ_SETS) {
+		int sets = groups == EMBD_VQ_SETS;
+		int k1 = sets ? K_A : K_POSITIVE, k2 = sets ? K_B : K_NEGATIVE;
+		if (sets && (p.seen & (1u << K_A | 1u << K_B)) != (1u << K_A | 1u << K_B))
+			return embd_err_set(e, EMBD_EBADBODY, "\"%s\" is missing", p.seen & 1u << K_A ? "b" : "a");
+		n1 = p.count[k1];
+		n2 = p.count[k2];
+		if (n1 + n2 == 0)
+			return embd_err_set(e, EMBD_EEMPTY, "\"positive\" and \"negative\" name no rows");
+	} else if (groups == EMBD_VQ_PAIRS) {
+		n1 = 2 * p.count[K_PAIRS];
+	}
+	size_t nvec = p.count[K_VECTORS];
+	if ((rc = too_many(groups == EMBD_VQ_VECTORS ? nvec : n1 + n2, max_items,
+	                   groups == EMBD_VQ_VECTORS ? "vectors" : what, e)) != 0)
+		return rc;
+	size_t nrefs = n1 + n2;
+	if ((out->given & EMBD_VQ_WEIGHTS) && p.count[K_WEIGHTS] != nrefs)
+		return embd_err_set(e, EMBD_EBADBODY, "%zu weights for %zu rows; give one weight per row",
+		                    p.count[K_WEIGHTS], nrefs);
+	/* Memory for what the count found, from the accountant; then the same walk fills it. */
+	if (nvec > 0 && dim > SIZE_MAX / sizeof(float) / nvec)
+		return embd_err_set(e, EMBD_ETOOBIG, "%zu vectors of %llu floats", nvec, (unsigned long long)dim);
+	if (nvec > 0 && (rc = embd_acct_alloc(acct, nvec * (size_t)dim * sizeof(float), (void **)&out->vectors)) != 0)
+		return embd_err_set(e, rc, "the query vectors");
+	if (nrefs > 0 && (rc = embd_acct_alloc(acct, nrefs * sizeof(embd_ref), (void **)&out->refs)) != 0)
+		return embd_err_set(e, rc, "the rows named");
+	if (p.token_bytes > 0 && (rc = embd_acct_alloc(acct, p.token_bytes, (void **)&p.arena)) != 0)
+		return embd_err_set(e, rc, "the parsed tokens");
+	if ((out->given & EMBD_VQ_WEIGHTS) &&
+	    (rc = embd_acct_alloc(acct, nrefs * sizeof(double), (void **)&out->weights)) != 0)
+		return embd_err_set(e, rc, "the weights");
+	out->nrefs = nrefs;
+	out->split = groups == EMBD_VQ_ANALOGY || groups == EMBD_VQ_SETS ? n1 : 0;
+	out->nvectors = nvec;
+	out->nweights = out->given & EMBD_VQ_WEIGHTS ? nrefs : 0;
+	out->given = 0; /* given again by the fill walk */
+	struct pass fill = {
+	    .j = {body, len, 0, e}, .allowed = allowed, .dim = dim, .fill = 1, .out = out, .arena = p.arena};
+	memcpy(fill.count, p.count, sizeof fill.count);
+	memcpy(fill.list, p.list, sizeof fill.list);
+	if ((rc = walk(&fill)) != 0)
+		return rc == EMBD_EINTERNAL ? rc
+		                            : embd_err_set(e, EMBD_EINTERNAL, "the body read twice read differently");
+	return 0;
 }
 
 int embd_vecreq_parse_npy(const void *body, size_t len, uint64_t dim, size_t max_items, embd_acct *acct,

@@ -54,21 +54,22 @@ typedef struct embd_vecreq {
 
 /*
  * Parse a JSON body (len bytes, untrusted, not NUL-terminated) naming only
- * keys of `allowed`, one group of rows at a time (ids, tokens, vectors,
- * positive/negative, pairs or a/b), into *out, whose arrays acct owns.
+ * keys of `allowed`, each once, one group of rows at a time (ids, tokens,
+ * vectors, positive/negative, pairs or a/b), into *out, whose arrays acct
+ * owns. Read with the one JSON reader (jsonread.h) in two passes over the
+ * bytes, count then fill: no tree, the only memory the arrays themselves,
+ * charged to acct once their sizes are known and max_items was checked.
  * dim: the length every vector must have. max_items: the most rows or
- * vectors (limits.max_ids). Errors: EMBD_EJSON (syntax, with the position;
- * nesting deeper than 8), EMBD_EJSONTYPE (a value of the wrong type),
- * EMBD_EBADBODY (an unknown key, two groups, a missing group, weights whose
- * count is not the rows'), EMBD_EBADPARAM ("k" negative, "metric" not
- * cosine or dot), EMBD_EEMPTY, EMBD_EBADID (negative ids), EMBD_EBADTOKEN,
+ * vectors (limits.max_ids). Errors: EMBD_EJSON (syntax, with the byte),
+ * EMBD_EJSONTYPE (a value of the wrong type), EMBD_EBADBODY (an unknown or
+ * repeated key, two groups, a missing group, weights whose count is not the
+ * rows', a weight that is NaN or an infinity), EMBD_EBADPARAM ("k"
+ * negative, "metric" not cosine or dot, "include_self" not 0 or 1),
+ * EMBD_EEMPTY, EMBD_EBADID (negative ids, past 2^63), EMBD_EBADTOKEN,
  * EMBD_EBADVECTOR (a vector of the wrong length, a number past float32, a
- * NaN or an infinity written as JSON does not allow: NaN, Infinity, 1e400),
- * EMBD_ETOOMANYIDS, and acct's charge errors; -ENOMEM when
- * jansson's allocations failed (through hooks that charge an accountant,
- * the caller asks them why). e names the
- * key and index. Not thread-safe for one acct; uses jansson (whose
- * allocation hooks the caller may have set).
+ * NaN or an infinity as encoders write them though JSON has none: NaN,
+ * Infinity, -Infinity, 1e400), EMBD_ETOOMANYIDS, and acct's charge errors.
+ * e names the key and index. Not thread-safe for one acct.
  */
 int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint64_t dim, size_t max_items,
                            embd_acct *acct, embd_vecreq *out, embd_err *e);

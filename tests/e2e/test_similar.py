@@ -438,17 +438,17 @@ def test_negative_only_analogy_as_gensim(start, glove):
 # default request limit, error answers saying what they held, methods, weights past a double.
 def test_a_json_body_past_a_limit_is_413_or_503_not_malformed(start, mats):
     path, m = mats["f32"]
-    vectors = json.dumps({"vectors": m[:4000].tolist()}).encode()  # ~1.3 MB of text, ~10 MB of jansson values
-    d = start(path, "--limits.request_bytes", "4MiB")
+    vectors = json.dumps({"vectors": m[:4000].tolist()}).encode()  # ~1.3 MB of text, 240 KB of float32
+    d = start(path, "--limits.request_bytes", "128KiB")
     s, h, b = post(d, "/v1/similar?k=1", vectors)
     assert s == 413 and b["error"]["code"] == "request_too_large", b
-    assert "limits.request_bytes is 4194304" in b["error"]["message"]
+    assert "limits.request_bytes is 131072" in b["error"]["message"]
     assert int(h["x-embd-accounted-bytes"]) > 0
     s, h, b = post(d, "/v1/similar?k=1", {"vectors": m[:2].tolist()})
     assert s == 200 and len(b["results"]) == 2  # and it keeps serving
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
-    d = start(path, "--limits.inflight_bytes", "8MiB", "--limits.connections", "16")
-    s, h, b = post(d, "/v1/similar?k=1", vectors)
+    d = start(path, "--limits.inflight_bytes", "2MiB", "--limits.connections", "4")
+    s, h, b = post(d, "/v1/similar?k=1", json.dumps({"vectors": m.tolist() * 8}).encode())  # 1.9 MB of float32
     assert s == 503 and b["error"]["code"] == "overloaded" and h["retry-after"] == "1", b
     s, h, b = post(d, "/v1/pool", {"ids": [1] * 60000, "weights": [0.5] * 60000})
     assert s == 503 and b["error"]["code"] == "overloaded", b
