@@ -5,6 +5,7 @@ Usage: python3 tests/gensim_textvec.py [N] (N random decimal strings; default 1,
 Needs python3-numpy and python3-gensim (Debian). Builds lib/textvec.c as a shared object and calls it with ctypes.
 """
 import ctypes
+import glob
 import os
 import random
 import struct
@@ -35,8 +36,10 @@ class Opts(ctypes.Structure):
 
 def build(tmp):
     so = os.path.join(tmp, "libtextvec.so")
-    subprocess.check_call(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-shared", "-fPIC", "-I" + ROOT + "/lib",
-                           ROOT + "/lib/textvec.c", ROOT + "/lib/error.c", "-o", so, "-lpthread"])
+    # textvec and what it links: every lib/textvec*.c (the module, split by format), the UTF-8 check, errors.
+    sources = sorted(glob.glob(os.path.join(ROOT, "lib", "textvec*.c"))) + [ROOT + "/lib/utf8.c", ROOT + "/lib/error.c"]
+    subprocess.check_call(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-shared", "-fPIC", "-Wl,--no-undefined",
+                           "-I" + ROOT + "/lib", *sources, "-o", so, "-lpthread"])
     lib = ctypes.CDLL(so)
     lib.embd_textvec_parse.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.POINTER(Opts),
                                        ctypes.POINTER(TextVec), ctypes.c_char_p]
