@@ -2,11 +2,15 @@
 #ifndef EMBD_INTERNAL_H
 #define EMBD_INTERNAL_H
 
+#include <locale.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 
 #include "error.h"
 #include "matrix.h"
+#include "textvec.h"
 #include "vocab.h"
 
 struct embd_matrix {
@@ -70,5 +74,37 @@ const embd_format_ops *embd_format_ops_get(embd_format id);
  */
 int embd_format_detect(const struct embd_matrix *m, const embd_matrix_spec *spec, const embd_format_ops **out,
                        embd_err *e);
+
+/*
+ * Text vector files (textvec.h), split by format: textvec.c (the API, and
+ * what the formats share), textvec_text.c (GloVe, word2vec/fastText text),
+ * textvec_bin.c (word2vec binary), textvec_num.c (numbers as gensim reads
+ * them). Lines are [p, le) views of the file; nothing here allocates but
+ * the two parsers and embd_tv_dedup.
+ */
+/* Add the bytes from *reported to p to *done (when there is one) once they make a step, or when final. */
+void embd_tv_progress(_Atomic uint64_t *done, const unsigned char **reported, const unsigned char *p, int final);
+/* Why a word is refused (empty, a NUL, invalid UTF-8), with *at the byte; NULL when it is a word. */
+const char *embd_tv_word_problem(const unsigned char *w, size_t n, size_t *at);
+/* A `rows dim` header line [p, le): 0, or -1 when it is not one. */
+int embd_tv_parse_header(const unsigned char *p, const unsigned char *le, uint64_t *rows, uint64_t *dim);
+/* Keep the first skipped line's message (the lowest line) in tv->first_skip. */
+void embd_tv_note_skip(embd_textvec *tv, uint64_t *first_line, uint64_t line, const char *unit, const char *msg);
+/* EMBD_EFORMAT for no rows or no numbers, EMBD_EOVERFLOW when rows x dim floats do not fit; else 0. */
+int embd_tv_check_rows_dim(uint64_t rows, uint64_t dim, embd_err *e);
+/* Duplicate words: an error naming both lines, or (skip) the later copies left out. */
+int embd_tv_dedup(embd_textvec *tv, uint64_t *line_of, int skip, const char *unit, uint64_t *first_line, embd_err *e);
+/* The whitespace bytes.rstrip() drops at a line's end. */
+int embd_tv_line_ws(unsigned char c);
+/* One field at p (up to the next space or le) as np.float32(float(field)): its end, or NULL when not a number. */
+const unsigned char *embd_tv_parse_field(const unsigned char *p, const unsigned char *le, float *out, locale_t loc);
+/* Lines in [b, e) (a last line without '\n' counts). */
+uint64_t embd_tv_count_lines(const unsigned char *b, const unsigned char *e);
+/* The fields after the word of a line, for messages. */
+uint64_t embd_tv_count_fields(const unsigned char *p, const unsigned char *le);
+/* The text formats (header: word2vec/fastText's `rows dim` line first) and word2vec binary, as embd_textvec_parse. */
+int embd_tv_parse_text(const unsigned char *buf, size_t len, int header, const embd_textvec_opts *o, embd_textvec *tv,
+                       embd_err *e);
+int embd_tv_parse_bin(const unsigned char *buf, size_t len, const embd_textvec_opts *o, embd_textvec *tv, embd_err *e);
 
 #endif
