@@ -160,11 +160,7 @@ static int layout_raw(struct embd_matrix *m, const embd_matrix_spec *spec, embd_
 	return 0;
 }
 
-/*
- * The text formats (and word2vec binary) carry their words: the file is
- * parsed once into heap rows and a vocabulary, then unmapped; the rows are
- * served from the heap from then on, zero-copy all the same.
- */
+/* The text formats: by their first line (embd_textvec_sniff), or by extension. */
 static int sniff_text(const unsigned char *head, size_t len, const char *path, embd_textvec_kind kind, const char *ext)
 {
 	if (embd_textvec_sniff(head, len) == kind)
@@ -188,87 +184,6 @@ static int sniff_word2vec_bin(const unsigned char *head, size_t len, const char 
 {
 	(void)spec;
 	return sniff_text(head, len, path, EMBD_TEXTVEC_W2V_BIN, ".bin");
-}
-
-/* header_only: the shape and the first words, not a number read. */
-static int peek_text(struct embd_matrix *m, embd_textvec_kind kind, embd_err *e)
-{
-	embd_textvec_look pk;
-	embd_err why;
-	int rc = embd_textvec_peek(m->map, m->map_len, kind, &pk, &why);
-	if (rc != 0)
-		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
-	if ((rc = embd_vocab_new(pk.nwords, 0, &m->vocab)) != 0)
-		return embd_err_set(e, rc, "%s: out of memory", m->source);
-	for (size_t i = 0; i < pk.nwords; i++)
-		if (embd_vocab_add(m->vocab, pk.words[i], strlen(pk.words[i]), NULL) != 0)
-			break; /* a word a parse would refuse: the look stops there */
-	embd_vocab_finish(m->vocab);
-	m->info.rows = pk.rows;
-	m->info.dim = pk.dim;
-	m->info.dtype = EMBD_F32;
-	return 0;
-}
-
-static int layout_text(struct embd_matrix *m, const embd_matrix_spec *spec, embd_textvec_kind kind, embd_err *e)
-{
-	if (spec->header_only)
-		return peek_text(m, kind, e);
-	/* Parsed from a copy read with read(2), not from the mapping: a file cut short meanwhile is an error, not a
-	 * SIGBUS. */
-	munmap(m->map, m->map_len);
-	m->map = NULL;
-	m->map_len = 0;
-	unsigned char *text;
-	size_t text_len;
-	int rc = embd_file_read(m->source, &text, &text_len, e);
-	if (rc != 0)
-		return rc;
-	embd_textvec tv;
-	embd_err why;
-	rc = embd_textvec_parse(text, text_len, kind, NULL, &tv, &why);
-	embd_file_free(text, text_len);
-	m->file_bytes = text_len;
-	if (rc != 0)
-		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
-	rc = embd_vocab_new(tv.rows, tv.words_bytes, &m->vocab);
-	for (uint64_t i = 0; rc == 0 && i < tv.rows; i++) {
-		rc = embd_vocab_add(m->vocab, tv.words + tv.word_off[i], tv.word_off[i + 1] - tv.word_off[i] - 1, &why);
-		if (rc != 0)
-			rc = embd_err_set(e, rc, "%s: the word of row %llu: %s", m->source, (unsigned long long)i,
-			                  why.msg);
-	}
-	if (rc == -ENOMEM)
-		embd_err_set(e, rc, "%s: out of memory for the vocabulary", m->source);
-	if (rc != 0) {
-		embd_textvec_free(&tv);
-		return rc;
-	}
-	embd_vocab_finish(m->vocab);
-	m->heap = tv.data;
-	m->heap_bytes = (size_t)(tv.rows * tv.dim * sizeof(float));
-	tv.data = NULL;
-	m->info.rows = tv.rows;
-	m->info.dim = tv.dim;
-	m->info.dtype = EMBD_F32;
-	m->info.data = (const unsigned char *)m->heap;
-	embd_textvec_free(&tv);
-	return 0;
-}
-
-static int layout_glove(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
-{
-	return layout_text(m, spec, EMBD_TEXTVEC_GLOVE, e);
-}
-
-static int layout_word2vec(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
-{
-	return layout_text(m, spec, EMBD_TEXTVEC_W2V_TEXT, e);
-}
-
-static int layout_word2vec_bin(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
-{
-	return layout_text(m, spec, EMBD_TEXTVEC_W2V_BIN, e);
 }
 
 /* demo: EMBD_DEMO_ROWS x EMBD_DEMO_DIM float32, E[i][j] = i + j / 1000, made in anonymous memory. */
@@ -297,13 +212,14 @@ static int layout_demo(struct embd_matrix *m, const embd_matrix_spec *spec, embd
 
 /* Every format embd reads, in the order auto-detection tries them. A new format is one row here. */
 static const embd_format_ops formats[] = {
-    {EMBD_FORMAT_NPY, "npy", 1, sniff_npy, layout_npy, ".npy"},
-    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, sniff_safetensors, layout_safetensors, ".safetensors"},
-    {EMBD_FORMAT_RAW, "raw", 1, sniff_raw, layout_raw, ""},
-    {EMBD_FORMAT_GLOVE, "glove", 1, sniff_glove, layout_glove, ".txt"},
-    {EMBD_FORMAT_WORD2VEC, "word2vec", 1, sniff_word2vec, layout_word2vec, ".vec"},
-    {EMBD_FORMAT_WORD2VEC_BIN, "word2vec_bin", 1, sniff_word2vec_bin, layout_word2vec_bin, ".bin"},
-    {EMBD_FORMAT_DEMO, "demo", 0, NULL, layout_demo, ""},
+    {EMBD_FORMAT_NPY, "npy", 1, sniff_npy, layout_npy, EMBD_TEXTVEC_NONE, ".npy"},
+    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, sniff_safetensors, layout_safetensors, EMBD_TEXTVEC_NONE,
+     ".safetensors"},
+    {EMBD_FORMAT_RAW, "raw", 1, sniff_raw, layout_raw, EMBD_TEXTVEC_NONE, ""},
+    {EMBD_FORMAT_GLOVE, "glove", 1, sniff_glove, NULL, EMBD_TEXTVEC_GLOVE, ".txt"},
+    {EMBD_FORMAT_WORD2VEC, "word2vec", 1, sniff_word2vec, NULL, EMBD_TEXTVEC_W2V_TEXT, ".vec"},
+    {EMBD_FORMAT_WORD2VEC_BIN, "word2vec_bin", 1, sniff_word2vec_bin, NULL, EMBD_TEXTVEC_W2V_BIN, ".bin"},
+    {EMBD_FORMAT_DEMO, "demo", 0, NULL, layout_demo, EMBD_TEXTVEC_NONE, ""},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 

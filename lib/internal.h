@@ -29,16 +29,20 @@ struct embd_matrix {
  * One row of the format table (lib/format.c). sniff says how sure it is
  * that a file is in this format from its first bytes and its name: 3 by
  * magic bytes (or a binary header that fits the file), 2 by its first line
- * (text formats), 1 by extension only, 0 not; a tie goes to the earlier row. layout validates the mapped file
- * (m->map, m->map_len) against spec and fills m->info's data, rows, dim and
- * dtype; errors name the file.
+ * (text formats), 1 by extension only, 0 not; a tie goes to the earlier
+ * row. A row describes; loading (matrix.c) loads. For a mapped format,
+ * layout validates the mapping (m->map, m->map_len) against spec and fills
+ * m->info's data, rows, dim and dtype, errors naming the file. A text format
+ * has no layout but its textvec kind: matrix.c reads the file, parses it
+ * and builds its vocabulary.
  */
 typedef struct embd_format_ops {
 	embd_format id;
 	const char *name;
 	int needs_file; /* 0: the format makes its own data (demo) */
 	int (*sniff)(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec);
-	int (*layout)(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e);
+	int (*layout)(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e); /* NULL for text */
+	embd_textvec_kind text; /* EMBD_TEXTVEC_NONE, or the text format it is */
 	const char *extensions; /* for help: "" or the extensions it is recognised by */
 } embd_format_ops;
 

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "internal.h"
+#include "textvec.h"
 
 int embd_advice_parse(const char *name, embd_advice *out)
 {
@@ -137,6 +138,79 @@ out:
 	return rc;
 }
 
+/* header_only: the shape and the first words, not a number read. */
+static int peek_text(embd_matrix *m, embd_textvec_kind kind, embd_err *e)
+{
+	embd_textvec_look pk;
+	embd_err why;
+	int rc = embd_textvec_peek(m->map, m->map_len, kind, &pk, &why);
+	if (rc != 0)
+		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
+	if ((rc = embd_vocab_new(pk.nwords, 0, &m->vocab)) != 0)
+		return embd_err_set(e, rc, "%s: out of memory", m->source);
+	for (size_t i = 0; i < pk.nwords; i++)
+		if (embd_vocab_add(m->vocab, pk.words[i], strlen(pk.words[i]), NULL) != 0)
+			break; /* a word a parse would refuse: the look stops there */
+	embd_vocab_finish(m->vocab);
+	m->info.rows = pk.rows;
+	m->info.dim = pk.dim;
+	m->info.dtype = EMBD_F32;
+	return 0;
+}
+
+/*
+ * The text formats (and word2vec binary) carry their words: the file is read
+ * (not mapped: a file cut short meanwhile is an error, not a SIGBUS), parsed
+ * once into heap rows and a vocabulary, and the rows are served from the
+ * heap, zero-copy all the same. The format table says which kind a format
+ * is; loading it is this file's work.
+ */
+static int load_text(embd_matrix *m, const embd_matrix_spec *spec, embd_textvec_kind kind, embd_err *e)
+{
+	if (spec->header_only)
+		return peek_text(m, kind, e);
+	/* Parsed from a copy read with read(2), not from the mapping: a file cut short meanwhile is an error, not a
+	 * SIGBUS. */
+	munmap(m->map, m->map_len);
+	m->map = NULL;
+	m->map_len = 0;
+	unsigned char *text;
+	size_t text_len;
+	int rc = embd_file_read(m->source, &text, &text_len, e);
+	if (rc != 0)
+		return rc;
+	embd_textvec tv;
+	embd_err why;
+	rc = embd_textvec_parse(text, text_len, kind, NULL, &tv, &why);
+	embd_file_free(text, text_len);
+	m->file_bytes = text_len;
+	if (rc != 0)
+		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
+	rc = embd_vocab_new(tv.rows, tv.words_bytes, &m->vocab);
+	for (uint64_t i = 0; rc == 0 && i < tv.rows; i++) {
+		rc = embd_vocab_add(m->vocab, tv.words + tv.word_off[i], tv.word_off[i + 1] - tv.word_off[i] - 1, &why);
+		if (rc != 0)
+			rc = embd_err_set(e, rc, "%s: the word of row %llu: %s", m->source, (unsigned long long)i,
+			                  why.msg);
+	}
+	if (rc == -ENOMEM)
+		embd_err_set(e, rc, "%s: out of memory for the vocabulary", m->source);
+	if (rc != 0) {
+		embd_textvec_free(&tv);
+		return rc;
+	}
+	embd_vocab_finish(m->vocab);
+	m->heap = tv.data;
+	m->heap_bytes = (size_t)(tv.rows * tv.dim * sizeof(float));
+	tv.data = NULL;
+	m->info.rows = tv.rows;
+	m->info.dim = tv.dim;
+	m->info.dtype = EMBD_F32;
+	m->info.data = (const unsigned char *)m->heap;
+	embd_textvec_free(&tv);
+	return 0;
+}
+
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e)
 {
 	uint64_t t0 = embd_now_ns();
@@ -167,7 +241,10 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 		                  m->source, spec->tensor, ops->name);
 		goto fail;
 	}
-	rc = ops != NULL ? ops->layout(m, spec, e) : EMBD_EINTERNAL; /* detect found one, or failed above */
+	/* detect found one, or failed above */
+	rc = ops == NULL                      ? EMBD_EINTERNAL
+	     : ops->text != EMBD_TEXTVEC_NONE ? load_text(m, spec, ops->text, e)
+	                                      : ops->layout(m, spec, e);
 	if (rc != 0)
 		goto fail;
 	if (m->info.rows == 0 || m->info.dim == 0) {
