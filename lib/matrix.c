@@ -26,94 +26,6 @@ int embd_advice_parse(const char *name, embd_advice *out)
 	return EMBD_EBADPARAM;
 }
 
-int embd_file_open_regular(const char *path, int not_regular, struct stat *st, embd_err *e)
-{
-	memset(st, 0, sizeof *st);
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-	int rc = 0;
-	if (fstat(fd, st) != 0 || (S_ISREG(st->st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0))
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-	else if (!S_ISREG(st->st_mode))
-		rc = embd_err_set(e, not_regular, "%s: not a regular file (a %s)", path,
-		                  S_ISFIFO(st->st_mode)   ? "FIFO"
-		                  : S_ISDIR(st->st_mode)  ? "directory"
-		                  : S_ISCHR(st->st_mode)  ? "character device"
-		                  : S_ISBLK(st->st_mode)  ? "block device"
-		                  : S_ISSOCK(st->st_mode) ? "socket"
-		                                          : "special file");
-	if (rc == 0)
-		return fd;
-	close(fd);
-	return rc;
-}
-
-int embd_file_read(const char *path, unsigned char **out, size_t *len, embd_err *e)
-{
-	struct stat st;
-	int fd = embd_file_open_regular(path, EMBD_EFORMAT, &st, e);
-	if (fd < 0)
-		return fd;
-	int rc = 0;
-	unsigned char *buf = MAP_FAILED;
-	size_t n = 0;
-	if (st.st_size == 0) {
-		rc = embd_err_set(e, EMBD_EFORMAT, "%s: file is empty", path);
-		goto out;
-	}
-	if ((uint64_t)st.st_size > SIZE_MAX / 2) {
-		rc = embd_err_set(e, EMBD_EOVERFLOW, "%s: %llu bytes do not fit in memory", path,
-		                  (unsigned long long)st.st_size);
-		goto out;
-	}
-	n = (size_t)st.st_size;
-	/*
-	 * Prefaulted in one go (MAP_POPULATE): a fresh 4 KiB page costs ~11 us to
-	 * fault in one by one, which made reading 387 MB of GloVe text 0.5 s
-	 * slower than parsing it through a mapping; populated, about 0.2 s.
-	 */
-	buf = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (buf == MAP_FAILED) {
-		rc = embd_err_set(e, -errno, "%s: %zu bytes: %s", path, n, strerror(errno));
-		goto out;
-	}
-	for (size_t at = 0; at < n;) {
-		size_t want = n - at < ((size_t)1 << 24) ? n - at : (size_t)1 << 24;
-		ssize_t got = read(fd, buf + at, want);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (got == 0) {
-			rc = embd_err_set(
-			    e, EMBD_ETRUNC,
-			    "%s: the file was cut short while it was read (%zu of %zu bytes); replace files by "
-			    "rename, never by writing over them",
-			    path, at, n);
-			goto out;
-		}
-		at += (size_t)got;
-	}
-out:
-	close(fd);
-	if (rc != 0 && buf != MAP_FAILED)
-		munmap(buf, n);
-	if (rc == 0) {
-		*out = buf;
-		*len = n;
-	}
-	return rc;
-}
-
-void embd_file_free(unsigned char *buf, size_t len)
-{
-	if (buf != NULL)
-		munmap(buf, len);
-}
-
 static int map_file(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 {
 	struct stat st;
@@ -186,8 +98,14 @@ static int load_text(embd_matrix *m, const embd_matrix_spec *spec, embd_textvec_
 	m->file_bytes = text_len;
 	if (rc != 0)
 		return embd_err_set(e, rc, "%s: %s", m->source, why.msg);
-	rc = embd_vocab_new(tv.rows, tv.words_bytes, &m->vocab);
-	for (uint64_t i = 0; rc == 0 && i < tv.rows; i++) {
+	/* The parse built the vocabulary as it checked for duplicates; without one, a word cannot be a token: say
+	 * which. */
+	int built_here = tv.vocab == NULL;
+	m->vocab = tv.vocab;
+	tv.vocab = NULL;
+	if (built_here)
+		rc = embd_vocab_new(tv.rows, tv.words_bytes, &m->vocab);
+	for (uint64_t i = 0; built_here && rc == 0 && i < tv.rows; i++) {
 		rc = embd_vocab_add(m->vocab, tv.words + tv.word_off[i], tv.word_off[i + 1] - tv.word_off[i] - 1, &why);
 		if (rc != 0)
 			rc = embd_err_set(e, rc, "%s: the word of row %llu: %s", m->source, (unsigned long long)i,
@@ -199,7 +117,8 @@ static int load_text(embd_matrix *m, const embd_matrix_spec *spec, embd_textvec_
 		embd_textvec_free(&tv);
 		return rc;
 	}
-	embd_vocab_finish(m->vocab);
+	if (built_here)
+		embd_vocab_finish(m->vocab);
 	m->heap = tv.data;
 	m->heap_bytes = (size_t)(tv.rows * tv.dim * sizeof(float));
 	tv.data = NULL;

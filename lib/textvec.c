@@ -97,75 +97,6 @@ int embd_tv_parse_header(const unsigned char *p, const unsigned char *le, uint64
 	return p == le ? 0 : -1;
 }
 
-/* Open-addressing set of row indices by word, for duplicates. */
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325u;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 0x100000001b3u;
-	return h ^ (h >> 29);
-}
-
-/*
- * Marks keep[r] = 0 for every row whose word came earlier; returns the number
- * of such rows and, for the first, its row and the earlier row in *dup, *orig.
- */
-static int find_dups(const embd_textvec *tv, unsigned char *keep, uint64_t *ndup, uint64_t *dup, uint64_t *orig)
-{
-	uint64_t cap = 16;
-	while (cap < tv->rows * 2)
-		cap *= 2;
-	uint64_t *slot = calloc(cap, sizeof *slot); /* row + 1; 0 empty */
-	if (slot == NULL)
-		return -ENOMEM;
-	*ndup = 0;
-	for (uint64_t r = 0; r < tv->rows; r++) {
-		const char *w = tv->words + tv->word_off[r];
-		size_t n = (size_t)(tv->word_off[r + 1] - tv->word_off[r] - 1);
-		uint64_t i = hash_bytes(w, n) & (cap - 1);
-		for (;; i = (i + 1) & (cap - 1)) {
-			if (slot[i] == 0) {
-				slot[i] = r + 1;
-				break;
-			}
-			uint64_t o = slot[i] - 1;
-			if (tv->word_off[o + 1] - tv->word_off[o] - 1 == n &&
-			    memcmp(tv->words + tv->word_off[o], w, n) == 0) {
-				if ((*ndup)++ == 0) {
-					*dup = r;
-					*orig = o;
-				}
-				keep[r] = 0;
-				break;
-			}
-		}
-	}
-	free(slot);
-	return 0;
-}
-
-/* Move the kept rows (keep[r] != 0) to the front, in order; line_of moves along. */
-static void compact(embd_textvec *tv, const unsigned char *keep, uint64_t *line_of)
-{
-	uint64_t w = 0, woff = 0;
-	for (uint64_t r = 0; r < tv->rows; r++) {
-		uint64_t b = tv->word_off[r], n = tv->word_off[r + 1] - b;
-		if (!keep[r])
-			continue;
-		if (w != r) {
-			memmove(tv->data + w * tv->dim, tv->data + r * tv->dim, (size_t)tv->dim * sizeof(float));
-			line_of[w] = line_of[r];
-		}
-		memmove(tv->words + woff, tv->words + b, (size_t)n);
-		tv->word_off[w] = woff;
-		woff += n;
-		w++;
-	}
-	tv->word_off[w] = woff;
-	tv->rows = w;
-	tv->words_bytes = woff;
-}
-
 void embd_tv_note_skip(embd_textvec *tv, uint64_t *first_line, uint64_t line, const char *unit, const char *msg)
 {
 	if (*first_line != 0 && *first_line <= line)
@@ -185,35 +116,80 @@ int embd_tv_check_rows_dim(uint64_t rows, uint64_t dim, embd_err *e)
 	return 0;
 }
 
-/* The duplicate check shared by both kinds: an error, or (skip) the later copies left out. */
+/*
+ * The duplicate check shared by both kinds, through lib/vocab: each word is
+ * added to the vocabulary the rows will be served with, so that the one hash
+ * table of words is built once. A word seen before is an error naming both
+ * lines, or (skip) left out with its row, the kept rows moving up in order.
+ * A word the vocabulary refuses for another reason (one ending in a carriage
+ * return, which no vocabulary file can hold) stays a row, as before, and
+ * the vocabulary is dropped: its callers refuse such a word in their words.
+ */
 int embd_tv_dedup(embd_textvec *tv, uint64_t *line_of, int skip, const char *unit, uint64_t *first_line, embd_err *e)
 {
-	unsigned char *keep = malloc((size_t)tv->rows + 1);
-	if (keep == NULL)
-		return embd_err_set(e, -ENOMEM, "out of memory");
-	memset(keep, 1, (size_t)tv->rows);
-	uint64_t ndup = 0, dup = 0, orig = 0;
-	int rc = find_dups(tv, keep, &ndup, &dup, &orig);
-	if (rc != 0) {
-		free(keep);
+	embd_vocab *v;
+	int rc = embd_vocab_new(tv->rows, (size_t)tv->words_bytes, &v);
+	if (rc != 0)
 		return embd_err_set(e, rc, "out of memory");
-	}
-	if (ndup > 0) {
-		char msg[200];
-		const char *w = tv->words + tv->word_off[dup];
-		snprintf(msg, sizeof msg, "duplicate word '%.60s' (first on %s %llu)", w, unit,
-		         (unsigned long long)line_of[orig]);
-		if (!skip) {
-			rc = embd_err_set(e, EMBD_EFORMAT, "%s %llu: %s", unit, (unsigned long long)line_of[dup], msg);
-			free(keep);
-			return rc;
+	/* The kept row of each vocabulary id: the id itself until a word stays out of the vocabulary. */
+	uint64_t *row_of = NULL;
+	uint64_t w = 0, woff = 0;
+	for (uint64_t r = 0; r < tv->rows; r++) {
+		uint64_t b = tv->word_off[r], n = tv->word_off[r + 1] - b; /* n: with the NUL */
+		const char *word = tv->words + b;
+		embd_err why;
+		rc = embd_vocab_add(v, word, (size_t)n - 1, &why);
+		int64_t first = rc == EMBD_EVOCAB ? embd_vocab_find(v, word, (size_t)n - 1) : -1;
+		if (first >= 0) {
+			char msg[200];
+			uint64_t first_row = row_of != NULL ? row_of[first] : (uint64_t)first;
+			snprintf(msg, sizeof msg, "duplicate word '%.60s' (first on %s %llu)", word, unit,
+			         (unsigned long long)line_of[first_row]);
+			if (!skip) {
+				rc = embd_err_set(e, EMBD_EFORMAT, "%s %llu: %s", unit, (unsigned long long)line_of[r],
+				                  msg);
+				goto out;
+			}
+			embd_tv_note_skip(tv, first_line, line_of[r], unit, msg);
+			tv->skipped++;
+			continue;
 		}
-		embd_tv_note_skip(tv, first_line, line_of[dup], unit, msg);
-		tv->skipped += ndup;
-		compact(tv, keep, line_of);
+		if (rc == EMBD_EVOCAB && row_of == NULL) {
+			row_of = malloc((size_t)tv->rows * sizeof *row_of);
+			if (row_of == NULL) {
+				rc = embd_err_set(e, -ENOMEM, "out of memory");
+				goto out;
+			}
+			for (uint64_t i = 0; i < embd_vocab_size(v); i++)
+				row_of[i] = i;
+		} else if (rc == 0 && row_of != NULL) {
+			row_of[embd_vocab_size(v) - 1] = w;
+		} else if (rc != 0 && rc != EMBD_EVOCAB) {
+			rc = embd_err_set(e, rc, "%s", rc == -ENOMEM ? "out of memory" : why.msg);
+			goto out;
+		}
+		if (w != r) {
+			memmove(tv->data + w * tv->dim, tv->data + r * tv->dim, (size_t)tv->dim * sizeof(float));
+			line_of[w] = line_of[r];
+			memmove(tv->words + woff, word, (size_t)n);
+		}
+		tv->word_off[w] = woff;
+		woff += n;
+		w++;
 	}
-	free(keep);
-	return 0;
+	tv->word_off[w] = woff;
+	tv->rows = w;
+	tv->words_bytes = woff;
+	rc = 0;
+	if (row_of == NULL) {
+		embd_vocab_finish(v);
+		tv->vocab = v;
+		v = NULL;
+	}
+out:
+	free(row_of);
+	embd_vocab_free(v);
+	return rc;
 }
 
 const char *embd_textvec_kind_name(embd_textvec_kind kind)
@@ -339,6 +315,7 @@ void embd_textvec_free(embd_textvec *tv)
 	free(tv->data);
 	free(tv->words);
 	free(tv->word_off);
+	embd_vocab_free(tv->vocab);
 	memset(tv, 0, sizeof *tv);
 }
 

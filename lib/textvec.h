@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "vocab.h"
 
 typedef enum embd_textvec_kind {
 	EMBD_TEXTVEC_NONE = 0, /* embd_textvec_sniff: none of the three */
@@ -51,6 +52,14 @@ typedef struct embd_textvec {
 	/* Lines (records) left out under skip_bad, and the message of the first one. */
 	uint64_t skipped;
 	char first_skip[256];
+	/*
+	 * The same words as a finished vocabulary, token i the word of row i: the
+	 * duplicate check built it. New: embd_textvec_free frees it, unless the
+	 * caller took it (and set this to NULL). NULL when a word cannot be a
+	 * vocabulary token (it ends in a carriage return): a caller that needs
+	 * one builds it from the words and says which.
+	 */
+	embd_vocab *vocab;
 } embd_textvec;
 
 /*

@@ -27,7 +27,8 @@ getcontext().prec = 400
 class TextVec(ctypes.Structure):
     _fields_ = [("rows", ctypes.c_uint64), ("dim", ctypes.c_uint64), ("data", ctypes.POINTER(ctypes.c_uint32)),
                 ("words", ctypes.POINTER(ctypes.c_char)), ("word_off", ctypes.POINTER(ctypes.c_uint64)),
-                ("words_bytes", ctypes.c_uint64), ("skipped", ctypes.c_uint64), ("first_skip", ctypes.c_char * 256)]
+                ("words_bytes", ctypes.c_uint64), ("skipped", ctypes.c_uint64), ("first_skip", ctypes.c_char * 256),
+                ("vocab", ctypes.c_void_p)]
 
 
 class Opts(ctypes.Structure):
@@ -37,7 +38,9 @@ class Opts(ctypes.Structure):
 def build(tmp):
     so = os.path.join(tmp, "libtextvec.so")
     # textvec and what it links: every lib/textvec*.c (the module, split by format), the UTF-8 check, errors.
-    sources = sorted(glob.glob(os.path.join(ROOT, "lib", "textvec*.c"))) + [ROOT + "/lib/utf8.c", ROOT + "/lib/error.c"]
+    # (and the vocabulary its duplicate check builds, with what that links).
+    sources = sorted(glob.glob(os.path.join(ROOT, "lib", "textvec*.c"))) + [
+        os.path.join(ROOT, "lib", f) for f in ("vocab.c", "clock.c", "file.c", "utf8.c", "error.c")]
     subprocess.check_call(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-shared", "-fPIC", "-Wl,--no-undefined",
                            "-I" + ROOT + "/lib", *sources, "-o", so, "-lpthread"])
     lib = ctypes.CDLL(so)

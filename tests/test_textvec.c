@@ -32,6 +32,42 @@ static void check_arena(const embd_textvec *tv)
 		assert_int_equal(strlen(tv->words + b), n - 1);
 	}
 	assert_int_equal(tv->word_off[tv->rows], tv->words_bytes);
+	/* The vocabulary the duplicate check built: token i is the word of row i. */
+	assert_non_null(tv->vocab);
+	assert_int_equal(embd_vocab_size(tv->vocab), tv->rows);
+	for (uint64_t i = 0; i < tv->rows; i++) {
+		assert_string_equal(embd_vocab_token(tv->vocab, i, NULL), tv->words + tv->word_off[i]);
+		assert_int_equal(
+		    embd_vocab_find(tv->vocab, tv->words + tv->word_off[i], strlen(tv->words + tv->word_off[i])),
+		    (int64_t)i);
+	}
+}
+
+/*
+ * A word no vocabulary can hold (a final carriage return) stays a row, as
+ * before the vocabulary was built here, and the vocabulary is left out;
+ * duplicates after it still name the right first line.
+ */
+static void a_word_no_vocabulary_holds(void **state)
+{
+	(void)state;
+	embd_textvec tv;
+	embd_err e;
+	assert_int_equal(parse_str("a\r 1 2\nb 3 4\nb 5 6\n", EMBD_TEXTVEC_GLOVE, 1, &tv, &e), 0);
+	assert_int_equal(tv.rows, 2);
+	assert_int_equal(tv.skipped, 1);
+	assert_string_equal(tv.first_skip, "line 3: duplicate word 'b' (first on line 2)");
+	assert_string_equal(word(&tv, 0), "a\r");
+	assert_null(tv.vocab);
+	embd_textvec_free(&tv);
+	assert_int_equal(parse_str("y 1\na\r 2\nx 3\nx 4\n", EMBD_TEXTVEC_GLOVE, 0, &tv, &e), EMBD_EFORMAT);
+	assert_string_equal(e.msg, "line 4: duplicate word 'x' (first on line 3)");
+	assert_int_equal(parse_str("y 1\na\r 2\nb\r 2\ny 3\nz 4\nz 5\n", EMBD_TEXTVEC_GLOVE, 1, &tv, &e), 0);
+	assert_int_equal(tv.rows, 4);
+	assert_string_equal(tv.first_skip, "line 4: duplicate word 'y' (first on line 1)");
+	assert_int_equal(tv.skipped, 2);
+	assert_string_equal(word(&tv, 3), "z");
+	embd_textvec_free(&tv);
 }
 
 static void glove_exact_floats_and_words(void **state)
@@ -374,6 +410,7 @@ int main(void)
 	    cmocka_unit_test(skip_bad_lines_counts_them),
 	    cmocka_unit_test(sniff_tells_the_kinds_apart),
 	    cmocka_unit_test(two_threads_match_one),
+	    cmocka_unit_test(a_word_no_vocabulary_holds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
