@@ -19,13 +19,6 @@
 #include "query.h"
 #include "server.h"
 
-uint64_t embd_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static enum method parse_method(const char *m)
 {
 	if (strcmp(m, MHD_HTTP_METHOD_GET) == 0)
@@ -213,7 +206,7 @@ static enum MHD_Result reply_body(struct req *r)
 	}
 	if (r->scratch) {
 		char v[32];
-		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak + r->acct_extra);
+		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak);
 		MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", v);
 	}
 	return queue(r, 200, resp, b->len);
@@ -279,6 +272,8 @@ static enum MHD_Result answer(struct req *r, int rc, const embd_err *e)
 {
 	if (rc == EMBD_PENDING)
 		return MHD_YES;
+	if (rc == EMBD_DROP)
+		return MHD_NO;
 	embd_json_bind(&r->acct); /* the error body's jansson values, charged to the request */
 	enum MHD_Result ret = rc != 0 ? reply_error(r, rc, e->msg) : reply_body(r);
 	embd_json_bind(NULL);
@@ -698,6 +693,13 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 		         "shutdown deadline (%u s) passed with a reload still opening its file: "
 		         "abandoned it",
 		         deadline_s);
+	/*
+	 * Vector operations stop between blocks (each is answered 503
+	 * shutting_down, or dropped if its client has gone), so that none holds
+	 * the drain for longer than a block; the pool resumes every connection it
+	 * suspended before it returns.
+	 */
+	embd_compute_stop(&s->compute);
 	/* The request deadlines hold during the drain too: a body that stalls is cut at its deadline, not at ours. */
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
 		embd_http_sweep(s);

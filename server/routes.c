@@ -125,9 +125,10 @@ static int h_metrics(struct req *r, embd_err *e)
 	/* The scrape's own bytes (its record and this page) are left out of the in-flight gauge. */
 	size_t n =
 	    embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->gen, r->acct.held, buf, cap);
-	if (n == 0)
+	size_t nc = n != 0 ? embd_metrics_render_compute(&r->srv->compute, buf + n, cap - n) : 0;
+	if (n == 0 || nc == 0)
 		return embd_err_set(e, EMBD_EINTERNAL, "the metrics page outgrew its buffer");
-	embd_resp_shrink_last(&r->resp, n);
+	embd_resp_shrink_last(&r->resp, n + nc);
 	r->type = "text/plain; version=0.0.4";
 	return 0;
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "acct.h"
+#include "clock.h"
+#include "compute.h"
 #include "config.h"
 #include "error.h"
 #include "gen.h"
@@ -32,7 +34,7 @@ typedef struct embd_server {
 	uint16_t port;
 	char admin_token[256];     /* empty: the admin endpoints are off */
 	atomic_long requests_live; /* request records not yet finished */
-	atomic_int topk_live;      /* top-k searches running (a lone one may use two cores) */
+	embd_compute compute;      /* the pool every vector operation runs on */
 	embd_reloader reloader;    /* the thread every reload runs on */
 	embd_conns conns;
 } embd_server;
@@ -73,7 +75,6 @@ struct req {
 	uint64_t nrows;
 	embd_dtype dtype;
 	int scratch;             /* a vector operation's answer: add X-Embd-Accounted-Bytes */
-	uint64_t acct_extra;     /* held by helper accountants of the request (a split search) */
 	int by_tokens;           /* asked by token: add X-Embd-Unknown-Tokens */
 	uint64_t unknown_tokens; /* tokens the vocabulary lacks (answered as zeros or left out) */
 	/* filled when the response is queued */
@@ -115,8 +116,5 @@ int embd_http_stop(embd_server *s, unsigned deadline_s);
 
 /* Time out requests still arriving after limits.request_timeout_s (408); call every fraction of a second. */
 void embd_http_sweep(embd_server *s);
-
-/* Monotonic clock in nanoseconds. */
-uint64_t embd_now_ns(void);
 
 #endif

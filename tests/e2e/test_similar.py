@@ -295,8 +295,10 @@ def test_edge_cases_exact(start, edge):
                                       "results": hits((0, 2), (1, 2), (4, 1), (2, 0), (5, -2))}
     # The zero row as the query: every score 0, never NaN; the NaN row never.
     assert one("token=c") == {"k": 10, "metric": "cosine", "results": hits((0, 0), (1, 0), (4, 0), (5, 0), (6, 0))}
-    # The NaN row as the query: every score NaN (never returned) but the zero row's, which is 0 by the rule.
-    assert one("id=3&include_self=1") == {"k": 10, "metric": "cosine", "results": hits((2, 0))}
+    # The NaN row as the query: refused (it would score every row NaN, and the zero row 0), not answered.
+    assert get(d, "/v1/similar?id=3&include_self=1")[::2] == (400, {"error": {
+        "status": 400, "code": "bad_vector",
+        "message": "query 0 (row 3) holds NaN at element 0: a query must be finite"}})
     # k past the rows: every row; k=0: none; k past limits.max_ids: 413.
     assert one("id=5&k=49&include_self=1")["results"] == hits((5, 1), (2, 0), (4, -0.70710677), (0, -1), (1, -1),
                                                               (6, -1))
