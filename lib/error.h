@@ -42,7 +42,8 @@
 	X(EMBD_ETOKEN, 30, 404, "token_not_found", "token not in the vocabulary")                                      \
 	X(EMBD_EBADTOKEN, 31, 400, "bad_token", "tokens must be non-empty UTF-8 without NUL")                          \
 	X(EMBD_ENOVOCAB, 32, 400, "no_vocabulary", "the matrix has no vocabulary")                                     \
-	X(EMBD_EBADVECTOR, 33, 400, "bad_vector", "query vectors must have dim finite float32 numbers")
+	X(EMBD_EBADVECTOR, 33, 400, "bad_vector", "query vectors must have dim finite float32 numbers")                \
+	X(EMBD_EUNKNOWNFORMAT, 34, 400, "unknown_format", "the file's format is not recognised: name it")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000
