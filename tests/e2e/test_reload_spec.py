@@ -128,3 +128,15 @@ def test_sighup_after_a_path_reload_reloads_that_file_with_its_spec(start, files
     assert s == 200 and body["generation"] == 4, body
     assert d.json("/v1/info")["dim"] == 8
 
+
+def test_a_reload_answer_names_the_generation_it_loaded(start, files):
+    """X-Embd-Generation says the generation the body is about: the new one after a reload, the serving one
+    after a failed reload."""
+    d = start(files["npy_path"], "--admin.token_file", files["token"])
+    for want in (2, 3):
+        s, h, body = reload(d, "")
+        assert s == 200 and body["generation"] == want, body
+        assert h["x-embd-generation"] == str(want)
+    s, h, body = reload(d, "?path=/nonexistent.npy")
+    assert s == 500 and body["error"]["code"] == "reload_failed"
+    assert h["x-embd-generation"] == "3"
