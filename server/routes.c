@@ -590,14 +590,15 @@ static int h_reload(struct req *r, embd_err *e)
 	int rc = route_check_params(r, params, e);
 	if (rc != 0)
 		return rc;
-	/* No path: reload matrix.path. A path given empty names no file; it never means the demo matrix. */
+	/* No path: reopen the file served now, with its spec. A path given empty names no file; it never means the demo
+	 * matrix. */
 	const char *path = NULL, *tensor = NULL, *vocab = NULL;
 	size_t len = 0;
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &path, &len) == MHD_YES) {
 		if (path == NULL || len == 0)
 			return embd_err_set(
 			    e, EMBD_EBADPARAM,
-			    "path is empty: name a matrix file, or leave path out to reload matrix.path");
+			    "path is empty: name a matrix file, or leave path out to reopen the file served now");
 		if (len >= sizeof s->cfg.matrix_path)
 			return embd_err_set(e, EMBD_EBADPARAM, "path is %zu bytes long; the limit is %zu", len,
 			                    sizeof s->cfg.matrix_path - 1);
