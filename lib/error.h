@@ -43,6 +43,7 @@
 	X(EMBD_EBADTOKEN, 31, 400, "bad_token", "tokens must be non-empty UTF-8 without NUL")                          \
 	X(EMBD_ENOVOCAB, 32, 400, "no_vocabulary", "the matrix has no vocabulary")                                     \
 	X(EMBD_EBADVECTOR, 33, 400, "bad_vector", "query vectors must have dim finite float32 numbers")                \
+	X(EMBD_EUNKNOWNFORMAT, 34, 400, "unknown_format", "the file's format is not recognised: name it")              \
 	X(EMBD_ETOOMUCHWORK, 40, 413, "too_much_work", "the work asked for is over limits.work")                       \
 	X(EMBD_ECOMPUTEBUSY, 41, 503, "compute_busy", "the compute queue is full")                                     \
 	X(EMBD_EDEADLINE, 42, 503, "deadline_exceeded", "the work did not finish within compute.timeout_s")            \

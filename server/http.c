@@ -62,6 +62,12 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 	return r;
 }
 
+/* The generation an answer names: the one its handler says it is about, else the one the request holds. */
+static uint64_t answer_gen(const struct req *r)
+{
+	return r->answer_gen != 0 ? r->answer_gen : embd_gen_number(r->gen);
+}
+
 static void req_finish(struct req *r)
 {
 	embd_server *s = r->srv;
@@ -89,7 +95,7 @@ static void req_finish(struct req *r)
 		         "access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
 		         " %.3fms %s",
 		         method, url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied, peak,
-		         embd_gen_number(r->gen), (double)dur / 1e6, end);
+		         answer_gen(r), (double)dur / 1e6, end);
 	}
 	embd_gen_release(r->gen);
 	free(r);
@@ -150,7 +156,7 @@ static enum MHD_Result queue(struct req *r, int status, struct MHD_Response *res
 		return MHD_NO;
 	}
 	char gen[24];
-	snprintf(gen, sizeof gen, "%" PRIu64, embd_gen_number(r->gen));
+	snprintf(gen, sizeof gen, "%" PRIu64, answer_gen(r));
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
 	/* A connection past limits.connections is answered, then closed. */
 	if (r->slot != NULL && r->slot->surplus)

@@ -292,7 +292,7 @@ static int cmd_serve(int argc, char **argv)
 	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
 	embd_gen *first = embd_gen_current_acquire(&s->current);
 	/* The reloader first: a request thread may queue an admin reload as soon as the daemon listens. */
-	int err = embd_reloader_start(&s->reloader, s, 1);
+	int err = embd_reloader_start(&s->reloader, s, 1, &spec);
 	if (err != 0) {
 		fprintf(stderr, "embd: cannot start the reload thread: %s\n", strerror(err));
 		embd_gen_release(first);

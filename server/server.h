@@ -86,6 +86,12 @@ struct req {
 	int termination;
 	char errbuf[1024]; /* the JSON error body; part of the request's fixed charge */
 	void *job;         /* a handler's work running elsewhere while the connection is suspended */
+	/*
+	 * The generation the answer is about, when it is not the one the request
+	 * holds (an admin reload answers about the one it loaded); 0: r->gen's.
+	 * X-Embd-Generation and the access log name it.
+	 */
+	uint64_t answer_gen;
 };
 
 /*
