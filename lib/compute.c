@@ -91,6 +91,33 @@ static void *worker(void *arg)
 }
 
 /*
+ * A cancelled work none of whose parts has started leaves the queue at once,
+ * so that what it holds is given back now, not when a thread gets to it (the
+ * threads may be busy with long parts of other works). Under c->lock; 1 when
+ * it was taken out (the caller then calls done, without the lock).
+ */
+static int dequeue_unstarted(embd_compute *c, embd_work *w)
+{
+	if (w->next_part != 0)
+		return 0;
+	embd_work *prev = NULL;
+	for (embd_work *x = c->head; x != NULL; prev = x, x = x->next) {
+		if (x != w)
+			continue;
+		if (prev != NULL)
+			prev->next = w->next;
+		else
+			c->head = w->next;
+		if (c->tail == w)
+			c->tail = prev;
+		unadmit(c, w);
+		atomic_fetch_add(&c->done_total, 1);
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * The watcher: polls the descriptors of the admitted works for a hang-up and
  * cancels those whose client has gone or whose deadline has passed. Only
  * POLLRDHUP is asked for (hang-ups and errors are always reported), so a
@@ -102,13 +129,26 @@ static void *watcher(void *arg)
 	size_t cap = c->queue + 1;
 	struct pollfd *fds = calloc(cap, sizeof *fds);
 	uint64_t *ids = calloc(cap, sizeof *ids);
-	if (fds == NULL || ids == NULL) {
+	embd_work **dropped = calloc(cap, sizeof(embd_work *));
+	if (fds == NULL || ids == NULL || dropped == NULL) {
 		free(fds);
 		free(ids);
+		free(dropped);
 		return NULL; /* works are still cancelled at stop; only hang-ups and deadlines go unseen */
 	}
 	pthread_mutex_lock(&c->lock);
+	size_t ndropped = 0;
 	while (!c->stopping) {
+		/* Works cancelled before they started: done, without the lock (done may resume a connection). */
+		if (ndropped != 0) {
+			pthread_mutex_unlock(&c->lock);
+			for (size_t i = 0; i < ndropped; i++)
+				dropped[i]->done(dropped[i]);
+			ndropped = 0;
+			pthread_mutex_lock(&c->lock);
+			pthread_cond_broadcast(&c->wake);
+			continue;
+		}
 		size_t n = 1;
 		fds[0] = (struct pollfd){c->wake_fds[0], POLLIN, 0};
 		uint64_t now = embd_now_ns(), next = UINT64_MAX;
@@ -118,6 +158,10 @@ static void *watcher(void *arg)
 				continue;
 			if (w->deadline_ns != 0 && w->deadline_ns <= now) {
 				cancel(c, w, EMBD_EDEADLINE);
+				if (dequeue_unstarted(c, w)) {
+					dropped[ndropped++] = w;
+					i--; /* unadmit moved the last work into slot i */
+				}
 				continue;
 			}
 			if (w->deadline_ns != 0 && w->deadline_ns < next)
@@ -127,6 +171,8 @@ static void *watcher(void *arg)
 				ids[n++] = w->id;
 			}
 		}
+		if (ndropped != 0) /* past their deadline before they started: done first */
+			continue;
 		pthread_mutex_unlock(&c->lock);
 		int timeout = next == UINT64_MAX ? -1 : (int)((next - now) / 1000000u + 1);
 		int k = poll(fds, (nfds_t)n, timeout);
@@ -142,14 +188,23 @@ static void *watcher(void *arg)
 		for (size_t j = 1; j < n; j++) {
 			if ((fds[j].revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
 				continue;
-			for (size_t i = 0; i < c->nadmitted; i++)
-				if (c->admitted[i]->id == ids[j])
-					cancel(c, c->admitted[i], EMBD_ECANCELED);
+			for (size_t i = 0; i < c->nadmitted; i++) {
+				embd_work *w = c->admitted[i];
+				if (w->id != ids[j])
+					continue;
+				cancel(c, w, EMBD_ECANCELED);
+				if (dequeue_unstarted(c, w))
+					dropped[ndropped++] = w;
+				break;
+			}
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < ndropped; i++) /* dropped just before stop: still done, once */
+		dropped[i]->done(dropped[i]);
 	free(fds);
 	free(ids);
+	free(dropped);
 	return NULL;
 }
 

@@ -180,6 +180,41 @@ static void hangup_cancels(void **state)
 	embd_compute_destroy(&c);
 }
 
+/* A queued work whose client leaves is done at once, while the threads are still busy with another work. */
+static void queued_hangup_is_done_at_once(void **state)
+{
+	(void)state;
+	embd_compute c;
+	assert_int_equal(embd_compute_start(&c, 1, 4, 0), 0);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct spin busy, queued, deadline;
+	spin_init(&busy, 1, -1, 0);
+	spin_init(&queued, 1, sv[0], 0);
+	spin_init(&deadline, 1, -1, embd_now_ns() + 30000000u);
+	assert_int_equal(embd_compute_submit(&c, &busy.w), 0);
+	assert_int_equal(embd_compute_submit(&c, &queued.w), 0);
+	assert_int_equal(embd_compute_submit(&c, &deadline.w), 0);
+	wait_started(&busy, 1);
+	close(sv[1]);
+	long ms = wait_done(&queued, 2000);
+	assert_true(ms >= 0 && ms < 100);
+	assert_true(wait_done(&deadline, 2000) >= 0);
+	/* Neither ran a part: taken out of the queue and done by the watcher. */
+	assert_int_equal(atomic_load(&queued.started), 0);
+	assert_int_equal(atomic_load(&deadline.started), 0);
+	assert_int_equal(embd_work_cancelled(&queued.w), EMBD_ECANCELED);
+	assert_int_equal(embd_work_cancelled(&deadline.w), EMBD_EDEADLINE);
+	assert_int_equal(embd_compute_admitted(&c), 1);
+	assert_int_equal(atomic_load(&busy.done), 0);
+	atomic_store(&busy.go, 1);
+	assert_true(wait_done(&busy, 2000) >= 0);
+	assert_int_equal(embd_work_cancelled(&busy.w), 0);
+	assert_int_equal(atomic_load(&c.done_total), 3);
+	close(sv[0]);
+	embd_compute_destroy(&c);
+}
+
 /* A work past its deadline is cancelled, whether running or still queued. */
 static void deadline_cancels(void **state)
 {
@@ -198,8 +233,9 @@ static void deadline_cancels(void **state)
 	assert_true(took >= 50000000u && took < 1000000000u);
 	assert_int_equal(embd_work_cancelled(&run.w), EMBD_EDEADLINE);
 	assert_int_equal(embd_work_cancelled(&queued.w), EMBD_EDEADLINE);
-	/* The queued one never ran its work: its part saw the flag at once. */
-	assert_int_equal(atomic_load(&queued.cancelled), 1);
+	/* The queued one never ran: the watcher took it out of the queue at its deadline. */
+	assert_int_equal(atomic_load(&queued.started), 0);
+	assert_int_equal(atomic_load(&run.cancelled), 1);
 	assert_int_equal(atomic_load(&c.cancelled_total[1]), 2);
 	embd_compute_destroy(&c);
 }
@@ -233,9 +269,9 @@ static void stop_cancels_everything(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(parts_run_side_by_side),  cmocka_unit_test(queue_is_bounded),
-	    cmocka_unit_test(hangup_cancels),          cmocka_unit_test(deadline_cancels),
-	    cmocka_unit_test(stop_cancels_everything),
+	    cmocka_unit_test(parts_run_side_by_side), cmocka_unit_test(queue_is_bounded),
+	    cmocka_unit_test(hangup_cancels),         cmocka_unit_test(queued_hangup_is_done_at_once),
+	    cmocka_unit_test(deadline_cancels),       cmocka_unit_test(stop_cancels_everything),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
