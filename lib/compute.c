@@ -282,7 +282,7 @@ void embd_compute_stop(embd_compute *c)
 	if (c->threads == NULL)
 		return;
 	pthread_mutex_lock(&c->lock);
-	if (c->stopping && c->nthreads == 0 && !c->watcher_started) { /* stopped already */
+	if (c->stopped) {
 		pthread_mutex_unlock(&c->lock);
 		return;
 	}
@@ -297,8 +297,7 @@ void embd_compute_stop(embd_compute *c)
 		pthread_join(c->threads[i], NULL);
 	if (c->watcher_started)
 		pthread_join(c->watcher, NULL);
-	c->watcher_started = 0;
-	c->nthreads = 0;
+	c->stopped = 1; /* written by the one stopping thread; read only by a later stop or destroy */
 }
 
 void embd_compute_destroy(embd_compute *c)

@@ -57,7 +57,7 @@ typedef struct embd_compute {
 	pthread_mutex_t lock;
 	pthread_cond_t wake; /* parts to run, or stopping */
 	pthread_t *threads;
-	unsigned nthreads;
+	unsigned nthreads; /* set at start, never changed */
 	pthread_t watcher;
 	int watcher_started;
 	int wake_fds[2];      /* a pipe: wakes the watcher when a work is admitted, or the pool stops */
@@ -67,7 +67,8 @@ typedef struct embd_compute {
 	size_t nadmitted, queue;
 	uint64_t next_id;
 	int stopping;
-	int nice; /* added to the pool threads' nice value */
+	int stopped; /* stop has joined every thread */
+	int nice;    /* added to the pool threads' nice value */
 	/* Counters (read at any time). */
 	atomic_ulong running;            /* parts running now */
 	atomic_ulong done_total;         /* works done */
