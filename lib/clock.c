@@ -1,4 +1,4 @@
-/* The one monotonic clock of embd. */
+/* The one monotonic clock (see clock.h). */
 #include "clock.h"
 
 #include <time.h>

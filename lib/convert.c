@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "internal.h"
 #include "npy.h"
 #include "pair.h"
@@ -22,13 +22,6 @@
 #endif
 
 #define WRITE_CHUNK ((size_t)1 << 30)
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int write_all(int fd, const void *buf, size_t n)
 {
@@ -63,7 +56,7 @@ static int tmp_name(const char *path, const char *ext, uint64_t *nonce, char *ou
  */
 static int open_tmp(const char *path, char *tmp, size_t cap)
 {
-	uint64_t nonce = now_ns() ^ (uint64_t)(uintptr_t)tmp;
+	uint64_t nonce = embd_now_ns() ^ (uint64_t)(uintptr_t)tmp;
 	for (int attempt = 0; attempt < 64; attempt++) {
 		if (tmp_name(path, "tmp", &nonce, tmp, cap) != 0)
 			return -ENAMETOOLONG;
@@ -87,7 +80,7 @@ enum kept { KEPT_NONE, KEPT_LINKED, KEPT_MOVED };
 static int keep_old(const char *path, char *old, size_t cap, enum kept *how)
 {
 	*how = KEPT_NONE;
-	uint64_t nonce = now_ns() ^ (uint64_t)(uintptr_t)old;
+	uint64_t nonce = embd_now_ns() ^ (uint64_t)(uintptr_t)old;
 	for (int attempt = 0; attempt < 64; attempt++) {
 		if (tmp_name(path, "old", &nonce, old, cap) != 0)
 			return -ENAMETOOLONG;
@@ -415,10 +408,10 @@ int embd_convert_file(const char *in_path, const char *npy_path, const char *voc
 	}
 	embd_textvec tv;
 	embd_err pe;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = embd_now_ns();
 	rc = embd_textvec_parse(buf, len, kind, &to, &tv, &pe);
 	embd_file_free(map, len);
-	r->parse_ns = now_ns() - t0;
+	r->parse_ns = embd_now_ns() - t0;
 	if (rc != 0) {
 		pair_abort(&p);
 		return embd_err_set(e, rc, "%s: %s", in_path, pe.msg);
@@ -426,9 +419,9 @@ int embd_convert_file(const char *in_path, const char *npy_path, const char *voc
 	r->dim = tv.dim;
 	r->skipped = tv.skipped;
 	memcpy(r->first_skip, tv.first_skip, sizeof r->first_skip);
-	t0 = now_ns();
+	t0 = embd_now_ns();
 	rc = pair_commit(&p, &tv, to.skip_bad, &r->rows, &r->skipped, r->first_skip, &pe);
-	r->write_ns = now_ns() - t0;
+	r->write_ns = embd_now_ns() - t0;
 	embd_textvec_free(&tv);
 	if (rc == EMBD_EFORMAT) /* a word of the input that no vocabulary file can hold */
 		return embd_err_set(e, rc, "%s: %s", in_path, pe.msg);

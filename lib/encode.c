@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "utf8.h"
 
 static size_t format_g(char *buf, int neg, uint64_t c, int k);
 
@@ -402,48 +403,6 @@ void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *run
 	}
 }
 
-/*
- * The well-formed UTF-8 sequence at s, by Unicode's Table 3-7 (RFC 3629):
- * its length, or 0 when it is ill-formed, with *bad the length of its
- * maximal subpart (1 to 3 bytes), which becomes one U+FFFD. The second byte's
- * range shuts out overlongs (C0, C1, E0 80-9F, F0 80-8F), surrogates
- * (ED A0-BF) and code points past U+10FFFF (F4 90-BF, F5-FF). Reads at
- * most avail bytes; a NUL-terminated s may pass SIZE_MAX, since NUL is not a
- * continuation byte, so no read passes it.
- */
-static size_t utf8_seq(const unsigned char *s, size_t avail, size_t *bad)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t n;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4;
-	else {
-		*bad = 1; /* a continuation byte without a lead, C0, C1 or F5-FF */
-		return 0;
-	}
-	if (c == 0xe0)
-		lo = 0xa0;
-	else if (c == 0xed)
-		hi = 0x9f;
-	else if (c == 0xf0)
-		lo = 0x90;
-	else if (c == 0xf4)
-		hi = 0x8f;
-	for (size_t i = 1; i < n; i++) {
-		if (i >= avail || s[i] < lo || s[i] > hi) {
-			*bad = i;
-			return 0;
-		}
-		lo = 0x80;
-		hi = 0xbf;
-	}
-	return n;
-}
-
 size_t embd_json_escape(char *dst, size_t cap, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -467,7 +426,7 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s)
 		} else if (*p < 0x80) {
 			tmp[0] = (char)*p;
 			n = 1;
-		} else if ((adv = utf8_seq(p, SIZE_MAX, &n)) == 0) {
+		} else if ((adv = embd_utf8_seq(p, SIZE_MAX, &n)) == 0) {
 			adv = n;
 			out = "\\ufffd";
 			n = 6;
@@ -488,51 +447,6 @@ size_t embd_json_escape(char *dst, size_t cap, const char *s)
 	}
 	dst[k] = '\0';
 	return k;
-}
-
-size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s)
-{
-	size_t k = 0;
-	const unsigned char *p = (const unsigned char *)s;
-	if (cap == 0)
-		return 0;
-	while (*p) {
-		const char *out = (const char *)p;
-		size_t n = 1, adv = 1;
-		if (*p >= 0x80) {
-			size_t bad;
-			n = adv = utf8_seq(p, SIZE_MAX, &bad);
-			if (adv == 0) { /* a maximal ill-formed subpart: one U+FFFD */
-				out = "\xef\xbf\xbd";
-				n = 3;
-				adv = bad;
-			}
-		}
-		if (n >= cap - k)
-			break;
-		memcpy(dst + k, out, n);
-		k += n;
-		p += adv;
-	}
-	dst[k] = '\0';
-	return k;
-}
-
-size_t embd_utf8_valid_len(const void *s, size_t n)
-{
-	const unsigned char *p = s;
-	size_t i = 0, bad;
-	while (i < n) {
-		if (p[i] >= 0x01 && p[i] < 0x80) {
-			i++;
-			continue;
-		}
-		size_t k = p[i] == 0 ? 0 : utf8_seq(p + i, n - i, &bad); /* NUL, or a sequence cut short by n: stop */
-		if (k == 0)
-			return i;
-		i += k;
-	}
-	return i;
 }
 
 uint64_t embd_json_hits_bound(const embd_hit *hits, size_t n, const embd_vocab *v)

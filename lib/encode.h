@@ -10,6 +10,7 @@
 #include "matrix.h"
 #include "plan.h"
 #include "tokens.h"
+#include "utf8.h" /* embd_utf8_valid_len and embd_utf8_sanitize were declared here */
 #include "vecops.h"
 #include "vocab.h"
 
@@ -83,15 +84,6 @@ int embd_encode_transforms(const embd_matrix_info *m, const embd_encode_opts *o)
 size_t embd_json_escape(char *dst, size_t cap, const char *s);
 
 /*
- * Copy s (NUL-terminated, borrowed; any bytes) into dst as valid UTF-8: each
- * maximal ill-formed subpart becomes U+FFFD (EF BF BD), by the same rule as
- * embd_json_escape; nothing is escaped. Writes at most cap-1 bytes and a NUL
- * (nothing when cap is 0), never half a character. Returns the length.
- * Thread-safe.
- */
-size_t embd_utf8_sanitize(char *dst, size_t cap, const char *s);
-
-/*
  * Bytes embd_json_hits_write can need at most for n hits (with v's tokens
  * when v is not NULL). UINT64_MAX on overflow.
  */
@@ -104,12 +96,5 @@ uint64_t embd_json_hits_bound(const embd_hit *hits, size_t n, const embd_vocab *
  * embd_json_escape). Returns the length. Thread-safe.
  */
 size_t embd_json_hits_write(char *dst, const embd_hit *hits, size_t n, const embd_vocab *v);
-
-/*
- * Length of the longest prefix of s (n bytes, borrowed) that is well-formed
- * UTF-8 (Unicode Table 3-7: no overlongs, surrogates or code points past
- * U+10FFFF) without a NUL byte; n when all of it is. Thread-safe.
- */
-size_t embd_utf8_valid_len(const void *s, size_t n);
 
 #endif

@@ -167,7 +167,7 @@ static int layout_raw(struct embd_matrix *m, const embd_matrix_spec *spec, embd_
  */
 static int sniff_text(const unsigned char *head, size_t len, const char *path, embd_textvec_kind kind, const char *ext)
 {
-	if (embd_textvec_sniff(head, len < 65536 ? len : 65536) == kind)
+	if (embd_textvec_sniff(head, len) == kind)
 		return 2;
 	return has_suffix(path, ext) ? 1 : 0;
 }

@@ -3,8 +3,8 @@
 
 #include <stdio.h>
 
-#include "encode.h"
 #include "npy.h"
+#include "utf8.h"
 
 static int is_space(char c)
 {

@@ -3,6 +3,7 @@
 #define EMBD_INTERNAL_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "error.h"
 #include "matrix.h"
@@ -36,6 +37,17 @@ typedef struct embd_format_ops {
 	int (*layout)(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e);
 	const char *extensions; /* for help: "" or the extensions it is recognised by */
 } embd_format_ops;
+
+/*
+ * Open path for reading only if it is a regular file, its facts in *st: the
+ * descriptor (blocking), or a negative code with e set: -errno, or
+ * not_regular ("not a regular file (a FIFO)"). O_NONBLOCK while it opens, so
+ * that a FIFO (or a device that waits for a peer) returns at once instead of
+ * hanging the thread that loads; anything that is not a regular file is
+ * refused before a byte is read. The one way lib opens a file it reads.
+ * Thread-safe.
+ */
+int embd_file_open_regular(const char *path, int not_regular, struct stat *st, embd_err *e);
 
 /*
  * The whole regular file at path read (not mapped) into new anonymous

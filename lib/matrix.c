@@ -8,9 +8,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "internal.h"
 
 int embd_advice_parse(const char *name, embd_advice *out)
@@ -25,14 +25,7 @@ int embd_advice_parse(const char *name, embd_advice *out)
 	return EMBD_EBADPARAM;
 }
 
-/*
- * Open path for reading only if it is a regular file, its facts in *st: the
- * descriptor (blocking again), or a negative code with e set. O_NONBLOCK so
- * that opening a FIFO (or a device that waits for a peer) returns at once
- * instead of hanging the thread that loads; anything that is not a regular
- * file is refused before a byte is read.
- */
-static int open_regular(const char *path, struct stat *st, embd_err *e)
+int embd_file_open_regular(const char *path, int not_regular, struct stat *st, embd_err *e)
 {
 	memset(st, 0, sizeof *st);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -42,7 +35,7 @@ static int open_regular(const char *path, struct stat *st, embd_err *e)
 	if (fstat(fd, st) != 0 || (S_ISREG(st->st_mode) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0))
 		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
 	else if (!S_ISREG(st->st_mode))
-		rc = embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file (a %s)", path,
+		rc = embd_err_set(e, not_regular, "%s: not a regular file (a %s)", path,
 		                  S_ISFIFO(st->st_mode)   ? "FIFO"
 		                  : S_ISDIR(st->st_mode)  ? "directory"
 		                  : S_ISCHR(st->st_mode)  ? "character device"
@@ -58,7 +51,7 @@ static int open_regular(const char *path, struct stat *st, embd_err *e)
 int embd_file_read(const char *path, unsigned char **out, size_t *len, embd_err *e)
 {
 	struct stat st;
-	int fd = open_regular(path, &st, e);
+	int fd = embd_file_open_regular(path, EMBD_EFORMAT, &st, e);
 	if (fd < 0)
 		return fd;
 	int rc = 0;
@@ -123,7 +116,7 @@ void embd_file_free(unsigned char *buf, size_t len)
 static int map_file(embd_matrix *m, const embd_matrix_spec *spec, embd_err *e)
 {
 	struct stat st;
-	int fd = open_regular(spec->path, &st, e);
+	int fd = embd_file_open_regular(spec->path, EMBD_EFORMAT, &st, e);
 	if (fd < 0)
 		return fd;
 	int rc = 0;
@@ -146,8 +139,7 @@ out:
 
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e)
 {
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	uint64_t t0 = embd_now_ns();
 	embd_matrix *m = calloc(1, sizeof *m);
 	if (m == NULL)
 		return embd_err_set(e, -ENOMEM, "out of memory");
@@ -205,8 +197,7 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 		}
 		m->locked = 1;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	m->info.load_ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
+	m->info.load_ns = embd_now_ns() - t0;
 	*out = m;
 	return 0;
 fail:

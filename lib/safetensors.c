@@ -2,7 +2,6 @@
 #include "safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "query.h"
 
 /*
@@ -471,21 +471,13 @@ static int read_at(int fd, void *dst, size_t len, uint64_t off)
 
 int embd_safetensors_read(const char *path, embd_safetensors **out, embd_err *e)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
+	int fd = embd_file_open_regular(path, EMBD_EFORMAT, &st, e);
+	if (fd < 0)
+		return fd;
 	unsigned char *buf = NULL;
 	int rc;
 	embd_err why;
-	if (fstat(fd, &st) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = embd_err_set(e, EMBD_EFORMAT, "%s: not a regular file", path);
-		goto out;
-	}
 	uint64_t size = (uint64_t)st.st_size;
 	unsigned char head[8] = {0};
 	if (size < 8) {

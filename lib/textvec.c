@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 /*
  * What gensim does, and therefore what this file does (gensim 4.2,
  * keyedvectors.py, _word2vec_line_to_vector): a line is the bytes up to '\n';
@@ -260,52 +262,13 @@ static const unsigned char *parse_field(const unsigned char *p, const unsigned c
 	return s;
 }
 
-/* Length of the valid UTF-8 (Python's strict decoder: no overlongs, surrogates, or > U+10FFFF) prefix with no NUL. */
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = s[i];
-		if (c >= 0x01 && c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t k;
-		unsigned char lo = 0x80, hi = 0xbf;
-		if (c >= 0xc2 && c <= 0xdf) {
-			k = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			k = 2;
-			if (c == 0xe0)
-				lo = 0xa0;
-			else if (c == 0xed)
-				hi = 0x9f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			k = 3;
-			if (c == 0xf0)
-				lo = 0x90;
-			else if (c == 0xf4)
-				hi = 0x8f;
-		} else {
-			return i;
-		}
-		if (n - i <= k || s[i + 1] < lo || s[i + 1] > hi)
-			return i;
-		for (size_t j = 2; j <= k; j++)
-			if (s[i + j] < 0x80 || s[i + j] > 0xbf)
-				return i;
-		i += k + 1;
-	}
-	return i;
-}
-
 /* Why a word is refused, or NULL. */
 static const char *word_problem(const unsigned char *w, size_t n, size_t *at)
 {
 	*at = 0;
 	if (n == 0)
 		return "empty word";
-	*at = utf8_valid_prefix(w, n);
+	*at = embd_utf8_valid_len(w, n);
 	if (*at == n)
 		return NULL;
 	return w[*at] == 0 ? "NUL byte in the word" : "invalid UTF-8 in the word";
@@ -951,20 +914,31 @@ static uint64_t numbers_line(const unsigned char *p, const unsigned char *le, lo
 	return n;
 }
 
+/*
+ * The end of the complete fields of a line that the sniff window cut at le:
+ * the space before the field the cut fell in (which may have been cut inside
+ * a number, "-1e" of "-1e-05", or right after a space), or b when there is
+ * no space.
+ */
+static const unsigned char *complete_fields(const unsigned char *b, const unsigned char *le)
+{
+	while (le > b && le[-1] != ' ')
+		le--;
+	if (le > b)
+		le--;
+	return le;
+}
+
 embd_textvec_kind embd_textvec_sniff(const unsigned char *buf, size_t len)
 {
-	if (len > SNIFF_MAX)
+	int cut = len > SNIFF_MAX;
+	if (cut)
 		len = SNIFF_MAX;
 	const unsigned char *end = buf + len;
 	const unsigned char *nl = memchr(buf, '\n', len);
 	const unsigned char *le = nl != NULL ? nl : end;
-	if (nl == NULL && len == SNIFF_MAX) {
-		/* A first line longer than the window: judge its complete fields. */
-		while (le > buf && le[-1] != ' ')
-			le--;
-		if (le > buf)
-			le--;
-	}
+	if (nl == NULL && cut)
+		le = complete_fields(buf, le); /* a first line longer than the window */
 	uint64_t rows, dim;
 	locale_t loc = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 	if (loc == (locale_t)0)
@@ -983,8 +957,9 @@ embd_textvec_kind embd_textvec_sniff(const unsigned char *buf, size_t len)
 		 */
 		const unsigned char *p = nl + 1;
 		const unsigned char *rl = memchr(p, '\n', (size_t)(end - p));
-		if (p == end || (rl != NULL && numbers_line(p, rl, loc) > 0) ||
-		    (rl == NULL && numbers_line(p, end, loc) > 0))
+		if (rl == NULL)
+			rl = cut ? complete_fields(p, end) : end; /* a first record longer than the window */
+		if (p == end || numbers_line(p, rl, loc) > 0)
 			kind = EMBD_TEXTVEC_W2V_TEXT;
 		else
 			kind = EMBD_TEXTVEC_W2V_BIN;

@@ -54,9 +54,12 @@ typedef struct embd_textvec {
 } embd_textvec;
 
 /*
- * Which of the three formats buf (the first bytes of a file; up to 64 KiB is
- * enough) is in, from its first line and, for word2vec, the start of the first
- * record: EMBD_TEXTVEC_NONE when the first line is neither a `rows dim` header
+ * Which of the three formats buf (the whole file, or as much of it as there
+ * is: the sniff reads at most its first 1 MiB, and judges a line that runs
+ * past that window by its complete fields) is in, from its first line and,
+ * for word2vec, the start of the first record. A caller must not cut buf
+ * shorter itself: a record line cut inside a number would read as binary.
+ * EMBD_TEXTVEC_NONE when the first line is neither a `rows dim` header
  * nor a GloVe line of a word and numbers. A first line of exactly two integers
  * is read as a header (as gensim does). Never fails; pure.
  */

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "encode.h"
+#include "utf8.h"
 
 int embd_oov_parse(const char *name, embd_oov *out)
 {

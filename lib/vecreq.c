@@ -1,16 +1,19 @@
 /* Request bodies of the vector operations: rows by id or token, query vectors, pairs, sets, pooling options. */
 #include "vecreq.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dtype.h"
-#include "encode.h"
 #include "npy.h"
 #include "query.h"
+#include "utf8.h"
+#include "vecops.h"
 
 #define MAX_NESTING 8
 
@@ -20,10 +23,19 @@ struct key {
 };
 
 static const struct key keys[] = {
-    {"ids", EMBD_VQ_IDS},          {"tokens", EMBD_VQ_TOKENS},    {"vectors", EMBD_VQ_VECTORS},
-    {"positive", EMBD_VQ_ANALOGY}, {"negative", EMBD_VQ_ANALOGY}, {"pairs", EMBD_VQ_PAIRS},
-    {"a", EMBD_VQ_SETS},           {"b", EMBD_VQ_SETS},           {"op", EMBD_VQ_OP},
+    {"ids", EMBD_VQ_IDS},
+    {"tokens", EMBD_VQ_TOKENS},
+    {"vectors", EMBD_VQ_VECTORS},
+    {"positive", EMBD_VQ_ANALOGY},
+    {"negative", EMBD_VQ_ANALOGY},
+    {"pairs", EMBD_VQ_PAIRS},
+    {"a", EMBD_VQ_SETS},
+    {"b", EMBD_VQ_SETS},
+    {"op", EMBD_VQ_OP},
     {"weights", EMBD_VQ_WEIGHTS},
+    {"k", EMBD_VQ_K},
+    {"metric", EMBD_VQ_METRIC},
+    {"include_self", EMBD_VQ_INCLUDE_SELF},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -137,6 +149,49 @@ static int too_many(size_t n, size_t max_items, const char *what, embd_err *e)
 	if (n <= max_items)
 		return 0;
 	return embd_err_set(e, EMBD_ETOOMANYIDS, "the body names %zu %s; limits.max_ids is %zu", n, what, max_items);
+}
+
+/* "k", "metric" and "include_self": the options of a top-k search, as its query string has them. */
+static int options(json_t *root, embd_vecreq *out, embd_err *e)
+{
+	json_t *v = json_object_get(root, "k");
+	if (v != NULL) {
+		if (!json_is_integer(v))
+			return embd_err_set(e, EMBD_EJSONTYPE, "\"k\" is %s; it is a non-negative integer",
+			                    type_name(v));
+		if (json_integer_value(v) < 0)
+			return embd_err_set(e, EMBD_EBADPARAM, "\"k\" is %lld; it is a non-negative integer",
+			                    (long long)json_integer_value(v));
+		out->k = (uint64_t)json_integer_value(v);
+	}
+	v = json_object_get(root, "metric");
+	if (v != NULL) {
+		embd_metric m;
+		if (!json_is_string(v))
+			return embd_err_set(e, EMBD_EJSONTYPE, "\"metric\" is %s; it is \"cosine\" or \"dot\"",
+			                    type_name(v));
+		if (strlen(json_string_value(v)) != json_string_length(v) ||
+		    embd_metric_parse(json_string_value(v), &m) != 0)
+			return embd_err_set(e, EMBD_EBADPARAM, "\"metric\" '%.100s' is not \"cosine\" or \"dot\"",
+			                    json_string_value(v));
+		out->metric = (int)m;
+	}
+	v = json_object_get(root, "include_self");
+	if (v != NULL) {
+		/* Booleans, or 0 and 1 as the query string's include_self=0|1. */
+		if (json_is_boolean(v))
+			out->include_self = json_is_true(v);
+		else if (!json_is_integer(v))
+			return embd_err_set(e, EMBD_EJSONTYPE,
+			                    "\"include_self\" is %s; it is true or false (or 1 or 0)", type_name(v));
+		else if (json_integer_value(v) == 0 || json_integer_value(v) == 1)
+			out->include_self = (int)json_integer_value(v);
+		else
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "\"include_self\" is %lld; it is true or false (or 1 or 0)",
+			                    (long long)json_integer_value(v));
+	}
+	return 0;
 }
 
 static int parse_root(json_t *root, unsigned allowed, uint64_t dim, size_t max_items, embd_acct *acct, embd_vecreq *out,
@@ -284,9 +339,12 @@ static int parse_root(json_t *root, unsigned allowed, uint64_t dim, size_t max_i
 		else if (strcmp(s, "mean") != 0)
 			return embd_err_set(e, EMBD_EBADBODY, "\"op\" is not \"mean\" or \"sum\"");
 	}
+	int rc = options(root, out, e);
+	if (rc != 0)
+		return rc;
 	json_t *w = json_object_get(root, "weights");
 	if (w != NULL) {
-		int rc = array_of(w, "weights", e);
+		rc = array_of(w, "weights", e);
 		if (rc != 0)
 			return rc;
 		if (json_array_size(w) != out->nrefs)
@@ -308,6 +366,71 @@ static int parse_root(json_t *root, unsigned allowed, uint64_t dim, size_t max_i
 	return 0;
 }
 
+/* Whether [t, end) starts with word, in any case. */
+static int starts_with(const char *t, const char *end, const char *word)
+{
+	size_t n = strlen(word);
+	return (size_t)(end - t) >= n && strncasecmp(t, word, n) == 0;
+}
+
+/*
+ * Where jansson refused a number that JSON cannot hold but clients' encoders
+ * write (Python's json.dumps writes NaN, Infinity, -Infinity; 1e400
+ * overflows a double), inside "vectors": the body holds a query vector that
+ * is not finite, and the error names it. pos: jansson's error position, the
+ * end of the token it refused. 0 when the refusal was anything else: then it
+ * stays malformed JSON.
+ */
+static int nonfinite_vector(const char *body, size_t len, size_t pos, const json_error_t *jerr, embd_err *e)
+{
+	size_t start = pos;
+	while (start > 0 && (isalnum((unsigned char)body[start - 1]) || body[start - 1] == '.' ||
+	                     body[start - 1] == '+' || body[start - 1] == '-'))
+		start--;
+	const char *t = body + start, *end = body + len;
+	t += t < end && (*t == '-' || *t == '+');
+	if (strncmp(jerr->text, "real number overflow", 20) != 0 && !starts_with(t, end, "nan") &&
+	    !starts_with(t, end, "inf"))
+		return 0;
+	/* The path to start: the root object's key, then the index in each array (nesting is at most 8). */
+	struct {
+		char open;
+		size_t index;
+	} stack[MAX_NESTING + 1];
+	int depth = 0, in_string = 0, want_key = 0, key_is_vectors = 0;
+	size_t key_at = 0;
+	for (size_t i = 0; i < start; i++) {
+		char c = body[i];
+		if (in_string) {
+			if (c == '\\') {
+				i++;
+			} else if (c == '"') {
+				in_string = 0;
+				if (depth == 1 && want_key)
+					key_is_vectors = i - key_at == 7 && memcmp(body + key_at, "vectors", 7) == 0;
+			}
+		} else if (c == '"') {
+			in_string = 1;
+			key_at = i + 1;
+		} else if ((c == '{' || c == '[') && depth <= MAX_NESTING) {
+			stack[depth].open = c;
+			stack[depth++].index = 0;
+			want_key = c == '{';
+		} else if ((c == '}' || c == ']') && depth > 0) {
+			depth--;
+		} else if (c == ',' && depth > 0) {
+			stack[depth - 1].index++;
+			want_key = stack[depth - 1].open == '{';
+		} else if (c == ':') {
+			want_key = 0;
+		}
+	}
+	if (depth != 3 || stack[0].open != '{' || !key_is_vectors || stack[1].open != '[' || stack[2].open != '[')
+		return 0;
+	return embd_err_set(e, EMBD_EBADVECTOR, "vectors[%zu][%zu] is NaN or an infinity; query vectors must be finite",
+	                    stack[1].index, stack[2].index);
+}
+
 int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint64_t dim, size_t max_items,
                            embd_acct *acct, embd_vecreq *out, embd_err *e)
 {
@@ -320,6 +443,9 @@ int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint6
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory)
 		return embd_err_set(e, -ENOMEM, "the body's JSON values");
+	if (root == NULL && jerr.position >= 0 && (size_t)jerr.position <= len &&
+	    nonfinite_vector(body, len, (size_t)jerr.position, &jerr, e) != 0)
+		return EMBD_EBADVECTOR;
 	if (root == NULL)
 		return embd_err_set(e, EMBD_EJSON, "malformed JSON at byte %d: %s", jerr.position, jerr.text);
 	int rc = parse_root(root, allowed, dim, max_items, acct, out, e);
@@ -362,8 +488,10 @@ int embd_vecreq_parse_npy(const void *body, size_t len, uint64_t dim, size_t max
 	for (uint64_t i = 0; i < n * d; i++) {
 		out->vectors[i] = embd_dtype_load(t, src, (size_t)i);
 		if (!isfinite(out->vectors[i]))
-			return embd_err_set(e, EMBD_EBADVECTOR, "query vectors[%llu][%llu] is not finite",
-			                    (unsigned long long)(i / d), (unsigned long long)(i % d));
+			return embd_err_set(
+			    e, EMBD_EBADVECTOR,
+			    "query vectors[%llu][%llu] is NaN or an infinity; query vectors must be finite",
+			    (unsigned long long)(i / d), (unsigned long long)(i % d));
 	}
 	out->nvectors = (size_t)n;
 	out->given = EMBD_VQ_VECTORS;

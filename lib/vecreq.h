@@ -18,14 +18,17 @@ typedef struct embd_ref {
 
 /* The keys of a body, as bits: a route says which it takes, the parse says which were given. */
 enum {
-	EMBD_VQ_IDS = 1 << 0,     /* "ids": [3, 17] */
-	EMBD_VQ_TOKENS = 1 << 1,  /* "tokens": ["king", "queen"] */
-	EMBD_VQ_VECTORS = 1 << 2, /* "vectors": [[0.1, ...], ...] (each dim numbers) */
-	EMBD_VQ_ANALOGY = 1 << 3, /* "positive": [...], "negative": [...] (ids or tokens, mixed) */
-	EMBD_VQ_PAIRS = 1 << 4,   /* "pairs": [["king", "queen"], [3, 17]] */
-	EMBD_VQ_SETS = 1 << 5,    /* "a": [...], "b": [...] (ids or tokens, mixed) */
-	EMBD_VQ_OP = 1 << 6,      /* "op": "mean" | "sum" */
-	EMBD_VQ_WEIGHTS = 1 << 7, /* "weights": [1, 0.5] (finite doubles, one per row) */
+	EMBD_VQ_IDS = 1 << 0,           /* "ids": [3, 17] */
+	EMBD_VQ_TOKENS = 1 << 1,        /* "tokens": ["king", "queen"] */
+	EMBD_VQ_VECTORS = 1 << 2,       /* "vectors": [[0.1, ...], ...] (each dim numbers) */
+	EMBD_VQ_ANALOGY = 1 << 3,       /* "positive": [...], "negative": [...] (ids or tokens, mixed) */
+	EMBD_VQ_PAIRS = 1 << 4,         /* "pairs": [["king", "queen"], [3, 17]] */
+	EMBD_VQ_SETS = 1 << 5,          /* "a": [...], "b": [...] (ids or tokens, mixed) */
+	EMBD_VQ_OP = 1 << 6,            /* "op": "mean" | "sum" */
+	EMBD_VQ_WEIGHTS = 1 << 7,       /* "weights": [1, 0.5] (finite doubles, one per row) */
+	EMBD_VQ_K = 1 << 8,             /* "k": 10 (a non-negative integer; the caller checks it against its limit) */
+	EMBD_VQ_METRIC = 1 << 9,        /* "metric": "cosine" | "dot" */
+	EMBD_VQ_INCLUDE_SELF = 1 << 10, /* "include_self": true | false | 1 | 0 */
 	EMBD_VQ_ROWS = EMBD_VQ_IDS | EMBD_VQ_TOKENS,
 };
 
@@ -43,6 +46,10 @@ typedef struct embd_vecreq {
 	double *weights; /* nweights (== nrefs when given), as JSON's numbers are: doubles; accounted */
 	size_t nweights;
 	int sum; /* "op": "sum" (else mean) */
+	/* Set only when their bit is in given (else 0): the route keeps its own defaults. */
+	uint64_t k;
+	int metric; /* embd_metric */
+	int include_self;
 } embd_vecreq;
 
 /*
@@ -53,9 +60,11 @@ typedef struct embd_vecreq {
  * vectors (limits.max_ids). Errors: EMBD_EJSON (syntax, with the position;
  * nesting deeper than 8), EMBD_EJSONTYPE (a value of the wrong type),
  * EMBD_EBADBODY (an unknown key, two groups, a missing group, weights whose
- * count is not the rows'), EMBD_EEMPTY, EMBD_EBADID (negative ids),
- * EMBD_EBADTOKEN, EMBD_EBADVECTOR (a vector of the wrong length, a number
- * past float32), EMBD_ETOOMANYIDS, and acct's charge errors; -ENOMEM when
+ * count is not the rows'), EMBD_EBADPARAM ("k" negative, "metric" not
+ * cosine or dot), EMBD_EEMPTY, EMBD_EBADID (negative ids), EMBD_EBADTOKEN,
+ * EMBD_EBADVECTOR (a vector of the wrong length, a number past float32, a
+ * NaN or an infinity written as JSON does not allow: NaN, Infinity, 1e400),
+ * EMBD_ETOOMANYIDS, and acct's charge errors; -ENOMEM when
  * jansson's allocations failed (through hooks that charge an accountant,
  * the caller asks them why). e names the
  * key and index. Not thread-safe for one acct; uses jansson (whose
@@ -66,10 +75,9 @@ int embd_vecreq_parse_json(const char *body, size_t len, unsigned allowed, uint6
 
 /*
  * A .npy body of query vectors: float32 (or float16), shape (n, dim) or
- * (dim,), viewed in place when it is little-endian float32 at an aligned
- * offset, converted into acct's memory otherwise. Errors: EMBD_EBADBODY,
- * EMBD_EEMPTY, EMBD_EBADVECTOR (a dim other than dim), EMBD_ETOOMANYIDS,
- * acct's charge errors.
+ * (dim,), converted (or copied) into acct's memory. Errors: EMBD_EBADBODY,
+ * EMBD_EEMPTY, EMBD_EBADVECTOR (a dim other than dim; a NaN or an infinity,
+ * naming the vector), EMBD_ETOOMANYIDS, acct's charge errors.
  */
 int embd_vecreq_parse_npy(const void *body, size_t len, uint64_t dim, size_t max_items, embd_acct *acct,
                           embd_vecreq *out, embd_err *e);

@@ -2,13 +2,15 @@
 #include "vocab.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
+#include "internal.h"
+#include "utf8.h"
 
 /*
  * A slot is 0 when empty, else (tag << 32) | (id + 1), where tag is the top
@@ -36,13 +38,6 @@ struct embd_vocab {
 #define BATCH 32
 /* Longest stretch of a token quoted in an error message. */
 #define QUOTE_MAX 40
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * The hash: wyhash's construction (64x64->128-bit multiply-and-fold), which
@@ -132,7 +127,7 @@ enum verdict { TOKEN_OK, TOKEN_NUL, TOKEN_NEWLINE, TOKEN_UTF8 };
 /* High bit set in each byte of w that is zero (exact when no byte has its own high bit set, as below). */
 #define ZEROS(w) (((w)-ONES) & ~(w)&HIGHS)
 
-/* Well-formed UTF-8 by Unicode Table 3-7, no NUL, no newline; 8 ASCII bytes at a time where it can. */
+/* Well-formed UTF-8 (embd_utf8_seq), no NUL, no newline; 8 ASCII bytes at a time where it can. */
 static enum verdict check(const unsigned char *s, size_t n, size_t *at)
 {
 	size_t i = 0;
@@ -155,27 +150,10 @@ static enum verdict check(const unsigned char *s, size_t n, size_t *at)
 			i++;
 			continue;
 		}
-		size_t k;
-		unsigned lo = 0x80, hi = 0xbf;
-		if (c >= 0xc2 && c <= 0xdf) {
-			k = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			k = 2;
-			lo = c == 0xe0 ? 0xa0 : 0x80; /* no overlongs */
-			hi = c == 0xed ? 0x9f : 0xbf; /* no surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			k = 3;
-			lo = c == 0xf0 ? 0x90 : 0x80; /* no overlongs */
-			hi = c == 0xf4 ? 0x8f : 0xbf; /* nothing past U+10FFFF */
-		} else {
+		size_t bad, k = embd_utf8_seq(s + i, n - i, &bad);
+		if (k == 0)
 			return TOKEN_UTF8;
-		}
-		if (n - i - 1 < k || s[i + 1] < lo || s[i + 1] > hi)
-			return TOKEN_UTF8;
-		for (size_t j = 2; j <= k; j++)
-			if ((s[i + j] & 0xc0) != 0x80)
-				return TOKEN_UTF8;
-		i += k + 1;
+		i += k;
 	}
 	return TOKEN_OK;
 }
@@ -259,7 +237,7 @@ int embd_vocab_new(uint64_t tokens_hint, size_t bytes_hint, embd_vocab **out)
 	embd_vocab *v = calloc(1, sizeof *v);
 	if (v == NULL)
 		return -ENOMEM;
-	v->start_ns = now_ns();
+	v->start_ns = embd_now_ns();
 	v->mask = UINT64_MAX;
 	/* Hints past what could ever be held are treated as unknown rather than trusted. */
 	if (tokens_hint > EMBD_VOCAB_MAX)
@@ -378,7 +356,7 @@ void embd_vocab_finish(embd_vocab *v)
 		if (v->off[i + 1] - v->off[i] - 1 > v->max_len)
 			v->max_len = (size_t)(v->off[i + 1] - v->off[i] - 1);
 	v->finished = 1;
-	v->build_ns = now_ns() - v->start_ns;
+	v->build_ns = embd_now_ns() - v->start_ns;
 }
 
 size_t embd_vocab_max_token_bytes(const embd_vocab *v)
@@ -484,38 +462,15 @@ fail:
 	return rc;
 }
 
-static const char *file_kind(mode_t mode)
-{
-	return S_ISFIFO(mode)   ? "FIFO"
-	       : S_ISDIR(mode)  ? "directory"
-	       : S_ISCHR(mode)  ? "character device"
-	       : S_ISBLK(mode)  ? "block device"
-	       : S_ISSOCK(mode) ? "socket"
-	                        : "special file";
-}
-
 int embd_vocab_open(const char *path, uint64_t expect_rows, embd_vocab **out, embd_err *e)
 {
-	uint64_t t0 = now_ns();
-	/* O_NONBLOCK so that a FIFO or a device returns at once; anything not regular is refused unread. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	uint64_t t0 = embd_now_ns();
+	struct stat st;
+	int fd = embd_file_open_regular(path, EMBD_EVOCAB, &st, e);
 	if (fd < 0)
-		return embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
+		return fd;
 	char *buf = NULL;
 	int rc = 0;
-	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = embd_err_set(e, EMBD_EVOCAB, "%s: not a regular file (a %s)", path, file_kind(st.st_mode));
-		goto out;
-	}
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
 	if ((uint64_t)st.st_size >= SIZE_MAX) {
 		rc = embd_err_set(e, EMBD_EOVERFLOW, "%s: %" PRIu64 " bytes do not fit in memory", path,
 		                  (uint64_t)st.st_size);
@@ -547,7 +502,7 @@ int embd_vocab_open(const char *path, uint64_t expect_rows, embd_vocab **out, em
 	if (rc != 0)
 		embd_err_set(e, rc, "%s: %s", path, inner.msg);
 	else
-		(*out)->build_ns = now_ns() - t0;
+		(*out)->build_ns = embd_now_ns() - t0;
 out:
 	free(buf);
 	close(fd);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../lib/convert.h"
+#include "clock.h"
 
 static void convert_usage(FILE *out)
 {
@@ -59,13 +60,6 @@ typedef struct bar {
 	pthread_cond_t cv;
 } bar;
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void bar_draw(bar *b, uint64_t done)
 {
 	enum { WIDTH = 30 };
@@ -78,7 +72,7 @@ static void bar_draw(bar *b, uint64_t done)
 		cells[i] = i < full ? '#' : '.';
 	cells[WIDTH] = '\0';
 	fprintf(stderr, "\r\033[K%s [%s] %3d%%  %.0f/%.0f MB  %.1f s", b->name, cells, (int)(f * 100),
-	        (double)done / 1e6, (double)b->total / 1e6, (double)(mono_ns() - b->t0) / 1e9);
+	        (double)done / 1e6, (double)b->total / 1e6, (double)(embd_now_ns() - b->t0) / 1e9);
 	fflush(stderr);
 }
 
@@ -214,7 +208,7 @@ int embd_cmd_convert(int argc, char **argv)
 		if (f != NULL)
 			fclose(f);
 		atomic_init(&b.done, 0);
-		b.t0 = mono_ns();
+		b.t0 = embd_now_ns();
 		b.name = in;
 		pthread_mutex_init(&b.mu, NULL);
 		pthread_condattr_t ca;
@@ -226,11 +220,11 @@ int embd_cmd_convert(int argc, char **argv)
 		if (drawing)
 			o.bytes_done = &b.done;
 	}
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = embd_now_ns();
 	embd_convert_result r;
 	embd_err e;
 	int rc = embd_convert_file(in, out, vocab, &o, &r, &e);
-	double secs = (double)(mono_ns() - t0) / 1e9;
+	double secs = (double)(embd_now_ns() - t0) / 1e9;
 	if (drawing) {
 		pthread_mutex_lock(&b.mu);
 		b.stop = 1;

@@ -305,27 +305,6 @@ static void json_rows_bound_holds(void **state)
 	assert_true(embd_json_rows_bound(2, 3, 2) == 128 + 2 * (3 * (EMBD_F32_TEXT_MAX + 1) + 3) + 2 * 21);
 }
 
-/* The sanitizer keeps valid UTF-8 as it is and puts one U+FFFD for each ill-formed subpart, never half a character. */
-static void sanitizes_utf8(void **state)
-{
-	(void)state;
-	char out[64];
-	assert_int_equal(embd_utf8_sanitize(out, sizeof out, "k\xc3\xb6nig \xe2\x82\xac \xf0\x9f\x98\x80"), 15);
-	assert_string_equal(out, "k\xc3\xb6nig \xe2\x82\xac \xf0\x9f\x98\x80");
-	embd_utf8_sanitize(out, sizeof out,
-	                   "a\xe0\x80\xaf"
-	                   "b"); /* overlong: three subparts */
-	assert_string_equal(out, "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
-	                         "b");
-	embd_utf8_sanitize(out, sizeof out, "\xed\xa0\x80|\xf4\x90\x80\x80|\xe2\x82|\xff");
-	assert_string_equal(out,
-	                    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
-	                    "\xef\xbf\xbd|\xef\xbf\xbd");
-	assert_int_equal(embd_utf8_sanitize(out, 4, "ab\xe2\x82\xac"), 2); /* the euro sign does not fit whole */
-	assert_string_equal(out, "ab");
-	assert_int_equal(embd_utf8_sanitize(out, 0, "x"), 0);
-}
-
 static void converts_and_normalizes(void **state)
 {
 	(void)state;
@@ -530,7 +509,6 @@ int main(void)
 	    cmocka_unit_test(json_rows),
 	    cmocka_unit_test(json_rows_bound_holds),
 	    cmocka_unit_test(converts_and_normalizes),
-	    cmocka_unit_test(sanitizes_utf8),
 	    cmocka_unit_test(escapes_json),
 	    cmocka_unit_test(escape_passes_valid_utf8),
 	    cmocka_unit_test(escape_replaces_invalid_utf8),

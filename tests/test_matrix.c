@@ -311,6 +311,46 @@ static void text_formats(void **state)
 }
 
 /* header_only on GloVe counts lines and keeps the first eight words. */
+/*
+ * A word2vec text file whose first record (dim 10,000: ~70 KB) runs past the
+ * sniff window is text wherever the window cuts it: the words of 1 to 7 bytes
+ * move the cut through every byte of a field " -1e-05", cutting after the
+ * '-', the 'e', the space... (Auto-detection once read such files as binary
+ * and refused them, while `convert` and gensim read them.)
+ */
+static void long_word2vec_text_lines(void **state)
+{
+	(void)state;
+	enum { DIM = 10000 };
+	size_t cap = 2 * (8 + DIM * 7 + 2) + 16;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	for (int wl = 1; wl <= 7; wl++) {
+		size_t n = (size_t)sprintf(text, "2 %d\n", DIM);
+		for (int r = 0; r < 2; r++) {
+			for (int c = 0; c < wl; c++)
+				text[n++] = (char)('a' + r);
+			for (int k = 0; k < DIM; k++)
+				n += (size_t)sprintf(text + n, " -1e-05");
+			text[n++] = '\n';
+		}
+		const char *p = fixture_file(0, text, n);
+		embd_matrix *m;
+		embd_err e;
+		int rc = open_path(p, &m, &e);
+		if (rc != 0)
+			fail_msg("word of %d bytes: %s", wl, e.msg);
+		const embd_matrix_info *i = embd_matrix_info_get(m);
+		assert_int_equal(i->format, EMBD_FORMAT_WORD2VEC);
+		assert_int_equal(i->rows, 2);
+		assert_int_equal(i->dim, DIM);
+		assert_true(((const float *)i->data)[2 * DIM - 1] == -1e-05f);
+		embd_matrix_close(m);
+		unlink(p);
+	}
+	free(text);
+}
+
 static void text_peek(void **state)
 {
 	(void)state;
@@ -347,6 +387,7 @@ int main(void)
 	    cmocka_unit_test(refuses_special_files),
 	    cmocka_unit_test(format_table),
 	    cmocka_unit_test(text_formats),
+	    cmocka_unit_test(long_word2vec_text_lines),
 	    cmocka_unit_test(text_peek),
 	};
 	return cmocka_run_group_tests_name("matrix", tests, NULL, NULL);

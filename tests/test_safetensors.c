@@ -434,6 +434,9 @@ static void listing_without_rows(void **state)
 
 	assert_int_equal(embd_safetensors_read("/nonexistent/x.safetensors", &st, &e), -ENOENT);
 	assert_non_null(strstr(e.msg, "/nonexistent/x.safetensors"));
+	/* Opened as every file lib reads is: not regular is refused unread, saying what it is. */
+	assert_int_equal(embd_safetensors_read("/dev/null", &st, &e), EMBD_EFORMAT);
+	assert_string_equal(e.msg, "/dev/null: not a regular file (a character device)");
 	p = fixture_file(2, "\x02\0\0", 3);
 	assert_int_equal(embd_safetensors_read(p, &st, &e), EMBD_ETRUNC);
 	assert_non_null(strstr(e.msg, p));

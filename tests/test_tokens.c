@@ -342,20 +342,6 @@ static void json_bound_worst_case(void **state)
 	assert_int_equal(p - out, 2 + 2 + 3 * 2 + 63 * 6 * 2 + 21 * 6); /* the first two at the limit */
 }
 
-static void utf8_valid_len(void **state)
-{
-	(void)state;
-	assert_int_equal(embd_utf8_valid_len("abc", 3), 3);
-	assert_int_equal(embd_utf8_valid_len("a\0c", 3), 1);
-	assert_int_equal(embd_utf8_valid_len("k\xc3\xb6ln", 5), 5);
-	assert_int_equal(embd_utf8_valid_len("k\xc3", 2), 1);        /* truncated */
-	assert_int_equal(embd_utf8_valid_len("\xe0\x80\xaf", 3), 0); /* overlong */
-	assert_int_equal(embd_utf8_valid_len("x\xed\xa0\x80", 4), 1);
-	assert_int_equal(embd_utf8_valid_len("\xf0\x9f\x98\x80", 4), 4);
-	assert_int_equal(embd_utf8_valid_len("\xf4\x90\x80\x80", 4), 0);
-	assert_int_equal(embd_utf8_valid_len("\x80", 1), 0);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -368,7 +354,6 @@ int main(void)
 	    cmocka_unit_test(oov_names),
 	    cmocka_unit_test(zero_runs),
 	    cmocka_unit_test(json_bound_worst_case),
-	    cmocka_unit_test(utf8_valid_len),
 	};
 	return cmocka_run_group_tests_name("tokens", tests, NULL, NULL);
 }

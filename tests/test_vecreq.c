@@ -1,7 +1,10 @@
 /* Unit tests of the vector operations' request bodies: JSON groups, .npy queries, resolution of ids and tokens. */
 #include "fixture.h"
 
+#include <math.h>
+
 #include "npy.h"
+#include "vecops.h"
 #include "vecreq.h"
 
 static embd_budget budget;
@@ -143,6 +146,119 @@ static void json_errors(void **state)
 	}
 }
 
+/* "k", "metric" and "include_self" in a body, as the query string has them: users write them there. */
+static void topk_options(void **state)
+{
+	(void)state;
+	enum { similar = EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_K | EMBD_VQ_METRIC | EMBD_VQ_INCLUDE_SELF };
+	embd_acct a;
+	embd_vecreq q;
+	embd_err e;
+	assert_int_equal(
+	    parse("{\"ids\": [1], \"k\": 3, \"metric\": \"dot\", \"include_self\": true}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.given, EMBD_VQ_IDS | EMBD_VQ_K | EMBD_VQ_METRIC | EMBD_VQ_INCLUDE_SELF);
+	assert_int_equal(q.k, 3);
+	assert_int_equal(q.metric, EMBD_METRIC_DOT);
+	assert_int_equal(q.include_self, 1);
+	assert_int_equal(embd_acct_close(&a), 0);
+	assert_int_equal(
+	    parse("{\"k\": 0, \"metric\": \"cosine\", \"include_self\": 0, \"ids\": [1]}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.given, EMBD_VQ_IDS | EMBD_VQ_K | EMBD_VQ_METRIC | EMBD_VQ_INCLUDE_SELF);
+	assert_int_equal(q.k, 0);
+	assert_int_equal(q.metric, EMBD_METRIC_COSINE);
+	assert_int_equal(q.include_self, 0);
+	assert_int_equal(embd_acct_close(&a), 0);
+	assert_int_equal(parse("{\"ids\": [1], \"include_self\": 1}", similar, 2, &a, &q, &e), 0);
+	assert_int_equal(q.given, EMBD_VQ_IDS | EMBD_VQ_INCLUDE_SELF);
+	assert_int_equal(q.include_self, 1);
+	assert_int_equal(q.k, 0); /* not given: the route's default */
+	assert_int_equal(embd_acct_close(&a), 0);
+
+	static const struct {
+		const char *in;
+		int code;
+		const char *msg;
+	} cases[] = {
+	    {"{\"ids\": [1], \"k\": \"3\"}", EMBD_EJSONTYPE, "\"k\" is a string; it is a non-negative integer"},
+	    {"{\"ids\": [1], \"k\": 2.5}", EMBD_EJSONTYPE,
+	     "\"k\" is a number with a fraction; it is a non-negative integer"},
+	    {"{\"ids\": [1], \"k\": -1}", EMBD_EBADPARAM, "\"k\" is -1; it is a non-negative integer"},
+	    {"{\"ids\": [1], \"metric\": 1}", EMBD_EJSONTYPE, "\"metric\" is an integer; it is \"cosine\" or \"dot\""},
+	    {"{\"ids\": [1], \"metric\": \"l2\"}", EMBD_EBADPARAM, "\"metric\" 'l2' is not \"cosine\" or \"dot\""},
+	    {"{\"ids\": [1], \"metric\": \"dot\\u0000x\"}", EMBD_EBADPARAM,
+	     "\"metric\" 'dot' is not \"cosine\" or \"dot\""},
+	    {"{\"ids\": [1], \"include_self\": \"yes\"}", EMBD_EJSONTYPE,
+	     "\"include_self\" is a string; it is true or false (or 1 or 0)"},
+	    {"{\"ids\": [1], \"include_self\": 2}", EMBD_EBADPARAM,
+	     "\"include_self\" is 2; it is true or false (or 1 or 0)"},
+	    {"{\"ids\": [1], \"include_self\": null}", EMBD_EJSONTYPE,
+	     "\"include_self\" is null; it is true or false (or 1 or 0)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int rc = parse(cases[i].in, similar, 2, &a, &q, &e);
+		if (rc != cases[i].code || strcmp(e.msg, cases[i].msg) != 0)
+			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
+			         cases[i].msg);
+		assert_int_equal(embd_acct_close(&a), 0);
+	}
+	/* A route that does not take them still refuses them, naming what it takes. */
+	assert_int_equal(parse("{\"ids\": [1], \"k\": 3}", EMBD_VQ_ROWS, 2, &a, &q, &e), EMBD_EBADBODY);
+	assert_string_equal(e.msg, "unknown key \"k\"; this body takes \"ids\", \"tokens\"");
+	assert_int_equal(embd_acct_close(&a), 0);
+}
+
+/* A query vector that is NaN or an infinity is a bad vector, named by its index, in JSON as in .npy. */
+static void nonfinite_queries(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		int code;
+		const char *msg;
+	} cases[] = {
+	    /* What Python's json.dumps writes for NaN and the infinities, and a number past a double. */
+	    {"{\"vectors\": [[1, 2], [1, NaN]]}", EMBD_EBADVECTOR,
+	     "vectors[1][1] is NaN or an infinity; query vectors must be finite"},
+	    {"{\"vectors\": [[Infinity, 2]]}", EMBD_EBADVECTOR,
+	     "vectors[0][0] is NaN or an infinity; query vectors must be finite"},
+	    {"{\"vectors\":[[1,2],[3,4],[-Infinity,0]]}", EMBD_EBADVECTOR,
+	     "vectors[2][0] is NaN or an infinity; query vectors must be finite"},
+	    {"{\"k\": 1, \"vectors\": [[0, 1e400]]}", EMBD_EBADVECTOR,
+	     "vectors[0][1] is NaN or an infinity; query vectors must be finite"},
+	    {"{\"vectors\": [[1, -nan]]}", EMBD_EBADVECTOR,
+	     "vectors[0][1] is NaN or an infinity; query vectors must be finite"},
+	    /* Elsewhere it stays malformed JSON. */
+	    {"{\"ids\": [NaN]}", EMBD_EJSON, "malformed JSON at byte 12: invalid token near 'NaN'"},
+	    {"{\"vectors\": [NaN]}", EMBD_EJSON, "malformed JSON at byte 16: invalid token near 'NaN'"},
+	    {"{\"vectors\": [[1, \"x\"], [Nope]]}", EMBD_EJSON, "malformed JSON at byte 28: invalid token near 'Nope'"},
+	};
+	enum { similar = EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_K };
+	embd_acct a;
+	embd_vecreq q;
+	embd_err e;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int rc = parse(cases[i].in, similar, 2, &a, &q, &e);
+		if (rc != cases[i].code || strcmp(e.msg, cases[i].msg) != 0)
+			fail_msg("'%s': got %d '%s', want %d '%s'", cases[i].in, rc, e.msg, cases[i].code,
+			         cases[i].msg);
+		assert_int_equal(embd_acct_close(&a), 0);
+	}
+	unsigned char buf[256];
+	float v[2][2] = {{1, 2}, {3, 0}};
+	v[1][1] = NAN;
+	size_t n = npy_header_v1(buf, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }");
+	memcpy(buf + n, v, sizeof v);
+	embd_acct_init(&a, &budget, &pool, 0);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof v, 2, 100, &a, &q, &e), EMBD_EBADVECTOR);
+	assert_string_equal(e.msg, "query vectors[1][1] is NaN or an infinity; query vectors must be finite");
+	uint16_t h[2] = {0x7c00, 0x3c00}; /* float16 +inf, 1 */
+	n = npy_header_v1(buf, "{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }");
+	memcpy(buf + n, h, sizeof h);
+	assert_int_equal(embd_vecreq_parse_npy(buf, n + sizeof h, 2, 100, &a, &q, &e), EMBD_EBADVECTOR);
+	assert_string_equal(e.msg, "query vectors[0][0] is NaN or an infinity; query vectors must be finite");
+	assert_int_equal(embd_acct_close(&a), 0);
+}
+
 static void max_items(void **state)
 {
 	(void)state;
@@ -220,8 +336,9 @@ static void resolve(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(rows_groups), cmocka_unit_test(json_errors), cmocka_unit_test(max_items),
-	    cmocka_unit_test(npy_queries), cmocka_unit_test(resolve),
+	    cmocka_unit_test(rows_groups),  cmocka_unit_test(json_errors),       cmocka_unit_test(max_items),
+	    cmocka_unit_test(topk_options), cmocka_unit_test(nonfinite_queries), cmocka_unit_test(npy_queries),
+	    cmocka_unit_test(resolve),
 	};
 	return cmocka_run_group_tests_name("vecreq", tests, setup, teardown);
 }

@@ -1,6 +1,7 @@
 """Edges of the file formats a cold review found: text headers that disagree with their lines, convert writing
 over its input or a special file, embd info on a model file with many tensors, --tensor on a file without
 tensors, a NUL in a GET token, a text file cut short while a reload reads it."""
+import io
 import json
 import os
 import signal
@@ -29,6 +30,24 @@ def test_a_header_whose_dim_disagrees_is_text_with_a_line_error(tmp_path):
     rc, out, err = embd("convert", str(p), "-o", str(tmp_path / "w.npy"))
     assert rc == 1 and "line 2: 2 numbers after the word, expected 1" in err
     assert sorted(os.listdir(tmp_path)) == ["wrongdim.vec"]
+
+
+def test_a_word2vec_text_file_with_lines_past_64_kib_is_served_as_text(tmp_path, start):
+    """dim 10,000: the first record is 70 KB; with a 3-byte word the 64 KiB sniff window once cut it inside
+    "-1e-05", auto-detection read the file as binary and serve refused it ("data after the header's 2 records")
+    while convert and gensim read it."""
+    from gensim.models import KeyedVectors
+
+    dim = 10000
+    p = tmp_path / "long.vec"
+    p.write_text("2 %d\n" % dim + "".join(w + " -1e-05" * dim + "\n" for w in ("abc", "bcd")))
+    kv = KeyedVectors.load_word2vec_format(str(p), binary=False)
+    rc, out, err = embd("info", str(p))
+    assert rc == 0 and "format: word2vec\n" in out, err
+    d = start(str(p))
+    status, _, body = d.get("/v1/rows/1?format=npy")
+    assert status == 200
+    assert np.load(io.BytesIO(body)).tobytes() == kv["bcd"].reshape(1, dim).tobytes()
 
 
 def test_convert_never_writes_over_its_input_or_a_special_file(tmp_path):

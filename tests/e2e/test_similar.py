@@ -330,6 +330,13 @@ def test_edge_cases_exact(start, edge):
     assert err(400, "bad_vector", post(d, "/v1/similar", {"vectors": [[1, 0, 0], [1, 0]]}))
     assert err(400, "bad_vector", post(d, "/v1/similar", npy(np.ones((2, 4), np.float32)), NPY))
     assert err(400, "bad_vector", post(d, "/v1/similar", {"vectors": [[1, 0, 1e39]]}))
+    # NaN or an infinity in a query vector, as json.dumps and NumPy write them: 400 bad_vector naming the vector.
+    for body, headers, where in (({"vectors": [[1, 0, 0], [0, float("nan"), 0]]}, JSON, "vectors[1][1]"),
+                                 ({"vectors": [[float("-inf"), 0, 0]]}, JSON, "vectors[0][0]"),
+                                 (npy(np.array([[1, 0, 0], [0, 0, np.inf]], np.float32)), NPY, "vectors[1][2]")):
+        s, _, b = post(d, "/v1/similar", body, headers)
+        assert err(400, "bad_vector", (s, _, b)), b
+        assert where + " is NaN or an infinity; query vectors must be finite" in b["error"]["message"]
     assert err(415, "unsupported_media_type", post(d, "/v1/similar", npy(qs), {"Content-Type": "text/plain"}))
     # Analogy: every named row left out, one flat list.
     s, h, b = post(d, "/v1/similar?k=10", {"positive": ["a", 4], "negative": ["f"]})

@@ -26,7 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* The first byte picks the keys a route allows and the dim; the rest is the body. */
 	if (size == 0)
 		return 0;
+	/* A route that takes vectors takes the top-k options too, as POST /v1/similar does. */
 	unsigned allowed = data[0] | (EMBD_VQ_IDS);
+	if (allowed & EMBD_VQ_VECTORS)
+		allowed |= EMBD_VQ_K | EMBD_VQ_METRIC | EMBD_VQ_INCLUDE_SELF;
 	uint64_t dim = 1 + (data[0] & 3);
 	data++;
 	size--;
@@ -35,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	embd_vecreq q;
 	embd_err e;
 	if (embd_vecreq_parse_json((const char *)data, size, allowed, dim, 1000, &a, &q, &e) == 0) {
-		if ((q.given & ~allowed) != 0 || (q.nweights != 0 && q.nweights != q.nrefs) || q.split > q.nrefs)
+		if ((q.given & ~allowed) != 0 || ((q.given & EMBD_VQ_METRIC) == 0 && q.metric != 0) || q.include_self > 1 || (q.nweights != 0 && q.nweights != q.nrefs) || q.split > q.nrefs)
 			abort();
 		for (size_t i = 0; i < q.nrefs; i++)
 			if (q.refs[i].tok.p != NULL && (q.refs[i].tok.len == 0 || q.refs[i].tok.p[q.refs[i].tok.len] != '\0' ||
