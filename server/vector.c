@@ -55,6 +55,43 @@ static int topk_args(struct req *r, uint64_t *k, int *include_self, embd_err *e)
 	return 0;
 }
 
+/*
+ * "k", "metric" and "include_self" written in a POST body (users write them
+ * there as often as in the query): taken, unless the query says otherwise
+ * (the same key in both places with different values is 400).
+ */
+static int body_opts(struct req *r, const embd_vecreq *vq, uint64_t *k, embd_metric *metric, int *include_self,
+                     embd_err *e)
+{
+	if (vq->given & EMBD_VQ_K) {
+		if (embd_arg(r, "k") != NULL && *k != vq->k)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "k is %" PRIu64 " in the query and %" PRIu64 " in the body: give it once",
+			                    *k, vq->k);
+		if (vq->k > (uint64_t)r->srv->cfg.max_ids) {
+			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
+			return embd_err_set(e, EMBD_ETOOMANYIDS, "k %" PRIu64 " is over limits.max_ids (%" PRId64 ")",
+			                    vq->k, r->srv->cfg.max_ids);
+		}
+		*k = vq->k;
+	}
+	if (vq->given & EMBD_VQ_METRIC) {
+		if (embd_arg(r, "metric") != NULL && *metric != (embd_metric)vq->metric)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "metric is %s in the query and %s in the body: give it once",
+			                    embd_metric_name(*metric), embd_metric_name((embd_metric)vq->metric));
+		*metric = (embd_metric)vq->metric;
+	}
+	if (vq->given & EMBD_VQ_INCLUDE_SELF) {
+		if (embd_arg(r, "include_self") != NULL && *include_self != vq->include_self)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "include_self is %d in the query and %d in the body: give it once",
+			                    *include_self, vq->include_self);
+		*include_self = vq->include_self;
+	}
+	return 0;
+}
+
 /* Rows ids[0 .. n) as float32 queries (n x dim), read as embd_dtype_load reads them (any alignment). */
 static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **out, embd_err *e)
 {
@@ -70,8 +107,12 @@ static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **
 
 /* The most parts one search is cut into (one per compute thread, up to this). */
 #define MAX_PARTS 8
-/* A search over fewer bytes of rows than this runs as one part: cutting it would cost more than it saves. */
-#define PART_MIN_BYTES ((uint64_t)4 << 20)
+/*
+ * A search over fewer bytes of rows than this runs as one part: below a block
+ * of rows (EMBD_TOPK_BLOCK_BYTES), handing a part to another thread costs
+ * about what it saves.
+ */
+#define PART_MIN_BYTES EMBD_TOPK_BLOCK_BYTES
 
 enum vkind { V_TOPK, V_PAIRS, V_SETS, V_POOL };
 
@@ -532,16 +573,21 @@ static int similar_post(struct req *r, embd_err *e)
 		rc = topk_args(r, &k, &include_self, e);
 	embd_vecreq vq = {0};
 	if (rc == 0)
-		rc = parse_body(r, EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY, 1, &vq, e);
+		rc = parse_body(r,
+		                EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY | EMBD_VQ_K | EMBD_VQ_METRIC |
+		                    EMBD_VQ_INCLUDE_SELF,
+		                1, &vq, e);
+	if (rc == 0)
+		rc = body_opts(r, &vq, &k, &metric, &include_self, e);
 	if (rc != 0)
 		return rc;
-	if (vq.given == EMBD_VQ_VECTORS)
+	if (vq.given & EMBD_VQ_VECTORS)
 		return topk_submit(r, vq.vectors, vq.nvectors, NULL, k, metric, NULL, NULL, 0, e);
 	int64_t *ids;
 	if ((rc = resolve(r, &vq, &ids, e)) != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	if (vq.given == EMBD_VQ_ANALOGY) {
+	if (vq.given & EMBD_VQ_ANALOGY) {
 		/* gensim's most_similar(positive, negative): the mean of unit rows, every named row left out. */
 		float *q;
 		if ((rc = scratch(r, m->dim * sizeof *q, (void **)&q, "the query vector", e)) != 0)
