@@ -95,7 +95,8 @@ endif
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 # The side-by-side benchmark (loadtest/results/RESULTS.md); QUICK=1 for the short version; ONLY=convert for the
-# embd convert vs gensim row alone, ONLY=similar for the /v1/similar vs gensim most_similar row alone.
+# embd convert vs gensim row alone, ONLY=similar for the /v1/similar vs gensim most_similar row alone,
+# ONLY=isolation for single rows and /healthz beside 1,024-id similar batches (the compute pool's row) alone.
 QUICK ?=
 ONLY ?=
 bench: deps-bench

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "internal.h"
 #include "npy.h"
+#include "pair.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "embd_convert_write writes the floats as they are in memory, which must be little-endian ('<f4')"
@@ -40,6 +41,14 @@ static int write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+/* The next name path.<pid>.<nonce>.<ext> to try for a new file beside path; 0 or -ENAMETOOLONG. */
+static int tmp_name(const char *path, const char *ext, uint64_t *nonce, char *out, size_t cap)
+{
+	*nonce = *nonce * 6364136223846793005u + 1442695040888963407u;
+	int n = snprintf(out, cap, "%s.%ld.%08" PRIx32 ".%s", path, (long)getpid(), (uint32_t)(*nonce >> 32), ext);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
 /*
  * A new file beside path, named path.<pid>.<nonce>.tmp, created with O_EXCL
  * and mode 0666 (less the umask, as for any new file). Returns the fd, or
@@ -49,13 +58,45 @@ static int open_tmp(const char *path, char *tmp, size_t cap)
 {
 	uint64_t nonce = embd_now_ns() ^ (uint64_t)(uintptr_t)tmp;
 	for (int attempt = 0; attempt < 64; attempt++) {
-		nonce = nonce * 6364136223846793005u + 1442695040888963407u;
-		int n = snprintf(tmp, cap, "%s.%ld.%08" PRIx32 ".tmp", path, (long)getpid(), (uint32_t)(nonce >> 32));
-		if (n < 0 || (size_t)n >= cap)
+		if (tmp_name(path, "tmp", &nonce, tmp, cap) != 0)
 			return -ENAMETOOLONG;
 		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
 		if (fd >= 0 || errno != EEXIST)
 			return fd >= 0 ? fd : -errno;
+	}
+	return -EEXIST;
+}
+
+/* How the previous file at a path was kept while a new one replaces it. */
+enum kept { KEPT_NONE, KEPT_LINKED, KEPT_MOVED };
+
+/*
+ * Keep the file at path (if any) under a new name beside it (path.<pid>.<nonce>.old,
+ * in old) so that it can be put back: a hard link, or where the file system
+ * has none, a rename (path is then absent until it is put back or replaced;
+ * only the holder of the pair's lock can see that). *how says which; 0 or
+ * -errno.
+ */
+static int keep_old(const char *path, char *old, size_t cap, enum kept *how)
+{
+	*how = KEPT_NONE;
+	uint64_t nonce = embd_now_ns() ^ (uint64_t)(uintptr_t)old;
+	for (int attempt = 0; attempt < 64; attempt++) {
+		if (tmp_name(path, "old", &nonce, old, cap) != 0)
+			return -ENAMETOOLONG;
+		if (link(path, old) == 0) {
+			*how = KEPT_LINKED;
+			return 0;
+		}
+		if (errno == ENOENT)
+			return 0; /* no previous file */
+		if (errno == EEXIST)
+			continue;
+		if (rename(path, old) == 0) {
+			*how = KEPT_MOVED;
+			return 0;
+		}
+		return errno == ENOENT ? 0 : -errno;
 	}
 	return -EEXIST;
 }
@@ -199,6 +240,55 @@ static int finish(int *fd, int rc)
 	return rc;
 }
 
+/*
+ * Rename both complete files into place, the vocabulary first, under the
+ * pair's exclusive lock (pair.h): no load opens the two between the renames.
+ * The previous vocabulary is kept until the matrix is in place, and put back
+ * if the matrix's rename fails, so that the previous pair is never broken:
+ * on failure both paths are as they were (the message says so if putting
+ * back failed too, and where the old file is).
+ */
+static int pair_install(pair *p, embd_err *e)
+{
+	int lock = embd_pair_lock(p->npy_path, 1);
+	char old[PATH_MAX];
+	enum kept how;
+	int rc = keep_old(p->vocab_path, old, sizeof old, &how);
+	if (rc != 0) {
+		rc = embd_err_set(e, rc, "%s: cannot keep the previous vocabulary to put it back on failure: %s",
+		                  p->vocab_path, strerror(-rc));
+		goto out;
+	}
+	if (rename(p->vocab_tmp, p->vocab_path) != 0) {
+		rc = -errno;
+		if (how == KEPT_MOVED && rename(old, p->vocab_path) != 0)
+			rc = embd_err_set(e, rc, "%s: %s; the previous vocabulary could not be put back: it is %s",
+			                  p->vocab_path, strerror(-rc), old);
+		else
+			rc = embd_err_set(e, rc, "%s: %s", p->vocab_path, strerror(-rc));
+		if (how == KEPT_LINKED)
+			(void)unlink(old);
+		goto out;
+	}
+	if (rename(p->npy_tmp, p->npy_path) != 0) {
+		rc = -errno;
+		/* No half pair: the previous words go back over the new ones, or (none before) the new ones go. */
+		if (how != KEPT_NONE ? rename(old, p->vocab_path) != 0 : unlink(p->vocab_path) != 0 && errno != ENOENT)
+			rc =
+			    embd_err_set(e, rc, "%s: %s; the vocabulary %s could not be put back as it was%s%s",
+			                 p->npy_path, strerror(-rc), p->vocab_path,
+			                 how != KEPT_NONE ? ": the previous one is " : "", how != KEPT_NONE ? old : "");
+		else
+			rc = embd_err_set(e, rc, "%s: %s", p->npy_path, strerror(-rc));
+		goto out;
+	}
+	if (how != KEPT_NONE)
+		(void)unlink(old);
+out:
+	embd_pair_unlock(lock);
+	return rc;
+}
+
 /* Write the pair and rename it into place; on failure nothing of it is left. */
 static int pair_commit(pair *p, const embd_textvec *tv, int skip_bad, uint64_t *rows_written, uint64_t *skipped,
                        char *first_skip, embd_err *e)
@@ -246,17 +336,8 @@ static int pair_commit(pair *p, const embd_textvec *tv, int skip_bad, uint64_t *
 		rc = embd_err_set(e, rc, "%s: %s", p->vocab_tmp, strerror(-rc));
 		goto fail;
 	}
-	/* Both complete: the vocabulary first, so that a matrix in place always has its words beside it. */
-	if (rename(p->vocab_tmp, p->vocab_path) != 0) {
-		rc = embd_err_set(e, -errno, "%s: %s", p->vocab_path, strerror(errno));
+	if ((rc = pair_install(p, e)) != 0)
 		goto fail;
-	}
-	if (rename(p->npy_tmp, p->npy_path) != 0) {
-		int err = errno;
-		(void)unlink(p->vocab_path); /* no half pair: the new vocabulary goes too */
-		rc = embd_err_set(e, -err, "%s: %s", p->npy_path, strerror(err));
-		goto fail;
-	}
 	sync_dir(p->npy_path);
 	sync_dir(p->vocab_path);
 	free(keep);

@@ -42,7 +42,13 @@
 	X(EMBD_ETOKEN, 30, 404, "token_not_found", "token not in the vocabulary")                                      \
 	X(EMBD_EBADTOKEN, 31, 400, "bad_token", "tokens must be non-empty UTF-8 without NUL")                          \
 	X(EMBD_ENOVOCAB, 32, 400, "no_vocabulary", "the matrix has no vocabulary")                                     \
-	X(EMBD_EBADVECTOR, 33, 400, "bad_vector", "query vectors must have dim finite float32 numbers")
+	X(EMBD_EBADVECTOR, 33, 400, "bad_vector", "query vectors must have dim finite float32 numbers")                \
+	X(EMBD_EUNKNOWNFORMAT, 34, 400, "unknown_format", "the file's format is not recognised: name it")              \
+	X(EMBD_ETOOMUCHWORK, 40, 413, "too_much_work", "the work asked for is over limits.work")                       \
+	X(EMBD_ECOMPUTEBUSY, 41, 503, "compute_busy", "the compute queue is full")                                     \
+	X(EMBD_EDEADLINE, 42, 503, "deadline_exceeded", "the work did not finish within compute.timeout_s")            \
+	X(EMBD_ESHUTDOWN, 43, 503, "shutting_down", "the server is shutting down")                                     \
+	X(EMBD_ECANCELED, 44, 499, "client_closed", "the client closed the connection")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

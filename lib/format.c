@@ -276,7 +276,7 @@ int embd_format_detect(const struct embd_matrix *m, const embd_matrix_spec *spec
 	}
 	if (best == NULL)
 		return embd_err_set(
-		    e, EMBD_EFORMAT,
+		    e, EMBD_EUNKNOWNFORMAT,
 		    "%s: unknown format: not .npy (no \\x93NUMPY magic), not safetensors (no header length "
 		    "and '{'), not GloVe or word2vec text (the first line is neither `rows dim` nor a word "
 		    "and numbers), no known extension; for a raw matrix give --dim and --dtype, or name the "

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <stdlib.h>
 
+#include "pair.h"
 #include "vecops.h"
 
 struct embd_gen {
@@ -23,8 +24,16 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *li
 	embd_gen *g = calloc(1, sizeof *g);
 	if (g == NULL)
 		return embd_err_set(e, -ENOMEM, "out of memory");
+	/*
+	 * A vocabulary file and its matrix are opened under the pair's shared
+	 * lock (pair.h), so that they are never the halves of two converts.
+	 */
+	int lock = spec->vocab != NULL && spec->vocab[0] != '\0' && spec->path != NULL && spec->path[0] != '\0'
+	               ? embd_pair_lock(spec->path, 0)
+	               : -1;
 	int rc = embd_matrix_open(spec, &g->matrix, e);
 	if (rc != 0) {
+		embd_pair_unlock(lock);
 		free(g);
 		return rc;
 	}
@@ -40,12 +49,14 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *li
 		else
 			rc = embd_vocab_open(spec->vocab, i->rows, &g->vocab, e);
 		if (rc != 0) {
+			embd_pair_unlock(lock);
 			embd_vocab_free(g->vocab);
 			embd_matrix_close(g->matrix);
 			free(g);
 			return rc;
 		}
 	}
+	embd_pair_unlock(lock);
 	atomic_init(&g->refs, 1);
 	pthread_mutex_init(&g->norms_lock, NULL);
 	atomic_init(&g->norms, NULL);

@@ -24,7 +24,9 @@ typedef struct embd_gen embd_gen;
  * borrowed for the generation's life) counts generations alive: +1 here, -1
  * when the last reference goes. On success *out is new with one reference;
  * on failure *out is not written and e says why (errors of embd_matrix_open,
- * of embd_vocab_open, or -ENOMEM). Thread-safe.
+ * of embd_vocab_open, or -ENOMEM). With a vocabulary file, the two are
+ * opened under the pair's shared lock (pair.h): this waits while a convert
+ * renames a new pair into place. Thread-safe.
  */
 int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e);
 

@@ -74,7 +74,7 @@ const embd_format_ops *embd_format_ops_get(embd_format id);
 
 /*
  * The format of a mapped file: the best sniff (magic bytes beat extensions);
- * EMBD_EFORMAT with a message listing what was tried when none matches.
+ * EMBD_EUNKNOWNFORMAT with a message listing what was tried when none matches.
  */
 int embd_format_detect(const struct embd_matrix *m, const embd_matrix_spec *spec, const embd_format_ops **out,
                        embd_err *e);

@@ -79,7 +79,8 @@ typedef struct embd_matrix embd_matrix;
  * never a SIGBUS later; a path that is not a regular file (a FIFO, a device,
  * a directory) is refused without blocking. Errors: -errno (open, fstat,
  * mmap), EMBD_EFORMAT, EMBD_ETRUNC, EMBD_EDTYPE, EMBD_EOVERFLOW, EMBD_ECONFIG
- * (a spec that cannot describe a matrix); e says why in one line that names
+ * (a spec that cannot describe a matrix), EMBD_EUNKNOWNFORMAT (AUTO, and no
+ * format recognises the file); e says why in one line that names
  * the file. Thread-safe.
  */
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e);

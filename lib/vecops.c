@@ -294,6 +294,15 @@ static void finish(embd_hit *h, size_t n)
 	}
 }
 
+/* The rows t searches: count from first (0 when the range is not within the matrix). */
+static uint64_t rows_of(const embd_matrix_info *m, const embd_topk *t)
+{
+	if (t->first > m->rows)
+		return 0;
+	uint64_t left = m->rows - t->first;
+	return t->count == 0 ? left : t->count <= left ? t->count : 0;
+}
+
 static size_t block_of(const embd_matrix_info *m, const embd_topk *t)
 {
 	size_t b = t->block_rows;
@@ -301,7 +310,8 @@ static size_t block_of(const embd_matrix_info *m, const embd_topk *t)
 		uint64_t row = m->dim > 0 ? m->dim * sizeof(float) : 1;
 		b = row < EMBD_TOPK_BLOCK_BYTES / 64 ? (size_t)(EMBD_TOPK_BLOCK_BYTES / row) : 64;
 	}
-	return m->rows < b ? (size_t)m->rows : b;
+	uint64_t rows = rows_of(m, t);
+	return rows < b ? (size_t)rows : b;
 }
 
 /* Rows of an f32 matrix can go to BLAS straight from the mapping when they are float-aligned. */
@@ -338,10 +348,13 @@ int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a
 	if (t->nq == 0 || t->queries == NULL || (t->metric == EMBD_METRIC_COSINE && t->norms == NULL) ||
 	    (t->exclude != NULL && t->exclude_off == NULL) || (unsigned)t->metric > EMBD_METRIC_DOT)
 		return EMBD_EBADPARAM;
+	uint64_t nrows = rows_of(m, t), end = t->first + nrows;
+	if (nrows == 0 && m->rows != 0)
+		return EMBD_EBADPARAM;
 	size_t nb_max = block_of(m, t), dim = (size_t)m->dim;
 	if (m->dim > INT_MAX || nb_max > INT_MAX || t->nq > INT_MAX || m->row_bytes / sizeof(float) > INT_MAX)
 		return EMBD_EBADPARAM;
-	size_t kk = t->k < m->rows ? t->k : (size_t)m->rows;
+	size_t kk = t->k < nrows ? t->k : (size_t)nrows;
 	if (kk == 0) {
 		memset(counts, 0, t->nq * sizeof *counts);
 		return 0;
@@ -351,12 +364,20 @@ int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a
 	if (rc != 0)
 		return rc;
 	float *scores = NULL, *conv = NULL, *qn = NULL;
-	if ((rc = embd_acct_alloc(a, scores_bytes, (void **)&scores)) != 0)
-		goto out;
-	if (conv_bytes && (rc = embd_acct_alloc(a, conv_bytes, (void **)&conv)) != 0)
-		goto out;
-	if (qn_bytes && (rc = embd_acct_alloc(a, qn_bytes, (void **)&qn)) != 0)
-		goto out;
+	embd_acct *owner = t->scratch != NULL ? NULL : a; /* who gives the buffers back */
+	if (t->scratch != NULL) {
+		/* One block the caller holds, cut in three at float alignment (each size is a multiple of 4). */
+		scores = t->scratch;
+		conv = conv_bytes ? scores + scores_bytes / sizeof(float) : NULL;
+		qn = qn_bytes ? scores + (scores_bytes + conv_bytes) / sizeof(float) : NULL;
+	} else {
+		if ((rc = embd_acct_alloc(a, scores_bytes, (void **)&scores)) != 0)
+			goto out;
+		if (conv_bytes && (rc = embd_acct_alloc(a, conv_bytes, (void **)&conv)) != 0)
+			goto out;
+		if (qn_bytes && (rc = embd_acct_alloc(a, qn_bytes, (void **)&qn)) != 0)
+			goto out;
+	}
 
 	const float *q = t->queries;
 	if (qn) {
@@ -367,8 +388,12 @@ int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a
 	}
 	memset(counts, 0, t->nq * sizeof *counts);
 	int nq = (int)t->nq, idim = (int)dim;
-	for (uint64_t r0 = 0; r0 < m->rows; r0 += nb_max) {
-		size_t nb = m->rows - r0 < nb_max ? (size_t)(m->rows - r0) : nb_max;
+	for (uint64_t r0 = t->first; r0 < end; r0 += nb_max) {
+		if (t->cancel != NULL && atomic_load_explicit(t->cancel, memory_order_relaxed) != 0) {
+			rc = EMBD_ECANCELED;
+			goto out;
+		}
+		size_t nb = end - r0 < nb_max ? (size_t)(end - r0) : nb_max;
 		const float *rows;
 		int ld;
 		if (conv) {
@@ -405,9 +430,11 @@ int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a
 	for (size_t i = 0; i < t->nq; i++)
 		finish(out + i * t->k, counts[i]);
 out:
-	embd_acct_free(a, qn);
-	embd_acct_free(a, conv);
-	embd_acct_free(a, scores);
+	if (owner != NULL) {
+		embd_acct_free(owner, qn);
+		embd_acct_free(owner, conv);
+		embd_acct_free(owner, scores);
+	}
 	return rc;
 }
 

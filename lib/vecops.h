@@ -2,6 +2,7 @@
 #ifndef EMBD_VECOPS_H
 #define EMBD_VECOPS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,17 @@ typedef struct embd_topk {
 	const uint64_t *exclude;
 	const size_t *exclude_off; /* nq + 1 offsets */
 	size_t block_rows;         /* rows per BLAS call; 0: EMBD_TOPK_BLOCK_BYTES of f32 rows (at least 64) */
+	/*
+	 * The rows searched: [first, first + count) of the matrix (count 0: from
+	 * first to the end), so that parts of one search can run on several
+	 * threads; hits keep the matrix's row ids, norms and exclusions are
+	 * indexed by them.
+	 */
+	uint64_t first, count;
+	/* Read between blocks (NULL: never): not 0, the search stops and returns EMBD_ECANCELED. */
+	const atomic_int *cancel;
+	/* embd_vecops_topk_scratch bytes the caller holds for the search (NULL: from the accountant). */
+	void *scratch;
 } embd_topk;
 
 /*
@@ -109,7 +121,9 @@ uint64_t embd_vecops_topk_scratch(const embd_matrix_info *m, const embd_topk *t)
  *
  * Errors, with counts not written: EMBD_EBADPARAM (nq 0, no queries, cosine
  * without norms, exclude without exclude_off, dim or a block too large for
- * BLAS's int), EMBD_EOVERFLOW (scratch size), the accountant's.
+ * BLAS's int, rows past the matrix), EMBD_EOVERFLOW (scratch size), the
+ * accountant's (a may be NULL when t->scratch is given), EMBD_ECANCELED
+ * (*t->cancel was set: counts and out are then partial).
  */
 int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a, embd_hit *out, size_t *counts);
 

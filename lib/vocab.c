@@ -29,6 +29,7 @@ struct embd_vocab {
 	uint64_t mask;
 	uint64_t start_ns;
 	uint64_t build_ns;
+	size_t max_len; /* the longest token's bytes, once finished */
 	int finished;
 };
 
@@ -351,8 +352,16 @@ void embd_vocab_finish(embd_vocab *v)
 			v->off_cap = v->n + 1;
 		}
 	}
+	for (uint64_t i = 0; i < v->n; i++)
+		if (v->off[i + 1] - v->off[i] - 1 > v->max_len)
+			v->max_len = (size_t)(v->off[i + 1] - v->off[i] - 1);
 	v->finished = 1;
 	v->build_ns = embd_now_ns() - v->start_ns;
+}
+
+size_t embd_vocab_max_token_bytes(const embd_vocab *v)
+{
+	return v->max_len;
 }
 
 int64_t embd_vocab_find(const embd_vocab *v, const void *tok, size_t len)

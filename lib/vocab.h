@@ -73,6 +73,9 @@ uint64_t embd_vocab_size(const embd_vocab *v);
 /* Bytes of heap the vocabulary holds: arena, offsets, table and record. */
 size_t embd_vocab_bytes(const embd_vocab *v);
 
+/* The longest token's length in bytes, once finished (an answer's size is bounded by it before a search). */
+size_t embd_vocab_max_token_bytes(const embd_vocab *v);
+
 /* Nanoseconds the build took (see embd_vocab_finish; 0 before it). */
 uint64_t embd_vocab_build_ns(const embd_vocab *v);
 

@@ -37,6 +37,8 @@ PORTS = {"embd": 18301, "nginx": 18302, "flask": 18303}
 NPY = os.path.join(DATA, "matrix.npy")
 RAW = os.path.join(DATA, "matrix.raw")
 GLOVE = os.path.join(DATA, "glove-400k-100d-words.txt")
+# The daemon under test (EMBD_BIN=... measures another build, e.g. the previous commit's, in the same way).
+EMBD_BIN = os.environ.get("EMBD_BIN", os.path.join(ROOT, "embd"))
 
 # name, wrk environment, peers (the first is embd)
 WORKLOADS = [
@@ -457,9 +459,10 @@ def main():
         start = startup()
         conv = None if QUICK else convert_bench()
         sim = None if QUICK else similar_bench()
+        iso = isolation_bench()
     finally:
         servers.stop_all()
-    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv, sim)
+    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv, sim, iso)
 
 
 def ratio_stats(runs, w, a, b, key="rps", wb=None):
@@ -473,14 +476,14 @@ def ratio_stats(runs, w, a, b, key="rps", wb=None):
     return median(out), out
 
 
-def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None):
+def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None, iso=None):
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
     raw = {"runs": runs, "limits": lim, "startup": start, "soak": samples, "quick": QUICK, "convert": conv,
-           "similar": sim}
+           "similar": sim, "isolation": iso}
     json.dump(raw, open(os.path.join(RESULTS, "raw.json"), "w"), indent=1)
     L = []
     L.append("# embd benchmark results\n")
@@ -548,6 +551,8 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
         L.append(convert_section(conv))
     if sim is not None:
         L.append(similar_section(sim))
+    if iso is not None:
+        L.append(isolation_section(iso))
     L.append("## Physical limits, same run\n")
     L.append("| what | GB/s |")
     L.append("| --- | ---: |")
@@ -760,7 +765,7 @@ def similar_bench(rounds=5):
             gensims[name] = g
             out[name + "_mem"] = json.loads(g.stdout.readline())
         log("similar: gensim ready", out["gensim_mem"])
-        cmd = [os.path.join(ROOT, "embd"), "serve", SIM_NPY, "--vocab", SIM_VOCAB, "--port", str(port),
+        cmd = [EMBD_BIN, "serve", SIM_NPY, "--vocab", SIM_VOCAB, "--port", str(port),
                "--access-log=false"]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_port(port, p)
@@ -872,9 +877,9 @@ def similar_section(s):
          "| RSS: embd serving (matrix mapped and touched, norms) / gensim process (matrix, norms, no normed copy) | "
          "%.0f MB / %.0f MB |" % (s["embd_rss"] / 1e6, gm["rss_before_normed"] / 1e6),
          "",
-         "Threads: embd calls `openblas_set_num_threads(1)` at start (server/main.c), so each request's sgemv/sgemm "
-         "runs on its own request thread (request threads: one per core); a query alone in the daemon searches the "
-         "two halves of the matrix on two threads (one BLAS thread each) and merges them. Throughput of N keep-alive clients each "
+         "Threads: embd calls `openblas_set_num_threads(1)` at start (server/main.c), so each search's sgemv/sgemm "
+         "runs on the compute pool's threads (one per core), never on a request thread; a search is cut into one "
+         "row range per pool thread, searched side by side and merged. Throughput of N keep-alive clients each "
          "asking `GET /v1/similar?token=W&k=10` in a loop for 4 s on %d cores (3 runs each); the 2-thread rows "
          "preload a shim over `openblas_set_num_threads` and set `OPENBLAS_NUM_THREADS=2`:\n" % os.cpu_count(),
          "| OpenBLAS threads per request | clients | queries/s (median) | runs |", "| ---: | ---: | ---: | --- |"]
@@ -911,12 +916,191 @@ def only_similar():
     log("updated", os.path.join(RESULTS, "RESULTS.md"))
 
 
+# Isolation: single rows and /healthz beside heavy vector operations (issue 15). ------------------------------------
+ISO_ROUNDS = 3 if QUICK else 5
+ISO_SECONDS = 5
+ISO_BATCH = 1024
+
+
+def iso_wrk(port, seconds):
+    """wrk on single rows (binary) of the 400k x 100 matrix: 2 threads, 16 connections."""
+    e = dict(os.environ, PEER="embd", MODE="row", FMT="bin", N="1", ROWS="400000", DIM="100", SEED="9")
+    cmd = ["wrk", "-t2", "-c16", "-d%ds" % seconds, "--timeout", "10s", "-s", os.path.join(HERE, "bench.lua"),
+           "http://127.0.0.1:%d" % port]
+    out = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"RESULT duration_us=(\d+) requests=(\d+) bytes=(\d+) errors_status=(\d+) errors_other=(\d+) "
+                  r"p50_us=(\d+) p99_us=(\d+)", out)
+    if not m:
+        raise RuntimeError("wrk printed no result:\n" + out)
+    d_us, reqs, _, est, eoth, p50, p99 = map(int, m.groups())
+    return {"rps": reqs / (d_us / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "errors": est + eoth}
+
+
+def iso_round(port, keys, beside):
+    """One wrk run on single rows, with 100 /healthz probes (one every 40 ms on a keep-alive connection), alone or
+    beside 2 clients each sending POST /v1/similar?k=10 with ISO_BATCH ids in a loop."""
+    import threading
+    stop = threading.Event()
+    batches = [0, 0]
+    errors = []
+
+    def searcher(i):
+        c = Client(port)
+        rng_first = [(i * 7919 + j * 104729) % (400_000 - ISO_BATCH) for j in range(64)]
+        j = 0
+        while not stop.is_set():
+            body = json.dumps({"ids": list(range(rng_first[j % 64], rng_first[j % 64] + ISO_BATCH))}).encode()
+            try:
+                c.call("POST", "/v1/similar?k=10", body)
+                batches[i] += 1
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+                return
+            j += 1
+        c.c.close()
+
+    probes = []
+
+    def prober():
+        c = Client(port)
+        time.sleep(0.5)
+        for _ in range(100):
+            t = time.perf_counter()
+            c.call("GET", "/healthz")
+            probes.append(time.perf_counter() - t)
+            time.sleep(0.04)
+        c.c.close()
+
+    ts = [threading.Thread(target=searcher, args=(i,)) for i in range(2)] if beside else []
+    for t in ts:
+        t.start()
+    if beside:
+        time.sleep(0.5)  # both searches under way
+    pt = threading.Thread(target=prober)
+    pt.start()
+    t0 = time.perf_counter()
+    r = iso_wrk(port, ISO_SECONDS)
+    pt.join()
+    stop.set()
+    for t in ts:
+        t.join()
+    secs = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError("similar batches failed: %s" % errors[:3])
+    probes.sort()
+    r["healthz_p50_ms"] = probes[len(probes) // 2] * 1e3
+    r["healthz_p99_ms"] = probes[min(len(probes) - 1, int(len(probes) * 0.99))] * 1e3
+    r["batches_per_s"] = sum(batches) / secs
+    return r
+
+
+def isolation_bench():
+    """Single rows alone vs beside 2 clients sending 1,024-id similar batches, interleaved rounds, same run; and the
+    similar batch throughput alone (2 clients, no row load)."""
+    ensure_similar_data()
+    port = PORTS["embd"]
+    cmd = [EMBD_BIN, "serve", SIM_NPY, "--vocab", SIM_VOCAB, "--port", str(port), "--access-log=false"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out = {"alone": [], "beside": [], "similar_alone_bps": []}
+    try:
+        wait_port(port, p)
+        with open(SIM_NPY, "rb") as fh:  # warm: page cache, and the norms (first cosine query)
+            while fh.read(1 << 24):
+                pass
+        Client(port).call("GET", "/v1/similar?id=0&k=10")
+        for rnd in range(ISO_ROUNDS):
+            for beside in (False, True):
+                wait_idle(5.0)
+                r = iso_round(port, None, beside)
+                out["beside" if beside else "alone"].append(r)
+                log("isolation round %d %-6s rows %8.0f req/s p99 %6.2f ms; healthz p99 %6.2f ms; similar %.2f "
+                    "batches/s" % (rnd, "beside" if beside else "alone", r["rps"], r["p99_ms"],
+                                   r["healthz_p99_ms"], r["batches_per_s"]))
+            # The similar batches alone: what the pool gives when nothing else runs.
+            wait_idle(5.0)
+            import threading
+            done = [0, 0]
+            end = time.time() + ISO_SECONDS
+
+            def run(i):
+                c = Client(port)
+                j = 0
+                while time.time() < end:
+                    a = (i * 7919 + j * 104729) % (400_000 - ISO_BATCH)
+                    c.call("POST", "/v1/similar?k=10", json.dumps({"ids": list(range(a, a + ISO_BATCH))}).encode())
+                    done[i] += 1
+                    j += 1
+            t0 = time.perf_counter()
+            ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            out["similar_alone_bps"].append(sum(done) / (time.perf_counter() - t0))
+            log("isolation round %d similar alone %.2f batches/s" % (rnd, out["similar_alone_bps"][-1]))
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=30)
+    out["ratio"] = median([b["rps"] / a["rps"] for a, b in zip(out["alone"], out["beside"])])
+    out["p99_beside"] = median([b["p99_ms"] for b in out["beside"]])
+    out["healthz_p99_beside"] = median([b["healthz_p99_ms"] for b in out["beside"]])
+    return out
+
+
+def isolation_section(s):
+    cmd = "python3 loadtest/bench.py --only isolation"
+    med = lambda key, side: median([r[key] for r in s[side]])  # noqa: E731
+    runs = lambda key, side, f="%.0f": " ".join(f % r[key] for r in s[side])  # noqa: E731
+    ok = lambda c: "yes" if c else "**no**"  # noqa: E731
+    L = ["## Isolation: lookups beside heavy vector operations\n",
+         "The 400,000 x 100 matrix of the similar row served by `embd serve` with its defaults (2 request threads, "
+         "a compute pool of 2 threads at nice +10). wrk (`-t2 -c16`, %d s) on single rows (`GET /v1/rows/ID?format=bin`, "
+         "random ids) and 100 `/healthz` probes (one every 40 ms, keep-alive), alone and beside 2 clients each "
+         "sending `POST /v1/similar?k=10` with %d ids in a loop; %d interleaved rounds, the same run; wrk shares the 2 "
+         "cores with the daemon and the clients. Alone: `%s`.\n" % (ISO_SECONDS, ISO_BATCH, len(s["alone"]), cmd),
+         "| what | alone (median) | beside 2 similar clients (median) | runs alone | runs beside |",
+         "| --- | ---: | ---: | --- | --- |",
+         "| single rows, req/s | %.0f | %.0f | %s | %s |" % (med("rps", "alone"), med("rps", "beside"),
+                                                            runs("rps", "alone"), runs("rps", "beside")),
+         "| single rows, p99 ms | %.2f | %.2f | %s | %s |" % (med("p99_ms", "alone"), med("p99_ms", "beside"),
+                                                               runs("p99_ms", "alone", "%.2f"),
+                                                               runs("p99_ms", "beside", "%.2f")),
+         "| /healthz, p99 ms over 100 probes | %.2f | %.2f | %s | %s |" % (
+             med("healthz_p99_ms", "alone"), med("healthz_p99_ms", "beside"), runs("healthz_p99_ms", "alone", "%.2f"),
+             runs("healthz_p99_ms", "beside", "%.2f")),
+         "| similar batches of %d answered per second | | %.2f | | %s |" % (
+             ISO_BATCH, med("batches_per_s", "beside"), runs("batches_per_s", "beside", "%.2f")),
+         "| similar batches of %d per second, 2 clients, no row load | %.2f | | %s | |" % (
+             ISO_BATCH, median(s["similar_alone_bps"]), " ".join("%.2f" % x for x in s["similar_alone_bps"])),
+         "",
+         "| target | measured | met |", "| --- | ---: | :---: |",
+         "| single rows beside / alone >= 0.4x | %.2fx | %s |" % (s["ratio"], ok(s["ratio"] >= 0.4)),
+         "| single rows p99 beside <= 20 ms | %.2f ms | %s |" % (s["p99_beside"], ok(s["p99_beside"] <= 20)),
+         "| /healthz p99 beside <= 10 ms | %.2f ms | %s |" % (s["healthz_p99_beside"],
+                                                             ok(s["healthz_p99_beside"] <= 10)),
+         ""]
+    return "\n".join(L)
+
+
+def only_isolation():
+    """`bench.py --only isolation`: the isolation row alone; prints it and updates its section of RESULTS.md."""
+    os.makedirs(RESULTS, exist_ok=True)
+    s = isolation_bench()
+    json.dump(s, open(os.path.join(RESULTS, "isolation.json"), "w"), indent=1)
+    section = isolation_section(s)
+    splice_section("Isolation: lookups beside heavy vector operations", section)
+    print(section)
+    log("updated", os.path.join(RESULTS, "RESULTS.md"))
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--only", "convert"]:
         only_convert()
     elif sys.argv[1:] == ["--only", "similar"]:
         only_similar()
+    elif sys.argv[1:] == ["--only", "isolation"]:
+        only_isolation()
     elif sys.argv[1:]:
-        sys.exit("usage: bench.py [--only convert|similar]  (QUICK=1 for the short full run)")
+        sys.exit("usage: bench.py [--only convert|similar|isolation]  (QUICK=1 for the short full run)")
     else:
         main()

@@ -103,6 +103,19 @@ static const struct key keys[] = {
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
     INT("limits.shutdown_s", NULL, shutdown_s, "10", 0, 3600,
         "on SIGTERM/SIGINT: seconds to let requests in flight finish before closing them"),
+    INT("compute.threads", NULL, compute_threads, "0", 0, 256,
+        "threads of the compute pool that runs similarity, pooling and norms (never the request threads); 0: "
+        "one per core"),
+    INT("compute.queue", NULL, compute_queue, "16", 1, 100000,
+        "vector operations admitted at once (queued or running); more: 503 compute_busy with Retry-After"),
+    INT("compute.timeout_s", NULL, compute_timeout_s, "30", 0, 86400,
+        "a vector operation not finished this many seconds after it was admitted is stopped and answered 503 "
+        "deadline_exceeded; 0: no limit"),
+    INT("compute.nice", NULL, compute_nice, "10", 0, 19,
+        "added to the compute threads' nice value, so that lookups run first when every core is busy"),
+    SIZE("limits.work", NULL, work, "64G", 1,
+         "multiply-adds one vector operation may ask for (queries x rows x dim for a search); more: 413 "
+         "too_much_work before anything runs (suffixes count in powers of 2: 64G = 2^36)"),
     INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
         "scattered runs sent zero-copy as an I/O vector at most; more runs are gathered "
         "(loadtest/results/iov_threshold.md)"),

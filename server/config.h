@@ -34,6 +34,12 @@ typedef struct embd_config {
 	int64_t request_timeout_s;
 	int64_t shutdown_s;
 
+	int64_t compute_threads;
+	int64_t compute_queue;
+	int64_t compute_timeout_s;
+	int64_t compute_nice;
+	int64_t work;
+
 	int64_t iov_max_segments;
 	int64_t iov_min_run_bytes;
 	int64_t pool_bytes;

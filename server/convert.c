@@ -40,9 +40,12 @@ static void convert_usage(FILE *out)
 	    "  --quiet                no progress bar and no summary line\n"
 	    "\n"
 	    "Both files are written to temporary files beside their targets and renamed into place only when both\n"
-	    "are complete: a failed convert leaves neither OUT nor a partial file. A progress bar is drawn on\n"
-	    "stderr when stderr is a terminal; otherwise nothing is, except errors. On success one summary line\n"
-	    "goes to stdout (unless --quiet). Errors: one line on stderr naming the file and line; exit 1.\n"
+	    "are complete: a failed convert leaves neither OUT nor a partial file, and an existing pair is replaced\n"
+	    "whole or not at all (the old vocabulary is put back if the matrix cannot be renamed). OUT's directory\n"
+	    "is flock'd across the two renames, so a daemon loading the pair never sees half of it.\n"
+	    "A progress bar is drawn on stderr when stderr is a terminal; otherwise nothing is, except errors.\n"
+	    "On success one summary line goes to stdout (unless --quiet). Errors: one line on stderr naming the\n"
+	    "file and line; exit 1.\n"
 	    "Bad usage: exit 2.\n");
 }
 

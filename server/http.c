@@ -62,6 +62,12 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 	return r;
 }
 
+/* The generation an answer names: the one its handler says it is about, else the one the request holds. */
+static uint64_t answer_gen(const struct req *r)
+{
+	return r->answer_gen != 0 ? r->answer_gen : embd_gen_number(r->gen);
+}
+
 static void req_finish(struct req *r)
 {
 	embd_server *s = r->srv;
@@ -89,7 +95,7 @@ static void req_finish(struct req *r)
 		         "access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
 		         " %.3fms %s",
 		         method, url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied, peak,
-		         embd_gen_number(r->gen), (double)dur / 1e6, end);
+		         answer_gen(r), (double)dur / 1e6, end);
 	}
 	embd_gen_release(r->gen);
 	free(r);
@@ -150,7 +156,7 @@ static enum MHD_Result queue(struct req *r, int status, struct MHD_Response *res
 		return MHD_NO;
 	}
 	char gen[24];
-	snprintf(gen, sizeof gen, "%" PRIu64, embd_gen_number(r->gen));
+	snprintf(gen, sizeof gen, "%" PRIu64, answer_gen(r));
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
 	/* A connection past limits.connections is answered, then closed. */
 	if (r->slot != NULL && r->slot->surplus)
@@ -206,7 +212,7 @@ static enum MHD_Result reply_body(struct req *r)
 	}
 	if (r->scratch) {
 		char v[32];
-		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak + r->acct_extra);
+		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak);
 		MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", v);
 	}
 	return queue(r, 200, resp, b->len);
@@ -272,6 +278,8 @@ static enum MHD_Result answer(struct req *r, int rc, const embd_err *e)
 {
 	if (rc == EMBD_PENDING)
 		return MHD_YES;
+	if (rc == EMBD_DROP)
+		return MHD_NO;
 	embd_json_bind(&r->acct); /* the error body's jansson values, charged to the request */
 	enum MHD_Result ret = rc != 0 ? reply_error(r, rc, e->msg) : reply_body(r);
 	embd_json_bind(NULL);
@@ -691,6 +699,13 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 		         "shutdown deadline (%u s) passed with a reload still opening its file: "
 		         "abandoned it",
 		         deadline_s);
+	/*
+	 * Vector operations stop between blocks (each is answered 503
+	 * shutting_down, or dropped if its client has gone), so that none holds
+	 * the drain for longer than a block; the pool resumes every connection it
+	 * suspended before it returns.
+	 */
+	embd_compute_stop(&s->compute);
 	/* The request deadlines hold during the drain too: a body that stalls is cut at its deadline, not at ours. */
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
 		embd_http_sweep(s);

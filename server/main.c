@@ -292,15 +292,26 @@ static int cmd_serve(int argc, char **argv)
 	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
 	embd_gen *first = embd_gen_current_acquire(&s->current);
 	/* The reloader first: a request thread may queue an admin reload as soon as the daemon listens. */
-	int err = embd_reloader_start(&s->reloader, s, 1);
+	int err = embd_reloader_start(&s->reloader, s, 1, &spec);
 	if (err != 0) {
 		fprintf(stderr, "embd: cannot start the reload thread: %s\n", strerror(err));
 		embd_gen_release(first);
 		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
+	/* The compute pool before the daemon listens: a vector operation may come with the first request. */
+	err = embd_compute_start(&s->compute, (unsigned)s->cfg.compute_threads, (size_t)s->cfg.compute_queue,
+	                         (int)s->cfg.compute_nice);
+	if (err != 0) {
+		fprintf(stderr, "embd: cannot start the compute pool: %s\n", strerror(-err));
+		(void)embd_reloader_stop(&s->reloader, embd_now_ns());
+		embd_gen_release(first);
+		embd_gen_current_destroy(&s->current);
+		return 1;
+	}
 	if (embd_http_start(s, msg, sizeof msg) != 0) {
 		fprintf(stderr, "embd: %s\n", msg);
+		embd_compute_destroy(&s->compute);
 		(void)embd_reloader_stop(&s->reloader, embd_now_ns()); /* idle: nothing to abandon */
 		embd_gen_release(first);
 		embd_gen_current_destroy(&s->current);
@@ -327,6 +338,7 @@ static int cmd_serve(int argc, char **argv)
 	int sig = serve_loop(s);
 	embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	int abandoned = embd_http_stop(s, (unsigned)s->cfg.shutdown_s) != 0;
+	embd_compute_destroy(&s->compute);
 	embd_gen_current_destroy(&s->current);
 	uint64_t left = embd_budget_inflight(&s->budget);
 	embd_pool_destroy(&s->pool);

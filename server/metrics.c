@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
-static const char *const reject_names[REJ_COUNT] = {"request_bytes",  "inflight_bytes",  "max_ids",
-                                                    "max_body_bytes", "request_timeout", "connections"};
+static const char *const reject_names[REJ_COUNT] = {"request_bytes",   "inflight_bytes", "max_ids", "max_body_bytes",
+                                                    "request_timeout", "connections",    "work",    "compute_queue"};
 static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
 
@@ -180,5 +180,38 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    (unsigned long long)embd_gen_matrix(gen)->heap_bytes,
 	    (unsigned long long)(v != NULL ? embd_vocab_size(v) : 0),
 	    (unsigned long long)(v != NULL ? embd_vocab_bytes(v) : 0), (unsigned long long)embd_gen_norms_bytes(gen));
+	return o.overflow ? 0 : o.len;
+}
+
+size_t embd_metrics_render_compute(const embd_compute *cc, char *buf, size_t cap)
+{
+	embd_compute *c = (embd_compute *)cc;
+	struct out o = {buf, cap, 0, 0};
+	put(&o,
+	    "# HELP embd_compute_threads Threads of the compute pool (vector operations run there, never on the "
+	    "request threads).\n"
+	    "# TYPE embd_compute_threads gauge\n"
+	    "embd_compute_threads %u\n"
+	    "# HELP embd_compute_admitted Vector operations admitted and not done (queued or running; at most "
+	    "compute.queue).\n"
+	    "# TYPE embd_compute_admitted gauge\n"
+	    "embd_compute_admitted %zu\n"
+	    "# HELP embd_compute_running Parts of vector operations running now.\n"
+	    "# TYPE embd_compute_running gauge\n"
+	    "embd_compute_running %lu\n"
+	    "# HELP embd_compute_done_total Vector operations finished (answered, failed or cancelled).\n"
+	    "# TYPE embd_compute_done_total counter\n"
+	    "embd_compute_done_total %lu\n"
+	    "# HELP embd_compute_busy_seconds_total Time the compute threads spent running parts, summed.\n"
+	    "# TYPE embd_compute_busy_seconds_total counter\n"
+	    "embd_compute_busy_seconds_total %.6f\n"
+	    "# HELP embd_compute_cancelled_total Vector operations stopped between blocks, by why.\n"
+	    "# TYPE embd_compute_cancelled_total counter\n"
+	    "embd_compute_cancelled_total{reason=\"client_closed\"} %lu\n"
+	    "embd_compute_cancelled_total{reason=\"deadline\"} %lu\n"
+	    "embd_compute_cancelled_total{reason=\"shutdown\"} %lu\n",
+	    embd_compute_threads(c), embd_compute_admitted(c), embd_compute_running(c), atomic_load(&c->done_total),
+	    (double)atomic_load(&c->busy_ns) / 1e9, atomic_load(&c->cancelled_total[0]),
+	    atomic_load(&c->cancelled_total[1]), atomic_load(&c->cancelled_total[2]));
 	return o.overflow ? 0 : o.len;
 }

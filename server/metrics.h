@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "acct.h"
+#include "compute.h"
 #include "gen.h"
 #include "routes.h"
 
@@ -17,6 +18,8 @@ enum reject_reason {
 	REJ_MAX_BODY_BYTES,
 	REJ_REQUEST_TIMEOUT,
 	REJ_CONNECTIONS,
+	REJ_WORK,
+	REJ_COMPUTE_QUEUE,
 	REJ_COUNT
 };
 
@@ -52,7 +55,10 @@ void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint
 size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, const embd_pool *pool, const embd_gen *gen,
                            uint64_t self_bytes, char *buf, size_t cap);
 
-/* Bytes embd_metrics_render can need at most. */
+/* The compute pool's gauges and counters, appended after embd_metrics_render's. Returns the length, or 0. */
+size_t embd_metrics_render_compute(const embd_compute *c, char *buf, size_t cap);
+
+/* Bytes embd_metrics_render and embd_metrics_render_compute can need at most, together. */
 size_t embd_metrics_bound(void);
 
 #endif

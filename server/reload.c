@@ -43,38 +43,81 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 	return 0;
 }
 
-static void finish(embd_reload_job *j, int rc, uint64_t generation, const char *msg)
+static void finish(embd_reload_job *j, int rc, int err, uint64_t generation, const char *msg)
 {
 	j->rc = rc;
+	j->err = err;
 	j->generation = generation;
 	snprintf(j->msg, sizeof j->msg, "%s", msg);
 	j->done(j);
 }
 
+/* dst = src, with copies of src's strings in dst's own arrays (they fit: the request and config checked). */
+static void load_spec_set(embd_load_spec *dst, const embd_matrix_spec *src)
+{
+	const char *path = src->path != NULL ? src->path : "";
+	const char *tensor = src->tensor != NULL ? src->tensor : "";
+	const char *vocab = src->vocab != NULL ? src->vocab : "";
+	/* Copied first: src's strings may be dst's own (a SIGHUP reloads the last spec as it was). */
+	char p[sizeof dst->path], t[sizeof dst->tensor], v[sizeof dst->vocab];
+	snprintf(p, sizeof p, "%s", path);
+	snprintf(t, sizeof t, "%s", tensor);
+	snprintf(v, sizeof v, "%s", vocab);
+	dst->m = *src;
+	memcpy(dst->path, p, sizeof p);
+	memcpy(dst->tensor, t, sizeof t);
+	memcpy(dst->vocab, v, sizeof v);
+	dst->m.path = dst->path;
+	dst->m.tensor = dst->tensor;
+	dst->m.vocab = dst->vocab;
+}
+
+/*
+ * The spec of this load, built afresh into rl->next: with a job's path, from
+ * the configuration (how to map: populate, mlock, advice) and the request
+ * (what the file is), so that nothing of the last file carries over to a new
+ * one; without one, the last load's spec, with the request's tensor or
+ * vocabulary if it named them. The configuration is only read: it is never
+ * edited while serving.
+ */
+static int next_spec(embd_reloader *rl, const embd_reload_job *j, char *msg, size_t cap)
+{
+	embd_matrix_spec m = rl->last.m;
+	if (j != NULL && j->path != NULL) {
+		if (embd_spec_from_config(&rl->srv->cfg, &m, msg, cap) != 0)
+			return -1;
+		m.path = j->path;
+		m.format = j->format;
+		m.rows = j->rows;
+		m.dim = j->dim;
+		m.dtype = j->dtype;
+		m.offset = j->offset;
+		m.tensor = "";
+		m.vocab = "";
+	}
+	if (j != NULL && j->tensor != NULL)
+		m.tensor = j->tensor;
+	if (j != NULL && j->vocab != NULL)
+		m.vocab = j->vocab;
+	load_spec_set(&rl->next, &m);
+	return 0;
+}
+
 /*
  * One load, on the reload thread with rl->lock held on entry and on return;
- * the lock is dropped while the file opens. A job's path is copied first:
- * once stop has answered the job, its request (and the path) may be gone.
+ * the lock is dropped while the file opens. A job's strings are copied first
+ * (next_spec): once stop has answered the job, its request may be gone.
  */
 static void load(embd_reloader *rl, embd_reload_job *j)
 {
 	embd_server *s = rl->srv;
-	const char *path = j != NULL && j->path != NULL ? j->path : s->cfg.matrix_path;
-	int new_file = j != NULL && j->path != NULL;
-	const char *tensor = j != NULL && j->tensor != NULL ? j->tensor : new_file ? "" : s->cfg.matrix_tensor;
-	const char *vocab = j != NULL && j->vocab != NULL ? j->vocab : new_file ? "" : s->cfg.matrix_vocab;
-	snprintf(rl->path, sizeof rl->path, "%s", path);
-	snprintf(rl->tensor, sizeof rl->tensor, "%s", tensor);
-	snprintf(rl->vocab, sizeof rl->vocab, "%s", vocab);
 	char msg[600];
-	embd_matrix_spec spec;
 	embd_gen *g = NULL;
-	int rc = embd_spec_from_config(&s->cfg, &spec, msg, sizeof msg);
+	int err = EMBD_ERELOAD;
+	int new_file = j != NULL && j->path != NULL;
+	int rc = next_spec(rl, j, msg, sizeof msg);
 	uint64_t t0 = embd_now_ns();
 	if (rc == 0) {
-		spec.path = rl->path;
-		spec.tensor = rl->tensor;
-		spec.vocab = rl->vocab;
 		/*
 		 * Similarity is in use when the serving generation has its norms: the
 		 * new one gets them too, before it serves, so that no request waits
@@ -88,9 +131,10 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		rl->current = j;
 		rl->loading = 1;
 		pthread_mutex_unlock(&rl->lock);
-		embd_log(EMBD_LOG_NOTICE, "reload: opening %s", rl->path[0] != '\0' ? rl->path : "the demo matrix");
+		const char *path = rl->next.path;
+		embd_log(EMBD_LOG_NOTICE, "reload: opening %s", path[0] != '\0' ? path : "the demo matrix");
 		embd_err e;
-		rc = embd_gen_open(&spec, rl->generation + 1, &s->metrics.generations_live, &g, &e);
+		rc = embd_gen_open(&rl->next.m, rl->generation + 1, &s->metrics.generations_live, &g, &e);
 		const float *norms;
 		embd_err ne;
 		if (rc == 0 && want_norms && embd_gen_norms(g, &norms, &ne) != 0)
@@ -104,18 +148,26 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		}
 		j = rl->current;
 		rl->current = NULL;
-		if (rc != 0) {
+		if (rc == EMBD_EUNKNOWNFORMAT && new_file) {
+			/* The request named a file and not what it is: say which parameters would. */
+			err = rc;
+			snprintf(
+			    msg, sizeof msg,
+			    "%.200s: unknown format: no npy or safetensors header, not GloVe or word2vec text, no "
+			    "known extension; a raw matrix needs its shape with the path (dim=N&dtype=f32|f16|bf16, "
+			    "and offset= or rows= when needed), or name the format with format=",
+			    path);
+		} else if (rc != 0) {
 			snprintf(msg, sizeof msg, "%s", e.msg);
-			rc = -1;
 		}
+		if (rc != 0)
+			rc = -1;
 	}
 	if (rc == 0) {
 		const embd_matrix_info *i = embd_gen_matrix(g);
 		rl->generation = embd_gen_number(g);
-		/* The next SIGHUP reloads what was loaded last. */
-		snprintf(s->cfg.matrix_path, sizeof s->cfg.matrix_path, "%s", rl->path);
-		snprintf(s->cfg.matrix_tensor, sizeof s->cfg.matrix_tensor, "%s", rl->tensor);
-		snprintf(s->cfg.matrix_vocab, sizeof s->cfg.matrix_vocab, "%s", rl->vocab);
+		/* The next SIGHUP reloads what was loaded last, as it was loaded. */
+		load_spec_set(&rl->last, &rl->next.m);
 		char words[32] = "none";
 		if (embd_gen_vocab(g) != NULL)
 			snprintf(words, sizeof words, "%" PRIu64 " tokens", embd_vocab_size(embd_gen_vocab(g)));
@@ -131,7 +183,7 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 	embd_log(rc == 0 ? EMBD_LOG_NOTICE : EMBD_LOG_ERROR, "reload %s: %s",
 	         rc == 0 ? "done" : "failed, still serving the current generation", msg);
 	if (j != NULL)
-		finish(j, rc, rl->generation, msg);
+		finish(j, rc, rc == 0 ? 0 : err, rl->generation, msg);
 }
 
 static void *run(void *arg)
@@ -160,11 +212,12 @@ static void *run(void *arg)
 	return NULL;
 }
 
-int embd_reloader_start(embd_reloader *rl, embd_server *s, uint64_t generation)
+int embd_reloader_start(embd_reloader *rl, embd_server *s, uint64_t generation, const embd_matrix_spec *spec)
 {
 	memset(rl, 0, sizeof *rl);
 	rl->srv = s;
 	rl->generation = generation;
+	load_spec_set(&rl->last, spec);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* embd_now_ns's clock, for stop's deadline */
@@ -221,7 +274,7 @@ int embd_reloader_stop(embd_reloader *rl, uint64_t end_ns)
 	while (rl->head != NULL) {
 		embd_reload_job *j = rl->head;
 		rl->head = j->next;
-		finish(j, -1, 0, "the server is shutting down; this reload did not run");
+		finish(j, -1, EMBD_ERELOAD, 0, "the server is shutting down; this reload did not run");
 	}
 	rl->tail = NULL;
 	struct timespec end = {(time_t)(end_ns / 1000000000u), (long)(end_ns % 1000000000u)};
@@ -231,7 +284,7 @@ int embd_reloader_stop(embd_reloader *rl, uint64_t end_ns)
 	if (abandoned) {
 		rl->abandoned = 1;
 		if (rl->current != NULL)
-			finish(rl->current, -1, 0,
+			finish(rl->current, -1, EMBD_ERELOAD, 0,
 			       "the server stopped (limits.shutdown_s passed) while this reload was still opening its "
 			       "file");
 		rl->current = NULL;

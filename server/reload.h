@@ -21,21 +21,46 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
  * embd_reloader_stop), and never touches the job after that.
  */
 typedef struct embd_reload_job {
-	const char *path; /* borrowed until done; NULL: matrix.path. Never empty (the caller refuses that). */
+	/* Borrowed until done; NULL: the file the newest generation was loaded from. Never empty (the caller refuses
+	 * that). */
+	const char *path;
 	/*
-	 * Borrowed until done; NULL: not given. With a path, the new file starts
-	 * over: its tensor and vocabulary are these or none. Without one, these
-	 * replace matrix.tensor / matrix.vocab for the reloaded file.
+	 * With a path, the new file starts over from the configuration (its
+	 * populate, mlock and advice) and these: nothing of the last file's spec
+	 * carries over. format is EMBD_FORMAT_AUTO unless the request named one;
+	 * a raw file's shape (dim and dtype, rows and offset; 0 and f32 when not
+	 * given). Without a path, the caller leaves them zero and they are unused.
+	 */
+	embd_format format;
+	uint64_t rows, dim, offset;
+	embd_dtype dtype;
+	/*
+	 * Borrowed until done; NULL: not given. With a path, the new file's tensor
+	 * and vocabulary are these or none. Without one, these replace the last
+	 * load's tensor / vocabulary for the reloaded file.
 	 */
 	const char *tensor;
 	const char *vocab;
 	void (*done)(struct embd_reload_job *j);
 	void *cls;
 	int rc;              /* 0, or -1 with msg saying why */
+	int err;             /* when rc is -1: the EMBD_E code (or -errno) of the failure, for the answer's status */
 	uint64_t generation; /* the new generation's number when rc is 0 */
 	char msg[600];
 	struct embd_reload_job *next; /* the reloader's queue */
 } embd_reload_job;
+
+/*
+ * The spec of one load, with its own copies of the strings it names (a job's
+ * go with its request): built afresh for each load from the configuration and
+ * the request, as nginx builds a new cycle, never by editing the configuration.
+ */
+typedef struct embd_load_spec {
+	embd_matrix_spec m; /* path, tensor and vocab point into the arrays below */
+	char path[sizeof(((embd_config *)0)->matrix_path)];
+	char tensor[sizeof(((embd_config *)0)->matrix_tensor)];
+	char vocab[sizeof(((embd_config *)0)->matrix_vocab)];
+} embd_load_spec;
 
 /*
  * The one thread that loads matrices. Every reload runs on it, so neither a
@@ -58,20 +83,25 @@ typedef struct embd_reloader {
 	int stopping;
 	int abandoned;       /* stop gave up on a load: the thread must not touch the server again */
 	uint64_t generation; /* the newest generation's number */
-	/* What is being loaded: the thread's own copies (a job's strings go when its request does). */
-	char path[sizeof(((embd_config *)0)->matrix_path)];
-	char tensor[sizeof(((embd_config *)0)->matrix_tensor)];
-	char vocab[sizeof(((embd_config *)0)->matrix_vocab)];
+	/*
+	 * The spec the newest generation was loaded with: what a SIGHUP, or an
+	 * admin reload without a path, loads again. Only the reload thread (and
+	 * start, before it runs) touches it.
+	 */
+	embd_load_spec last;
+	embd_load_spec next; /* the spec being loaded */
 } embd_reloader;
 
 /*
  * Start the reload thread for s; generation is the number of the generation
- * s serves. Start it with the process's signals blocked in the calling thread
- * (it inherits the mask). 0, or a positive errno from pthread_create.
+ * s serves, and spec (borrowed for the call) the spec it was loaded with.
+ * Start it with the process's signals blocked in the calling thread (it
+ * inherits the mask). 0, or a positive errno from pthread_create.
  */
-int embd_reloader_start(embd_reloader *rl, struct embd_server *s, uint64_t generation);
+int embd_reloader_start(embd_reloader *rl, struct embd_server *s, uint64_t generation, const embd_matrix_spec *spec);
 
-/* Ask for a reload of matrix.path (SIGHUP). Never blocks on a load; coalesces with one already pending. */
+/* Ask for a reload of the newest generation's file, with its spec (SIGHUP). Never blocks on a load; coalesces with one
+ * already pending. */
 void embd_reloader_signal(embd_reloader *rl);
 
 /* Queue j (see embd_reload_job). 0, or -1 when the reloader is stopping (j untouched, done never called). */

@@ -125,9 +125,10 @@ static int h_metrics(struct req *r, embd_err *e)
 	/* The scrape's own bytes (its record and this page) are left out of the in-flight gauge. */
 	size_t n =
 	    embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->gen, r->acct.held, buf, cap);
-	if (n == 0)
+	size_t nc = n != 0 ? embd_metrics_render_compute(&r->srv->compute, buf + n, cap - n) : 0;
+	if (n == 0 || nc == 0)
 		return embd_err_set(e, EMBD_EINTERNAL, "the metrics page outgrew its buffer");
-	embd_resp_shrink_last(&r->resp, n);
+	embd_resp_shrink_last(&r->resp, n + nc);
 	r->type = "text/plain; version=0.0.4";
 	return 0;
 }
@@ -516,8 +517,51 @@ static void reload_done(embd_reload_job *j)
 }
 
 /*
- * POST /v1/admin/reload[?path=FILE][&tensor=NAME][&vocab=FILE]: load the next generation (bearer token
- * required). The load runs on the reload thread while the connection is
+ * What a file named by path= is, from the request alone (format, and a raw
+ * file's dim, dtype, rows, offset): nothing of the file served now carries
+ * over to a new one. 0, or EMBD_EBADPARAM with e saying why.
+ */
+static int reload_file_params(struct req *r, embd_reload_job *j, int has_path, embd_err *e)
+{
+	static const char *const shape[] = {"format", "dim", "dtype", "rows", "offset"};
+	for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++)
+		if (!has_path && embd_arg(r, shape[i]) != NULL)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "%s describes the file named by path=: give path too (without it, the "
+			                    "reload opens the file served now, as it was loaded)",
+			                    shape[i]);
+	const char *v = embd_arg(r, "format");
+	if (v != NULL && (embd_format_parse(v, &j->format) != 0 || j->format == EMBD_FORMAT_DEMO)) {
+		char names[128];
+		embd_format_names(names, sizeof names);
+		return embd_err_set(e, EMBD_EBADPARAM, "format '%.40s' is not one of %s (demo names no file)", v,
+		                    names);
+	}
+	uint64_t *const num[] = {&j->dim, &j->rows, &j->offset};
+	static const char *const num_name[] = {"dim", "rows", "offset"};
+	for (size_t i = 0; i < 3; i++) {
+		if ((v = embd_arg(r, num_name[i])) == NULL)
+			continue;
+		if (embd_query_u64(v, num[i]) != 0 || (i == 0 && *num[i] == 0))
+			return embd_err_set(e, EMBD_EBADPARAM, "%s '%.40s' is not a %s integer", num_name[i], v,
+			                    i == 0 ? "positive" : "non-negative");
+	}
+	v = embd_arg(r, "dtype");
+	if (v != NULL && embd_dtype_parse(v, &j->dtype) != 0)
+		return embd_err_set(e, EMBD_EBADPARAM, "dtype '%.40s' is not f32, f16 or bf16", v);
+	/* A raw file has no header: its dim and dtype come together, and rows, offset and format=raw need them. */
+	int dim = embd_arg(r, "dim") != NULL, dtype = v != NULL;
+	int raw_only = embd_arg(r, "rows") != NULL || embd_arg(r, "offset") != NULL || j->format == EMBD_FORMAT_RAW;
+	if (dim != dtype || (raw_only && !dim))
+		return embd_err_set(e, EMBD_EBADPARAM,
+		                    "a raw matrix needs dim=N and dtype=f32|f16|bf16 together (rows= and offset= "
+		                    "go with them)");
+	return 0;
+}
+
+/*
+ * POST /v1/admin/reload[?path=FILE[&format=F][&dim=N&dtype=T[&rows=N][&offset=N]]][&tensor=NAME][&vocab=FILE]:
+ * load the next generation (bearer token required). The load runs on the reload thread while the connection is
  * suspended: opening a big file with matrix.populate may take seconds, and no
  * request thread waits for it. The job lives in the request's accounted memory.
  */
@@ -525,9 +569,11 @@ static int h_reload(struct req *r, embd_err *e)
 {
 	embd_server *s = r->srv;
 	embd_reload_job *j = r->job;
-	if (j != NULL) { /* resumed: the reload is done */
-		if (j->rc != 0)
-			return embd_err_set(e, EMBD_ERELOAD, "%s", j->msg);
+	if (j != NULL) {        /* resumed: the reload is done */
+		if (j->rc != 0) /* the request's fault (a file named without its format) is 400; the rest 500 */
+			return embd_err_set(e, j->err == EMBD_EUNKNOWNFORMAT ? EMBD_EUNKNOWNFORMAT : EMBD_ERELOAD, "%s",
+			                    j->msg);
+		r->answer_gen = j->generation; /* the answer is about the generation it loaded, not the one it held */
 		return route_json_answer(r,
 		                         json_pack("{s:I,s:o}", "generation", (json_int_t)j->generation, "message",
 		                                   embd_json_text(j->msg, sizeof j->msg)),
@@ -540,18 +586,20 @@ static int h_reload(struct req *r, embd_err *e)
 	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || !token_equal(auth + 7, s->admin_token))
 		return embd_err_set(e, EMBD_EUNAUTH, "%s",
 		                    auth == NULL ? "send Authorization: Bearer <token>" : "wrong token");
-	static const char *const params[] = {"path", "tensor", "vocab", NULL};
+	static const char *const params[] = {"path",  "tensor", "vocab",  "format", "dim",
+	                                     "dtype", "rows",   "offset", NULL};
 	int rc = route_check_params(r, params, e);
 	if (rc != 0)
 		return rc;
-	/* No path: reload matrix.path. A path given empty names no file; it never means the demo matrix. */
+	/* No path: reopen the file served now, with its spec. A path given empty names no file; it never means the demo
+	 * matrix. */
 	const char *path = NULL, *tensor = NULL, *vocab = NULL;
 	size_t len = 0;
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &path, &len) == MHD_YES) {
 		if (path == NULL || len == 0)
 			return embd_err_set(
 			    e, EMBD_EBADPARAM,
-			    "path is empty: name a matrix file, or leave path out to reload matrix.path");
+			    "path is empty: name a matrix file, or leave path out to reopen the file served now");
 		if (len >= sizeof s->cfg.matrix_path)
 			return embd_err_set(e, EMBD_EBADPARAM, "path is %zu bytes long; the limit is %zu", len,
 			                    sizeof s->cfg.matrix_path - 1);
@@ -575,6 +623,10 @@ static int h_reload(struct req *r, embd_err *e)
 	if (rc != 0)
 		return embd_req_charge_error(r, rc, "the reload", e);
 	memset(j, 0, sizeof *j);
+	if ((rc = reload_file_params(r, j, path != NULL, e)) != 0) {
+		embd_acct_free(&r->acct, j);
+		return rc;
+	}
 	j->path = path;
 	j->tensor = tensor;
 	j->vocab = vocab;

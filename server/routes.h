@@ -31,6 +31,8 @@ struct req;
  * returns EMBD_PENDING and is called again when the connection resumes.
  */
 #define EMBD_PENDING 1
+/* A handler's answer for a client known to be gone: the connection is closed without one (logged 499). */
+#define EMBD_DROP 2
 typedef int (*handler_fn)(struct req *r, embd_err *e);
 
 struct route {

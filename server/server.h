@@ -9,6 +9,7 @@
 
 #include "acct.h"
 #include "clock.h"
+#include "compute.h"
 #include "config.h"
 #include "error.h"
 #include "gen.h"
@@ -33,7 +34,7 @@ typedef struct embd_server {
 	uint16_t port;
 	char admin_token[256];     /* empty: the admin endpoints are off */
 	atomic_long requests_live; /* request records not yet finished */
-	atomic_int topk_live;      /* top-k searches running (a lone one may use two cores) */
+	embd_compute compute;      /* the pool every vector operation runs on */
 	embd_reloader reloader;    /* the thread every reload runs on */
 	embd_conns conns;
 } embd_server;
@@ -74,7 +75,6 @@ struct req {
 	uint64_t nrows;
 	embd_dtype dtype;
 	int scratch;             /* a vector operation's answer: add X-Embd-Accounted-Bytes */
-	uint64_t acct_extra;     /* held by helper accountants of the request (a split search) */
 	int by_tokens;           /* asked by token: add X-Embd-Unknown-Tokens */
 	uint64_t unknown_tokens; /* tokens the vocabulary lacks (answered as zeros or left out) */
 	/* filled when the response is queued */
@@ -86,6 +86,12 @@ struct req {
 	int termination;
 	char errbuf[1024]; /* the JSON error body; part of the request's fixed charge */
 	void *job;         /* a handler's work running elsewhere while the connection is suspended */
+	/*
+	 * The generation the answer is about, when it is not the one the request
+	 * holds (an admin reload answers about the one it loaded); 0: r->gen's.
+	 * X-Embd-Generation and the access log name it.
+	 */
+	uint64_t answer_gen;
 };
 
 /*

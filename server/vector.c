@@ -3,7 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -55,6 +55,43 @@ static int topk_args(struct req *r, uint64_t *k, int *include_self, embd_err *e)
 	return 0;
 }
 
+/*
+ * "k", "metric" and "include_self" written in a POST body (users write them
+ * there as often as in the query): taken, unless the query says otherwise
+ * (the same key in both places with different values is 400).
+ */
+static int body_opts(struct req *r, const embd_vecreq *vq, uint64_t *k, embd_metric *metric, int *include_self,
+                     embd_err *e)
+{
+	if (vq->given & EMBD_VQ_K) {
+		if (embd_arg(r, "k") != NULL && *k != vq->k)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "k is %" PRIu64 " in the query and %" PRIu64 " in the body: give it once",
+			                    *k, vq->k);
+		if (vq->k > (uint64_t)r->srv->cfg.max_ids) {
+			atomic_fetch_add(&r->srv->metrics.rejected[REJ_MAX_IDS], 1);
+			return embd_err_set(e, EMBD_ETOOMANYIDS, "k %" PRIu64 " is over limits.max_ids (%" PRId64 ")",
+			                    vq->k, r->srv->cfg.max_ids);
+		}
+		*k = vq->k;
+	}
+	if (vq->given & EMBD_VQ_METRIC) {
+		if (embd_arg(r, "metric") != NULL && *metric != (embd_metric)vq->metric)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "metric is %s in the query and %s in the body: give it once",
+			                    embd_metric_name(*metric), embd_metric_name((embd_metric)vq->metric));
+		*metric = (embd_metric)vq->metric;
+	}
+	if (vq->given & EMBD_VQ_INCLUDE_SELF) {
+		if (embd_arg(r, "include_self") != NULL && *include_self != vq->include_self)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "include_self is %d in the query and %d in the body: give it once",
+			                    *include_self, vq->include_self);
+		*include_self = vq->include_self;
+	}
+	return 0;
+}
+
 /* Rows ids[0 .. n) as float32 queries (n x dim), read as embd_dtype_load reads them (any alignment). */
 static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **out, embd_err *e)
 {
@@ -68,159 +105,370 @@ static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **
 	return rc;
 }
 
-/* One half of a lone query's search, on a thread of its own with an accountant of its own. */
-struct half {
-	embd_matrix_info m;
+/* The most parts one search is cut into (one per compute thread, up to this). */
+#define MAX_PARTS 8
+/*
+ * A search over fewer bytes of rows than this runs as one part: below a block
+ * of rows (EMBD_TOPK_BLOCK_BYTES), handing a part to another thread costs
+ * about what it saves.
+ */
+#define PART_MIN_BYTES EMBD_TOPK_BLOCK_BYTES
+
+enum vkind { V_TOPK, V_PAIRS, V_SETS, V_POOL };
+
+/*
+ * One vector operation's work on the compute pool. It lives in the request's
+ * accounted memory, like every buffer it points to: all of them are charged
+ * before the work is admitted, so that a search never fails for memory once
+ * it has run. While it runs, the connection is suspended and nothing else
+ * touches the request: the parts of a search write only their own hits and
+ * scratch, and a single-part work may use the request's accountant.
+ */
+struct vwork {
+	embd_work w;
+	struct req *r;
+	enum vkind kind;
+	const embd_matrix_info *m;
+	/* V_TOPK: t is the whole search, each part searches its share of the rows into its own hits. */
 	embd_topk t;
-	embd_acct acct;
-	embd_hit *hits;
-	size_t count;
-	uint64_t base;
+	uint64_t k;       /* as asked (the answer says it); t.k is it clamped to the rows */
+	int single;       /* one query: "results" is its list, not a list of lists */
+	embd_hit *hits;   /* parts x nq x t.k */
+	size_t *counts;   /* parts x nq */
+	embd_hit *merged; /* nq x t.k, when there are several parts */
+	char *answer;     /* the answer's buffer, bound bytes, charged before the search */
+	void *scratch[MAX_PARTS];
+	int part_rc[MAX_PARTS];
+	/* V_PAIRS, V_SETS, V_POOL */
+	const uint64_t *ids;
+	size_t n, split;
+	const double *weights;
+	embd_metric metric;
+	embd_pooling op;
+	float *out; /* V_PAIRS: n / 2 scores; V_SETS: 1; V_POOL: dim */
 	int rc;
+	embd_err err;
 };
 
-static void *half_run(void *arg)
+/* A part of a work, on a pool thread. */
+static void vwork_run(embd_work *w, unsigned part)
 {
-	struct half *h = arg;
-	h->rc = embd_vecops_topk(&h->m, &h->t, &h->acct, h->hits, &h->count);
-	return NULL;
+	struct vwork *v = (struct vwork *)w;
+	int *rc = v->kind == V_TOPK ? &v->part_rc[part] : &v->rc;
+	if ((*rc = embd_work_cancelled(w)) != 0)
+		return;
+	const embd_matrix_info *m = v->m;
+	switch (v->kind) {
+	case V_TOPK: {
+		embd_topk t = v->t;
+		/* Norms are computed once per generation, by the first search that needs them (the others wait). */
+		if (t.metric == EMBD_METRIC_COSINE && (*rc = embd_gen_norms(v->r->gen, &t.norms, NULL)) != 0)
+			return;
+		uint64_t a = m->rows * part / w->parts, b = m->rows * (part + 1) / w->parts;
+		t.first = a;
+		t.count = b - a;
+		t.cancel = &w->cancel;
+		t.scratch = v->scratch[part];
+		*rc = b > a
+		          ? embd_vecops_topk(m, &t, NULL, v->hits + (size_t)part * t.nq * t.k, v->counts + part * t.nq)
+		          : 0;
+		if (b == a)
+			memset(v->counts + part * t.nq, 0, t.nq * sizeof *v->counts);
+		break;
+	}
+	case V_PAIRS:
+		for (size_t i = 0; *rc == 0 && i < v->n / 2; i++)
+			*rc =
+			    embd_vecops_similarity(m, v->ids[2 * i], v->ids[2 * i + 1], v->metric, &v->out[i], &v->err);
+		break;
+	case V_SETS:
+		if (v->metric == EMBD_METRIC_COSINE) {
+			*rc = embd_vecops_n_similarity(m, v->ids, v->split, v->ids + v->split, v->n - v->split,
+			                               &v->r->acct, v->out, &v->err);
+		} else {
+			/* The dot product of the two means, each in double as np.mean. */
+			float *mb = v->out + 1;
+			*rc = embd_vecops_pool(m, v->ids, NULL, v->split, EMBD_POOLING_MEAN, &v->r->acct, mb, &v->err);
+			if (*rc == 0)
+				*rc = embd_vecops_pool(m, v->ids + v->split, NULL, v->n - v->split, EMBD_POOLING_MEAN,
+				                       &v->r->acct, mb + m->dim, &v->err);
+			double d = 0;
+			for (size_t j = 0; *rc == 0 && j < m->dim; j++)
+				d += (double)mb[j] * mb[m->dim + j];
+			v->out[0] = (float)d;
+		}
+		break;
+	case V_POOL:
+		*rc = embd_vecops_pool(m, v->ids, v->weights, v->n, v->op, &v->r->acct, v->out, &v->err);
+		break;
+	}
+}
+
+/* Every part has returned: give the search's scratch back at once (an abandoned one too), then wake the request. */
+static void vwork_done(embd_work *w)
+{
+	struct vwork *v = (struct vwork *)w;
+	for (unsigned p = 0; p < w->parts; p++) {
+		embd_acct_free(&v->r->acct, v->scratch[p]);
+		v->scratch[p] = NULL;
+		if (v->rc == 0 && v->kind == V_TOPK)
+			v->rc = v->part_rc[p];
+	}
+	MHD_resume_connection(v->r->conn); /* the last touch: once resumed, the request may end */
 }
 
 /*
- * One query, when no other search runs: the rows split in two halves searched
- * at once (one BLAS thread each), then the two best-first lists merged. A lone
- * query is bound by memory bandwidth, which one core does not fill. Falls back
- * to one pass (returns 1) when the second thread cannot start.
+ * Admit v: its work (multiply-adds) against limits.work, then onto the pool
+ * with the connection suspended. EMBD_PENDING: it runs, and the handler is
+ * called again with r->job set when it is done; else an error with e.
  */
-static int topk_split(struct req *r, const embd_matrix_info *m, const embd_topk *t, embd_hit *out, size_t *count)
+static int submit(struct req *r, struct vwork *v, unsigned parts, uint64_t work, const char *what, embd_err *e)
 {
-	struct half h[2];
-	uint64_t mid = m->rows / 2;
-	embd_hit *tmp;
-	int rc = scratch(r, 2 * t->k * sizeof *tmp, (void **)&tmp, "the results", NULL);
-	if (rc != 0)
-		return rc;
-	for (int i = 0; i < 2; i++) {
-		h[i].base = i == 0 ? 0 : mid;
-		h[i].m = *m;
-		h[i].m.data = m->data + h[i].base * m->row_bytes;
-		h[i].m.rows = i == 0 ? mid : m->rows - mid;
-		h[i].m.data_bytes = h[i].m.rows * m->row_bytes;
-		h[i].t = *t;
-		h[i].t.k = t->k < h[i].m.rows ? t->k : (size_t)h[i].m.rows;
-		h[i].t.norms = t->norms != NULL ? t->norms + h[i].base : NULL;
-		h[i].hits = tmp + (size_t)i * t->k;
-		h[i].count = 0;
-		h[i].rc = 0;
-		embd_acct_init(&h[i].acct, &r->srv->budget, &r->srv->pool, r->acct.limit);
+	embd_server *s = r->srv;
+	if (work > (uint64_t)s->cfg.work) {
+		atomic_fetch_add(&s->metrics.rejected[REJ_WORK], 1);
+		return embd_err_set(e, EMBD_ETOOMUCHWORK,
+		                    "%s asks for %" PRIu64 " multiply-adds; limits.work is %" PRId64
+		                    " (ask for fewer queries or rows)",
+		                    what, work, s->cfg.work);
 	}
-	/* Exclusions are row ids: each half sees them shifted to its own rows (ids before it wrap past its end). */
-	uint64_t ex[2][1];
-	size_t off[2] = {0, 0};
-	for (int i = 0; i < 2; i++) {
-		if (t->exclude != NULL && t->exclude_off[1] == 1) {
-			ex[i][0] = t->exclude[0] - h[i].base;
-			off[1] = 1;
-			h[i].t.exclude = ex[i];
-			h[i].t.exclude_off = off;
-		}
+	v->r = r;
+	v->m = embd_gen_matrix(r->gen);
+	v->w.run = vwork_run;
+	v->w.done = vwork_done;
+	v->w.parts = parts;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	v->w.fd = ci != NULL ? ci->connect_fd : -1;
+	v->w.deadline_ns =
+	    s->cfg.compute_timeout_s > 0 ? embd_now_ns() + (uint64_t)s->cfg.compute_timeout_s * 1000000000u : 0;
+	r->job = v;
+	MHD_suspend_connection(r->conn);
+	int rc = embd_compute_submit(&s->compute, &v->w);
+	if (rc == 0)
+		return EMBD_PENDING;
+	MHD_resume_connection(r->conn);
+	r->job = NULL;
+	for (unsigned p = 0; p < parts; p++)
+		embd_acct_free(&r->acct, v->scratch[p]);
+	if (rc == EMBD_ECOMPUTEBUSY) {
+		atomic_fetch_add(&s->metrics.rejected[REJ_COMPUTE_QUEUE], 1);
+		return embd_err_set(e, rc,
+		                    "the compute queue is full (compute.queue %" PRId64 " operations); retry later",
+		                    s->cfg.compute_queue);
 	}
-	pthread_t other;
-	int started = pthread_create(&other, NULL, half_run, &h[1]) == 0;
-	half_run(&h[0]);
-	if (started)
-		pthread_join(other, NULL);
-	else
-		half_run(&h[1]);
-	/* What the halves held counts as the request's: the peak of the two at once, at most their sum. */
-	r->acct_extra += h[0].acct.peak + h[1].acct.peak;
-	embd_acct_close(&h[0].acct);
-	embd_acct_close(&h[1].acct);
-	rc = h[0].rc != 0 ? h[0].rc : h[1].rc;
-	if (rc != 0)
-		return rc;
-	/* Merge: higher score first, then lower id; the second half's ids shifted back. */
-	size_t a = 0, b = 0, n = 0;
-	while (n < t->k && (a < h[0].count || b < h[1].count)) {
-		embd_hit x = a < h[0].count ? h[0].hits[a] : (embd_hit){0, 0};
-		embd_hit y = b < h[1].count ? h[1].hits[b] : (embd_hit){0, 0};
-		y.id += mid;
-		int take_a =
-		    b >= h[1].count || (a < h[0].count && (x.score > y.score || (x.score == y.score && x.id < y.id)));
-		out[n++] = take_a ? x : y;
-		if (take_a)
-			a++;
+	return embd_err_set(e, rc, "%s", embd_strerror(rc));
+}
+
+/*
+ * The work is done: 0 to go on answering, or why not. A client that left gets
+ * no answer (EMBD_DROP closes its connection).
+ */
+static int finished(struct req *r, struct vwork *v, embd_err *e)
+{
+	r->job = NULL;
+	int why = embd_work_cancelled(&v->w);
+	if (why == EMBD_ECANCELED)
+		return EMBD_DROP;
+	if (why == EMBD_EDEADLINE)
+		return embd_err_set(
+		    e, why, "stopped after compute.timeout_s (%" PRId64 " s): %.3f s queued, %.3f s running",
+		    r->srv->cfg.compute_timeout_s,
+		    (double)((v->w.started_ns ? v->w.started_ns : embd_now_ns()) - v->w.queued_ns) / 1e9,
+		    v->w.started_ns ? (double)(embd_now_ns() - v->w.started_ns) / 1e9 : 0.0);
+	if (why == EMBD_ESHUTDOWN)
+		return embd_err_set(e, why, "the server is shutting down; this operation was stopped");
+	if (v->rc == EMBD_ETOOBIG || v->rc == EMBD_EBUSY || v->rc == -ENOMEM)
+		return embd_req_charge_error(r, v->rc, "the operation's scratch", e);
+	if (v->rc != 0) {
+		if (v->err.msg[0] != '\0')
+			*e = v->err;
 		else
-			b++;
+			embd_err_set(e, v->rc, "%s", embd_strerror(v->rc));
+		return v->rc;
 	}
-	*count = n;
 	return 0;
 }
 
+/* Query vectors must be finite: a NaN or an infinity would score every row NaN or 0. ids: their rows, or NULL. */
+static int check_queries(const float *q, size_t nq, size_t dim, const uint64_t *ids, embd_err *e)
+{
+	for (size_t i = 0; i < nq; i++) {
+		for (size_t j = 0; j < dim; j++) {
+			if (isfinite(q[i * dim + j]))
+				continue;
+			char row[48] = "";
+			if (ids != NULL)
+				snprintf(row, sizeof row, " (row %" PRIu64 ")", ids[i]);
+			return embd_err_set(e, EMBD_EBADVECTOR,
+			                    "query %zu%s holds %s at element %zu: a query must be finite", i, row,
+			                    isnan(q[i * dim + j]) ? "NaN" : "an infinity", j);
+		}
+	}
+	return 0;
+}
+
+static int topk_answer(struct req *r, struct vwork *v, embd_err *e);
+
 /*
- * The top-k answer for nq queries: {"k":K,"metric":"cosine","results":[...]}
- * with one list (single) or a list per query. exclude/exclude_off as in
- * embd_topk (NULL: none).
+ * Plan, charge and admit a top-k search for nq queries (accounted; the
+ * request keeps them): the hits of every part, the scratch of every part and
+ * the answer's buffer at its bound, all charged now, so that a search is
+ * refused (413, 503) before it runs, never after. exclude/exclude_off as in
+ * embd_topk (NULL: none); single: one query's answer.
  */
-static int topk_answer(struct req *r, const float *queries, size_t nq, uint64_t k, embd_metric metric,
-                       const uint64_t *exclude, const size_t *exclude_off, int single, embd_err *e)
+static int topk_submit(struct req *r, const float *queries, size_t nq, const uint64_t *rows, uint64_t k,
+                       embd_metric metric, const uint64_t *exclude, const size_t *exclude_off, int single, embd_err *e)
 {
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	const embd_vocab *v = embd_gen_vocab(r->gen);
+	const embd_vocab *voc = embd_gen_vocab(r->gen);
+	int rc = check_queries(queries, nq, (size_t)m->dim, rows, e);
+	if (rc != 0)
+		return rc;
 	size_t kk = (size_t)(k < m->rows ? k : m->rows);
+	/* The answer's bound, known before the search: every hit at its longest (a token escaped six bytes a byte). */
+	uint64_t per_hit = 64 + 6 * (uint64_t)(voc != NULL ? embd_vocab_max_token_bytes(voc) : 0);
+	uint64_t bound = 96 + 3 * (uint64_t)nq;
+	if (kk != 0 && (uint64_t)nq * kk > (UINT64_MAX - bound) / per_hit)
+		bound = UINT64_MAX;
+	else
+		bound += (uint64_t)nq * kk * per_hit;
+	if (bound > r->acct.limit - (r->acct.held < r->acct.limit ? r->acct.held : r->acct.limit) || bound > SIZE_MAX) {
+		atomic_fetch_add(&r->srv->metrics.rejected[REJ_REQUEST_BYTES], 1);
+		return embd_err_set(e, EMBD_ETOOBIG,
+		                    "the answer of %zu queries x k %zu can need %" PRIu64 " bytes with %" PRIu64
+		                    " held already; limits.request_bytes is %" PRIu64,
+		                    nq, kk, bound, r->acct.held, r->acct.limit);
+	}
+	unsigned parts = embd_compute_threads(&r->srv->compute);
+	if (parts > MAX_PARTS)
+		parts = MAX_PARTS;
+	if (parts < 1 || m->rows * m->row_bytes < PART_MIN_BYTES || m->rows < parts)
+		parts = 1;
+	struct vwork *v;
+	if ((rc = scratch(r, sizeof *v, (void **)&v, "the operation", e)) != 0)
+		return rc;
+	memset(v, 0, sizeof *v);
+	v->kind = V_TOPK;
+	v->k = k;
+	v->single = single;
 	/*
 	 * The scores block is nq x block rows: 1 MiB of rows per query would put a
 	 * big batch past limits.request_bytes, so a batch takes fewer rows per
-	 * block, keeping the block near 8 MiB (at least 64 rows).
+	 * block, keeping the block near 8 MiB (at least 64 rows), per part.
 	 */
 	size_t block = (size_t)(EMBD_TOPK_BLOCK_BYTES / ((m->dim ? m->dim : 1) * sizeof(float)));
 	size_t fit = ((size_t)8 << 20) / ((nq ? nq : 1) * sizeof(float));
 	block = fit < block ? fit : block;
-	embd_topk t = {queries, nq, kk, metric, NULL, exclude, exclude_off, block < 64 ? 64 : block};
-	int rc;
-	if (metric == EMBD_METRIC_COSINE && (rc = embd_gen_norms(r->gen, &t.norms, e)) != 0)
-		return rc;
-	embd_hit *hits = NULL;
-	size_t *counts;
-	if ((rc = scratch(r, nq * sizeof *counts, (void **)&counts, "the result counts", e)) != 0)
-		return rc;
-	if (kk > 0 && (rc = scratch(r, nq * kk * sizeof *hits, (void **)&hits, "the results", e)) != 0)
-		return rc;
+	/* The exclusions may live on the caller's stack: the search outlives it, so they are copied. */
+	if (exclude != NULL) {
+		size_t nx = exclude_off[nq];
+		uint64_t *x;
+		size_t *xo;
+		if ((rc = scratch(r, (nx ? nx : 1) * sizeof *x, (void **)&x, "the exclusions", e)) != 0 ||
+		    (rc = scratch(r, (nq + 1) * sizeof *xo, (void **)&xo, "the exclusions", e)) != 0)
+			return rc;
+		memcpy(x, exclude, nx * sizeof *x);
+		memcpy(xo, exclude_off, (nq + 1) * sizeof *xo);
+		exclude = x;
+		exclude_off = xo;
+	}
+	v->t = (embd_topk){.queries = queries,
+	                   .nq = nq,
+	                   .k = kk,
+	                   .metric = metric,
+	                   .exclude = exclude,
+	                   .exclude_off = exclude_off,
+	                   .block_rows = block < 64 ? 64 : block};
 	if (kk > 0) {
-		int alone = atomic_fetch_add(&r->srv->topk_live, 1) == 0;
-		if (alone && nq == 1 && m->rows >= 65536 && (exclude == NULL || exclude_off[1] <= 1))
-			rc = topk_split(r, m, &t, hits, counts);
-		else
-			rc = embd_vecops_topk(m, &t, &r->acct, hits, counts);
-		atomic_fetch_sub(&r->srv->topk_live, 1);
-		if (rc == EMBD_ETOOBIG || rc == EMBD_EBUSY || rc == -ENOMEM)
-			return embd_req_charge_error(r, rc, "the similarity scratch", e);
-		if (rc != 0)
-			return embd_err_set(e, rc, "the top-k search failed: %s", embd_strerror(rc));
-	} else {
-		memset(counts, 0, nq * sizeof *counts);
+		if ((rc = scratch(r, parts * nq * kk * sizeof *v->hits, (void **)&v->hits, "the results", e)) != 0 ||
+		    (rc = scratch(r, parts * nq * sizeof *v->counts, (void **)&v->counts, "the result counts", e)) != 0)
+			return rc;
+		if (parts > 1 &&
+		    (rc = scratch(r, nq * kk * sizeof *v->merged, (void **)&v->merged, "the results", e)) != 0)
+			return rc;
+		for (unsigned p = 0; p < parts; p++) {
+			embd_topk pt = v->t;
+			pt.first = m->rows * p / parts;
+			pt.count = m->rows * (p + 1) / parts - pt.first;
+			uint64_t need = embd_vecops_topk_scratch(m, &pt);
+			if (need > SIZE_MAX)
+				return embd_err_set(e, EMBD_EOVERFLOW, "the search's scratch size overflows");
+			if ((rc = scratch(r, (size_t)need, &v->scratch[p], "the similarity scratch", e)) != 0) {
+				for (unsigned q = 0; q < p; q++)
+					embd_acct_free(&r->acct, v->scratch[q]);
+				return rc;
+			}
+		}
 	}
-	/* The body: a bound from the hits, then the writer. */
-	uint64_t bound = 96;
-	for (size_t q = 0; q < nq && bound != UINT64_MAX; q++) {
-		uint64_t b = embd_json_hits_bound(hits != NULL ? hits + q * kk : NULL, counts[q], v);
-		bound = b > UINT64_MAX - bound - 1 ? UINT64_MAX : bound + b + 1;
-	}
-	char *buf;
-	if (bound > SIZE_MAX)
-		return embd_req_charge_error(r, EMBD_ETOOBIG, "the similarity answer", e);
-	if ((rc = embd_resp_buffer(&r->resp, (size_t)bound, (void **)&buf)) != 0)
+	if ((rc = embd_resp_buffer(&r->resp, (size_t)bound, (void **)&v->answer)) != 0) {
+		for (unsigned p = 0; p < parts; p++)
+			embd_acct_free(&r->acct, v->scratch[p]);
 		return embd_req_charge_error(r, rc, "the similarity answer", e);
-	char *p = buf;
-	p += sprintf(p, "{\"k\":%" PRIu64 ",\"metric\":\"%s\",\"results\":%s", k, embd_metric_name(metric),
-	             single ? "" : "[");
+	}
+	if (kk == 0) { /* nothing to search: answered at once */
+		v->w.parts = 1;
+		return topk_answer(r, v, e);
+	}
+	uint64_t work = (uint64_t)nq * m->rows;
+	work = m->dim != 0 && work > UINT64_MAX / m->dim ? UINT64_MAX : work * m->dim;
+	char what[96];
+	snprintf(what, sizeof what, "a search of %zu quer%s over %" PRIu64 " rows of %" PRIu64, nq,
+	         nq == 1 ? "y" : "ies", m->rows, m->dim);
+	return submit(r, v, parts, work, what, e);
+}
+
+/* The parts' best-first lists of query q merged into out (kk at most): higher score first, then lower id. */
+static size_t merge(const struct vwork *v, size_t q, embd_hit *out)
+{
+	unsigned parts = v->w.parts;
+	size_t at[MAX_PARTS] = {0}, n = 0, nq = v->t.nq, kk = v->t.k;
+	while (n < kk) {
+		int best = -1;
+		embd_hit bh = {0, 0};
+		for (unsigned p = 0; p < parts; p++) {
+			if (at[p] >= v->counts[p * nq + q])
+				continue;
+			embd_hit h = v->hits[(p * nq + q) * kk + at[p]];
+			if (best < 0 || h.score > bh.score || (h.score == bh.score && h.id < bh.id)) {
+				best = (int)p;
+				bh = h;
+			}
+		}
+		if (best < 0)
+			break;
+		at[best]++;
+		out[n++] = bh;
+	}
+	return n;
+}
+
+/* The top-k answer: {"k":K,"metric":"cosine","results":[...]} with one list (single) or a list per query. */
+static int topk_answer(struct req *r, struct vwork *v, embd_err *e)
+{
+	int rc = finished(r, v, e);
+	if (rc != 0)
+		return rc;
+	const embd_vocab *voc = embd_gen_vocab(r->gen);
+	size_t nq = v->t.nq, kk = v->t.k;
+	char *p = v->answer;
+	p += sprintf(p, "{\"k\":%" PRIu64 ",\"metric\":\"%s\",\"results\":%s", v->k, embd_metric_name(v->t.metric),
+	             v->single ? "" : "[");
 	for (size_t q = 0; q < nq; q++) {
 		if (q)
 			*p++ = ',';
-		p += embd_json_hits_write(p, hits != NULL ? hits + q * kk : NULL, counts[q], v);
+		const embd_hit *hits = NULL;
+		size_t count = 0;
+		if (kk > 0 && v->w.parts > 1) {
+			hits = v->merged + q * kk;
+			count = merge(v, q, v->merged + q * kk);
+		} else if (kk > 0) {
+			hits = v->hits + q * kk;
+			count = v->counts[q];
+		}
+		p += embd_json_hits_write(p, hits, count, voc);
 	}
-	p += sprintf(p, "%s}", single ? "" : "]");
-	embd_resp_shrink_last(&r->resp, (size_t)(p - buf));
+	p += sprintf(p, "%s}", v->single ? "" : "]");
+	embd_resp_shrink_last(&r->resp, (size_t)(p - v->answer));
 	r->type = "application/json";
 	r->scratch = 1;
 	return 0;
@@ -268,7 +516,7 @@ static int similar_get(struct req *r, embd_err *e)
 		return rc;
 	uint64_t self = (uint64_t)id;
 	size_t off[2] = {0, include_self ? 0 : 1};
-	return topk_answer(r, q, 1, k, metric, &self, off, 1, e);
+	return topk_submit(r, q, 1, &self, k, metric, &self, off, 1, e);
 }
 
 /* The body of a POST: JSON (keys allowed) or, when vectors_ok, a 2-D float .npy of query vectors. */
@@ -325,16 +573,21 @@ static int similar_post(struct req *r, embd_err *e)
 		rc = topk_args(r, &k, &include_self, e);
 	embd_vecreq vq = {0};
 	if (rc == 0)
-		rc = parse_body(r, EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY, 1, &vq, e);
+		rc = parse_body(r,
+		                EMBD_VQ_ROWS | EMBD_VQ_VECTORS | EMBD_VQ_ANALOGY | EMBD_VQ_K | EMBD_VQ_METRIC |
+		                    EMBD_VQ_INCLUDE_SELF,
+		                1, &vq, e);
+	if (rc == 0)
+		rc = body_opts(r, &vq, &k, &metric, &include_self, e);
 	if (rc != 0)
 		return rc;
-	if (vq.given == EMBD_VQ_VECTORS)
-		return topk_answer(r, vq.vectors, vq.nvectors, k, metric, NULL, NULL, 0, e);
+	if (vq.given & EMBD_VQ_VECTORS)
+		return topk_submit(r, vq.vectors, vq.nvectors, NULL, k, metric, NULL, NULL, 0, e);
 	int64_t *ids;
 	if ((rc = resolve(r, &vq, &ids, e)) != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	if (vq.given == EMBD_VQ_ANALOGY) {
+	if (vq.given & EMBD_VQ_ANALOGY) {
 		/* gensim's most_similar(positive, negative): the mean of unit rows, every named row left out. */
 		float *q;
 		if ((rc = scratch(r, m->dim * sizeof *q, (void **)&q, "the query vector", e)) != 0)
@@ -343,7 +596,7 @@ static int similar_post(struct req *r, embd_err *e)
 		if ((rc = embd_vecops_analogy(m, u, vq.split, u + vq.split, vq.nrefs - vq.split, q, e)) != 0)
 			return rc;
 		size_t off[2] = {0, vq.nrefs};
-		return topk_answer(r, q, 1, k, metric, u, off, 1, e);
+		return topk_submit(r, q, 1, NULL, k, metric, u, off, 1, e);
 	}
 	float *q;
 	size_t *off;
@@ -352,41 +605,85 @@ static int similar_post(struct req *r, embd_err *e)
 		return rc;
 	for (size_t i = 0; i <= vq.nrefs; i++)
 		off[i] = include_self ? 0 : i; /* query i leaves out its own row */
-	return topk_answer(r, q, vq.nrefs, k, metric, (const uint64_t *)ids, off, 0, e);
+	return topk_submit(r, q, vq.nrefs, (const uint64_t *)ids, k, metric, (const uint64_t *)ids, off, 0, e);
 }
 
 int vector_similar(struct req *r, embd_err *e)
 {
 	static const char *const params[] = {"id", "token", "k", "metric", "include_self", NULL};
 	static const char *const post_params[] = {"k", "metric", "include_self", NULL};
+	if (r->job != NULL) /* resumed: the search is done */
+		return topk_answer(r, r->job, e);
 	int rc = route_check_params(r, r->method == M_POST ? post_params : params, e);
 	if (rc != 0)
 		return rc;
 	return r->method == M_POST ? similar_post(r, e) : similar_get(r, e);
 }
 
-/* The dot product of the means of two sets of rows (a, then b after na of them), means in double as np.mean. */
-static int sets_dot(struct req *r, const embd_matrix_info *m, const uint64_t *ids, size_t na, size_t nb, float *out,
-                    embd_err *e)
+/* The scores of a similarity work, as {"metric":"cosine","scores":[...]} or {"metric":"cosine","score":S}. */
+static int similarity_answer(struct req *r, struct vwork *v, embd_err *e)
 {
-	float *ma, *mb;
-	int rc = scratch(r, 2 * m->dim * sizeof *ma, (void **)&ma, "the means", e);
+	int rc = finished(r, v, e);
 	if (rc != 0)
 		return rc;
-	mb = ma + m->dim;
-	if ((rc = embd_vecops_pool(m, ids, NULL, na, EMBD_POOLING_MEAN, &r->acct, ma, e)) != 0 ||
-	    (rc = embd_vecops_pool(m, ids + na, NULL, nb, EMBD_POOLING_MEAN, &r->acct, mb, e)) != 0)
-		return rc;
-	double d = 0;
-	for (size_t j = 0; j < m->dim; j++)
-		d += (double)ma[j] * mb[j];
-	*out = (float)d;
+	size_t nscores = v->kind == V_PAIRS ? v->n / 2 : 1;
+	char *buf;
+	if ((rc = embd_resp_buffer(&r->resp, 64 + nscores * (EMBD_F32_TEXT_MAX + 1), (void **)&buf)) != 0)
+		return embd_req_charge_error(r, rc, "the similarity answer", e);
+	char *p = buf + sprintf(buf, "{\"metric\":\"%s\",", embd_metric_name(v->metric));
+	if (v->kind == V_SETS) {
+		p += sprintf(p, "\"score\":");
+		p += embd_f32_shortest(v->out[0], p);
+	} else {
+		p += sprintf(p, "\"scores\":[");
+		for (size_t i = 0; i < nscores; i++) {
+			if (i)
+				*p++ = ',';
+			p += embd_f32_shortest(v->out[i], p);
+		}
+		*p++ = ']';
+	}
+	*p++ = '}';
+	embd_resp_shrink_last(&r->resp, (size_t)(p - buf));
+	r->type = "application/json";
+	r->scratch = 1;
 	return 0;
+}
+
+/* A work over the rows ids[0 .. n) (pairs, sets, pooling) with nout floats of results; the caller fills it in. */
+static int rows_work(struct req *r, enum vkind kind, const int64_t *ids, size_t n, size_t split, size_t nout,
+                     struct vwork **out, embd_err *e)
+{
+	struct vwork *v;
+	int rc = scratch(r, sizeof *v, (void **)&v, "the operation", e);
+	if (rc != 0)
+		return rc;
+	memset(v, 0, sizeof *v);
+	v->kind = kind;
+	v->ids = (const uint64_t *)ids;
+	v->n = n;
+	v->split = split;
+	if ((rc = scratch(r, (nout ? nout : 1) * sizeof *v->out, (void **)&v->out, "the results", e)) != 0)
+		return rc;
+	*out = v;
+	return 0;
+}
+
+/* Admit a rows work by its n x dim multiply-adds. */
+static int rows_submit(struct req *r, struct vwork *v, embd_err *e)
+{
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
+	uint64_t work = m->dim != 0 && v->n > UINT64_MAX / m->dim ? UINT64_MAX : (uint64_t)v->n * m->dim;
+	char what[64];
+	snprintf(what, sizeof what, "an operation over %zu rows of %" PRIu64, v->n, m->dim);
+	return submit(r, v, 1, work, what, e);
 }
 
 /* POST /v1/similarity: {"pairs": [[a, b], ...]} -> scores, or {"a": [...], "b": [...]} -> gensim's n_similarity. */
 int vector_similarity(struct req *r, embd_err *e)
 {
+	if (r->job != NULL) /* resumed: the scores are done */
+		return similarity_answer(r, r->job, e);
 	static const char *const params[] = {"metric", NULL};
 	embd_metric metric = EMBD_METRIC_COSINE;
 	embd_vecreq vq = {0};
@@ -401,46 +698,45 @@ int vector_similarity(struct req *r, embd_err *e)
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	const uint64_t *u = (const uint64_t *)ids;
-	size_t nscores = vq.given == EMBD_VQ_PAIRS ? vq.nrefs / 2 : 1;
-	char *buf;
-	if ((rc = embd_resp_buffer(&r->resp, 64 + nscores * (EMBD_F32_TEXT_MAX + 1), (void **)&buf)) != 0)
-		return embd_req_charge_error(r, rc, "the similarity answer", e);
-	char *p = buf + sprintf(buf, "{\"metric\":\"%s\",", embd_metric_name(metric));
-	if (vq.given == EMBD_VQ_SETS) {
-		float s;
-		if (metric == EMBD_METRIC_COSINE)
-			rc = embd_vecops_n_similarity(m, u, vq.split, u + vq.split, vq.nrefs - vq.split, &r->acct, &s,
-			                              e);
-		else
-			rc = sets_dot(r, m, u, vq.split, vq.nrefs - vq.split, &s, e);
-		if (rc != 0)
-			return rc == EMBD_ETOOBIG || rc == EMBD_EBUSY ? embd_req_charge_error(r, rc, "the means", e)
-			                                              : rc;
-		p += sprintf(p, "\"score\":");
-		p += embd_f32_shortest(s, p);
-	} else {
-		p += sprintf(p, "\"scores\":[");
-		for (size_t i = 0; i < nscores; i++) {
-			float s;
-			if ((rc = embd_vecops_similarity(m, u[2 * i], u[2 * i + 1], metric, &s, e)) != 0)
-				return rc;
-			if (i)
-				*p++ = ',';
-			p += embd_f32_shortest(s, p);
-		}
-		*p++ = ']';
-	}
-	*p++ = '}';
-	embd_resp_shrink_last(&r->resp, (size_t)(p - buf));
-	r->type = "application/json";
-	r->scratch = 1;
-	return 0;
+	int sets = vq.given == EMBD_VQ_SETS;
+	/* Sets: the score, then (for dot) the two means after it. */
+	size_t nout = sets ? 1 + (metric == EMBD_METRIC_DOT ? 2 * (size_t)m->dim : 0) : vq.nrefs / 2;
+	struct vwork *v;
+	if ((rc = rows_work(r, sets ? V_SETS : V_PAIRS, ids, vq.nrefs, vq.split, nout, &v, e)) != 0)
+		return rc;
+	v->metric = metric;
+	return rows_submit(r, v, e);
+}
+
+/* The pooled row as a one-row matrix of its own, answered like any rows (JSON, bin, npy; dtype; normalize). */
+static int pool_answer(struct req *r, struct vwork *v, embd_err *e)
+{
+	int rc = finished(r, v, e);
+	if (rc != 0)
+		return rc;
+	static const char *const params[] = {"format", "dtype", "normalize", NULL};
+	embd_rows_query q = {0};
+	if ((rc = route_rows_opts(r, params, EMBD_F32, &q, e)) != 0)
+		return rc;
+	const embd_matrix_info *m = embd_gen_matrix(r->gen);
+	embd_matrix_info one = *m;
+	one.data = (const unsigned char *)v->out;
+	one.rows = 1;
+	one.dtype = EMBD_F32;
+	one.row_bytes = m->dim * sizeof(float);
+	one.data_bytes = one.row_bytes;
+	embd_run run = {0, 1};
+	q.runs = &run;
+	q.nruns = 1;
+	q.gather = 1; /* computed, not stored: the bytes are the request's, never a view of the matrix */
+	return route_rows_answer(r, &one, &q, e);
 }
 
 /* POST /v1/pool: {"ids"|"tokens": [...], "op": "mean"|"sum", "weights": [...]} -> one row, in any row format. */
 int vector_pool(struct req *r, embd_err *e)
 {
+	if (r->job != NULL) /* resumed: the row is pooled */
+		return pool_answer(r, r->job, e);
 	static const char *const params[] = {"format", "dtype", "normalize", NULL};
 	embd_rows_query q = {0};
 	embd_vecreq vq = {0};
@@ -453,26 +749,10 @@ int vector_pool(struct req *r, embd_err *e)
 		rc = resolve(r, &vq, &ids, e);
 	if (rc != 0)
 		return rc;
-	const embd_matrix_info *m = embd_gen_matrix(r->gen);
-	const double *w = vq.weights;
-	float *row;
-	if ((rc = scratch(r, m->dim * sizeof *row, (void **)&row, "the pooled row", e)) != 0)
+	struct vwork *v;
+	if ((rc = rows_work(r, V_POOL, ids, vq.nrefs, 0, (size_t)embd_gen_matrix(r->gen)->dim, &v, e)) != 0)
 		return rc;
-	rc = embd_vecops_pool(m, (const uint64_t *)ids, w, vq.nrefs, vq.sum ? EMBD_POOLING_SUM : EMBD_POOLING_MEAN,
-	                      &r->acct, row, e);
-	if (rc != 0)
-		return rc == EMBD_ETOOBIG || rc == EMBD_EBUSY ? embd_req_charge_error(r, rc, "the pooling sums", e)
-		                                              : rc;
-	/* The pooled row as a one-row matrix of its own, answered like any rows (JSON, bin, npy; dtype; normalize). */
-	embd_matrix_info one = *m;
-	one.data = (const unsigned char *)row;
-	one.rows = 1;
-	one.dtype = EMBD_F32;
-	one.row_bytes = m->dim * sizeof(float);
-	one.data_bytes = one.row_bytes;
-	embd_run run = {0, 1};
-	q.runs = &run;
-	q.nruns = 1;
-	q.gather = 1; /* computed, not stored: the bytes are the request's, never a view of the matrix */
-	return route_rows_answer(r, &one, &q, e);
+	v->weights = vq.weights;
+	v->op = vq.sum ? EMBD_POOLING_SUM : EMBD_POOLING_MEAN;
+	return rows_submit(r, v, e);
 }

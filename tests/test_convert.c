@@ -3,11 +3,36 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "convert.h"
+#include "gen.h"
 #include "npy.h"
 #include "vocab.h"
+
+/*
+ * rename(2) as the library sees it: this definition takes the place of libc's
+ * in this test program (libembd.a is linked statically), so that a test can
+ * make the rename onto one path fail, or act just before it.
+ */
+static const char *rename_fail_to; /* a rename onto this path fails with EISDIR */
+static const char *rename_hook_to; /* before a rename onto this path, rename_hook runs */
+static void (*rename_hook)(void);
+int rename(const char *from, const char *to)
+{
+	if (rename_hook_to != NULL && strcmp(to, rename_hook_to) == 0 && rename_hook != NULL)
+		rename_hook();
+	if (rename_fail_to != NULL && strcmp(to, rename_fail_to) == 0) {
+		errno = EISDIR;
+		return -1;
+	}
+	return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
 
 /* A fresh empty directory for one test; its path in dir (64 bytes). */
 static void make_dir(char *dir)
@@ -306,12 +331,123 @@ static void progress_adds_up_to_len(void **state)
 	free(bin);
 }
 
+/* The whole of path equals text. */
+static void file_is(const char *path, const char *text)
+{
+	size_t n;
+	unsigned char *b = slurp(path, &n);
+	assert_int_equal(n, strlen(text));
+	assert_memory_equal(b, text, n);
+	free(b);
+}
+
+/*
+ * The matrix's rename fails after the vocabulary's went through: the previous
+ * pair is put back whole (its vocabulary was deleted before), and without a
+ * previous pair nothing is left; no temporary or kept file either.
+ */
+static void a_failed_second_rename_keeps_the_old_pair(void **state)
+{
+	(void)state;
+	char dir[64], in[128], npy[128], voc[128];
+	make_dir(dir);
+	snprintf(npy, sizeof npy, "%s/o.npy", dir);
+	snprintf(voc, sizeof voc, "%s/o.vocab", dir);
+	snprintf(in, sizeof in, "%s", write_in(dir, "in.txt", "a 1 2\nb 3 4\n"));
+	embd_err e;
+	rename_fail_to = npy;
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, NULL, &e), -EISDIR);
+	assert_non_null(strstr(e.msg, npy));
+	assert_int_equal(dir_entries(dir), 1); /* no previous pair: none after */
+	write_in(dir, "o.npy", "old matrix");
+	write_in(dir, "o.vocab", "old words\n");
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, NULL, &e), -EISDIR);
+	rename_fail_to = NULL;
+	file_is(npy, "old matrix");
+	file_is(voc, "old words\n");
+	assert_int_equal(dir_entries(dir), 3); /* in.txt and the old pair */
+	/* The rename of the vocabulary failing leaves the old pair too. */
+	rename_fail_to = voc;
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, NULL, &e), -EISDIR);
+	rename_fail_to = NULL;
+	file_is(npy, "old matrix");
+	file_is(voc, "old words\n");
+	assert_int_equal(dir_entries(dir), 3);
+	/* And a convert that goes through replaces both, leaving nothing else (no lock file). */
+	assert_int_equal(embd_convert_file(in, npy, voc, NULL, NULL, &e), 0);
+	file_is(voc, "a\nb\n");
+	assert_int_equal(dir_entries(dir), 3);
+	rm_dir(dir);
+}
+
+/* A load that starts between a convert's two renames, on a thread of its own. */
+static struct {
+	char npy[128], voc[128];
+	pthread_t thread;
+	atomic_int opened; /* the load has returned */
+	int rc;
+	embd_gen *g;
+} between;
+
+static void *load_pair(void *arg)
+{
+	(void)arg;
+	embd_matrix_spec spec = {.path = between.npy, .vocab = between.voc};
+	embd_err e;
+	between.rc = embd_gen_open(&spec, 1, NULL, &between.g, &e);
+	atomic_store(&between.opened, 1);
+	return NULL;
+}
+
+/* Just before the matrix's rename (the vocabulary is already the new one): start a load, give it 200 ms. */
+static void start_load(void)
+{
+	assert_int_equal(pthread_create(&between.thread, NULL, load_pair, NULL), 0);
+	struct timespec ts = {0, 200 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	/* It waits for the pair's lock: had it opened the files, it would have the new words and the old rows. */
+	assert_int_equal(atomic_load(&between.opened), 0);
+}
+
+/* A load never pairs the words of one convert with the rows of another, even with the same row count. */
+static void a_load_never_sees_half_a_convert(void **state)
+{
+	(void)state;
+	char dir[64], in[128];
+	make_dir(dir);
+	snprintf(between.npy, sizeof between.npy, "%s/p.npy", dir);
+	snprintf(between.voc, sizeof between.voc, "%s/p.vocab", dir);
+	embd_err e;
+	snprintf(in, sizeof in, "%s", write_in(dir, "old.txt", "a 1 2\nb 3 4\n"));
+	assert_int_equal(embd_convert_file(in, between.npy, between.voc, NULL, NULL, &e), 0);
+	snprintf(in, sizeof in, "%s", write_in(dir, "new.txt", "c 5 6\nd 7 8\n"));
+	atomic_store(&between.opened, 0);
+	rename_hook_to = between.npy;
+	rename_hook = start_load;
+	assert_int_equal(embd_convert_file(in, between.npy, between.voc, NULL, NULL, &e), 0);
+	rename_hook_to = NULL;
+	rename_hook = NULL;
+	assert_int_equal(pthread_join(between.thread, NULL), 0);
+	assert_int_equal(between.rc, 0);
+	const embd_matrix_info *m = embd_gen_matrix(between.g);
+	static const float want[2] = {5.0f, 6.0f};
+	assert_int_equal(m->rows, 2);
+	assert_memory_equal(m->data, want, sizeof want);
+	assert_int_equal(embd_vocab_find(embd_gen_vocab(between.g), "c", 1), 0);
+	embd_gen_release(between.g);
+	rm_dir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(glove_pair_round_trips),  cmocka_unit_test(word2vec_kinds_and_replace),
-	    cmocka_unit_test(failure_leaves_nothing),  cmocka_unit_test(skip_bad_counts),
+	    cmocka_unit_test(glove_pair_round_trips),
+	    cmocka_unit_test(word2vec_kinds_and_replace),
+	    cmocka_unit_test(failure_leaves_nothing),
+	    cmocka_unit_test(skip_bad_counts),
 	    cmocka_unit_test(progress_adds_up_to_len),
+	    cmocka_unit_test(a_failed_second_rename_keeps_the_old_pair),
+	    cmocka_unit_test(a_load_never_sees_half_a_convert),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -159,7 +159,7 @@ static void raw_files(void **state)
 	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ECONFIG);
 
 	spec.format = EMBD_FORMAT_AUTO; /* neither .npy nor a dim: say what is missing */
-	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_EFORMAT);
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_EUNKNOWNFORMAT);
 	assert_non_null(strstr(e.msg, "--dim"));
 	unlink(p);
 }
@@ -224,7 +224,7 @@ static void format_table(void **state)
 	unlink(named);
 	/* No magic, no extension, no --dim: the error says what would work. */
 	p = fixture_file(0, "0123456789abcdef", 16);
-	assert_int_equal(open_path(p, &m, &e), EMBD_EFORMAT);
+	assert_int_equal(open_path(p, &m, &e), EMBD_EUNKNOWNFORMAT);
 	assert_non_null(strstr(e.msg, "--format"));
 	unlink(p);
 	/* An explicit format needs a file, except the demo. */

@@ -160,6 +160,65 @@ static void topk_cosine_known(void **state)
 	fx_free(&f);
 }
 
+/* A row range searches only its rows, with the matrix's ids; a cancel flag stops it; scratch may be the caller's. */
+static void topk_range_cancel_scratch(void **state)
+{
+	(void)state;
+	fx f;
+	fx_make(&f, M7, 7, 2, EMBD_F32, 0);
+	float norms[7];
+	embd_vecops_norms(&f.m, 0, 7, norms);
+	const float q[] = {5, 0};
+	const uint64_t ex[] = {3};
+	size_t off[2] = {0, 1};
+	embd_hit h[7];
+	size_t count = 99;
+	/* Rows 2..5 of 0, 3, 2, 1, 4, 6 (best first over all rows): 3 is excluded, 5 is NaN, 2 and 4 are left. */
+	embd_topk t = {.queries = q,
+	               .nq = 1,
+	               .k = 7,
+	               .metric = EMBD_METRIC_COSINE,
+	               .norms = norms,
+	               .exclude = ex,
+	               .exclude_off = off,
+	               .block_rows = 1,
+	               .first = 2,
+	               .count = 4};
+	assert_int_equal(embd_vecops_topk(&f.m, &t, &ac, h, &count), 0);
+	assert_int_equal(count, 2);
+	expect_hits(h, 2, (const uint64_t[]){2, 4}, (const float[]){0.70710678f, 0});
+	/* count 0: from first to the end. */
+	t.first = 5;
+	t.count = 0;
+	assert_int_equal(embd_vecops_topk(&f.m, &t, &ac, h, &count), 0);
+	assert_int_equal(count, 1);
+	expect_hits(h, 1, (const uint64_t[]){6}, (const float[]){-1});
+	/* A range past the rows is refused. */
+	t.first = 5;
+	t.count = 3;
+	assert_int_equal(embd_vecops_topk(&f.m, &t, &ac, h, &count), EMBD_EBADPARAM);
+	/* The caller's scratch: nothing is charged to the accountant. */
+	t.first = 0;
+	t.count = 0;
+	uint64_t need = embd_vecops_topk_scratch(&f.m, &t);
+	void *mem = malloc(need);
+	t.scratch = mem;
+	assert_int_equal(embd_vecops_topk(&f.m, &t, NULL, h, &count), 0);
+	assert_int_equal(count, 5);
+	expect_hits(h, 5, (const uint64_t[]){0, 2, 1, 4, 6}, (const float[]){1, 0.70710678f, 0, 0, -1});
+	/* A set flag stops the search before its first block. */
+	atomic_int stop;
+	atomic_init(&stop, 1);
+	t.cancel = &stop;
+	assert_int_equal(embd_vecops_topk(&f.m, &t, NULL, h, &count), EMBD_ECANCELED);
+	atomic_store(&stop, 0);
+	assert_int_equal(embd_vecops_topk(&f.m, &t, NULL, h, &count), 0);
+	assert_int_equal(count, 5);
+	assert_int_equal(ac.held, 0);
+	free(mem);
+	fx_free(&f);
+}
+
 static void topk_dot_known(void **state)
 {
 	(void)state;
@@ -539,6 +598,7 @@ int main(void)
 	    cmocka_unit_test(norms_threads_match),
 	    cmocka_unit_test_setup_teardown(topk_cosine_known, acct_setup, acct_teardown),
 	    cmocka_unit_test_setup_teardown(topk_dot_known, acct_setup, acct_teardown),
+	    cmocka_unit_test_setup_teardown(topk_range_cancel_scratch, acct_setup, acct_teardown),
 	    cmocka_unit_test_setup_teardown(topk_k0_and_zero_query, acct_setup, acct_teardown),
 	    cmocka_unit_test_setup_teardown(topk_bad_params, acct_setup, acct_teardown),
 	    cmocka_unit_test_setup_teardown(topk_batch_matches_single, acct_setup, acct_teardown),

@@ -295,8 +295,10 @@ def test_edge_cases_exact(start, edge):
                                       "results": hits((0, 2), (1, 2), (4, 1), (2, 0), (5, -2))}
     # The zero row as the query: every score 0, never NaN; the NaN row never.
     assert one("token=c") == {"k": 10, "metric": "cosine", "results": hits((0, 0), (1, 0), (4, 0), (5, 0), (6, 0))}
-    # The NaN row as the query: every score NaN (never returned) but the zero row's, which is 0 by the rule.
-    assert one("id=3&include_self=1") == {"k": 10, "metric": "cosine", "results": hits((2, 0))}
+    # The NaN row as the query: refused (it would score every row NaN, and the zero row 0), not answered.
+    assert get(d, "/v1/similar?id=3&include_self=1")[::2] == (400, {"error": {
+        "status": 400, "code": "bad_vector",
+        "message": "query 0 (row 3) holds NaN at element 0: a query must be finite"}})
     # k past the rows: every row; k=0: none; k past limits.max_ids: 413.
     assert one("id=5&k=49&include_self=1")["results"] == hits((5, 1), (2, 0), (4, -0.70710677), (0, -1), (1, -1),
                                                               (6, -1))
@@ -486,13 +488,14 @@ def test_methods_and_weights_past_a_double(start, mats):
 
 
 def test_a_lone_query_split_over_two_cores_is_the_same_answer(start, tmp_path):
-    """A query alone in the daemon searches the two halves of a big matrix at once and merges them: the same ids
-    in the same order as one pass, ties across the halves lower id first, the query row left out of either."""
+    """A search over a big matrix is cut in two row ranges searched at once on the compute pool's two threads and
+    merged: the same ids in the same order as one pass, ties across the halves lower id first, the query row left
+    out of either."""
     rng = np.random.default_rng(70000)
     m = rng.integers(-3, 4, size=(70000, 6)).astype(np.float32)  # small integers: many exact ties
     m[69999] = m[12] = m[35000] = m[34999] = m[5]  # the same row in both halves and at the seam
     np.save(tmp_path / "big.npy", m)
-    d = start(str(tmp_path / "big.npy"))
+    d = start(str(tmp_path / "big.npy"), "--compute.threads", "2")
     for qid in (5, 12, 34999, 35000, 69999, 0, 40000):
         for metric in ("cosine", "dot"):
             for k in (1, 10, 50):
@@ -503,4 +506,32 @@ def test_a_lone_query_split_over_two_cores_is_the_same_answer(start, tmp_path):
             check_hits(b["results"], m, m[qid], 5, metric)
     s, h, b = post(d, "/v1/similar?k=7", {"vectors": [m[35000].tolist()]})
     check_hits(b["results"][0], m, m[35000], 7, "cosine")
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_k_metric_and_include_self_in_the_body(start, mats):
+    """Users write k, metric and include_self in the JSON body as often as in the query: both work; the same key
+    in both places with different values is 400."""
+    path, m = mats["f32"]
+    d = start(path)
+    want = get(d, "/v1/similar?id=3&k=4&metric=dot&include_self=1")[2]["results"]
+    s, h, b = post(d, "/v1/similar", {"ids": [3], "k": 4, "metric": "dot", "include_self": True})
+    assert s == 200 and b == {"k": 4, "metric": "dot", "results": [want]}
+    s, h, b = post(d, "/v1/similar?k=4&metric=dot", {"ids": [3], "k": 4, "metric": "dot", "include_self": 1})
+    assert s == 200 and b["results"] == [want]
+    check_hits(b["results"][0], m, m[3], 4, "dot")
+    s, h, b = post(d, "/v1/similar?k=5", {"ids": [3], "k": 4})
+    assert (s, b) == (400, {"error": {"status": 400, "code": "bad_parameter",
+                                      "message": "k is 5 in the query and 4 in the body: give it once"}})
+    s, h, b = post(d, "/v1/similar?metric=cosine", {"ids": [3], "metric": "dot"})
+    assert (s, b) == (400, {"error": {"status": 400, "code": "bad_parameter",
+                                      "message": "metric is cosine in the query and dot in the body: give it once"}})
+    s, h, b = post(d, "/v1/similar?include_self=0", {"ids": [3], "include_self": True})
+    assert (s, b) == (400, {"error": {"status": 400, "code": "bad_parameter",
+                                      "message": "include_self is 0 in the query and 1 in the body: give it once"}})
+    s, h, b = post(d, "/v1/similar", {"ids": [3], "k": 65537})
+    assert s == 413 and b["error"]["code"] == "too_many_ids"
+    s, h, b = post(d, "/v1/similar", {"vectors": [m[3].tolist()], "k": 2, "metric": "dot"})
+    assert s == 200 and b["k"] == 2 and b["metric"] == "dot"
+    check_hits(b["results"][0], m, m[3], 2, "dot")
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
