@@ -12,10 +12,6 @@
 
 /* The accountant this thread's jansson allocations are charged to; NULL outside a request. */
 static _Thread_local embd_acct *bound;
-/* Whether they come from the budget rather than its reserve. */
-static _Thread_local int from_budget;
-/* Why the accountant last refused one of this thread's allocations (0: it has not). */
-static _Thread_local int last_refusal;
 
 /* Each allocation remembers who was charged (NULL: nobody) and how much, so that free gives back the same. */
 struct jhdr {
@@ -36,11 +32,8 @@ static void *json_alloc(size_t n)
 	 * whatever the load; the per-request limit still applies.
 	 */
 	uint64_t bytes = embd_acct_heap_bytes(n + JHDR_SIZE);
-	int rc = a != NULL ? (from_budget ? embd_acct_charge(a, bytes) : embd_acct_charge_reserved(a, bytes)) : 0;
-	if (rc != 0) {
-		last_refusal = rc;
+	if (a != NULL && embd_acct_charge_reserved(a, bytes) != 0)
 		return NULL;
-	}
 	struct jhdr *h = malloc(n + JHDR_SIZE);
 	if (h == NULL) {
 		if (a != NULL)
@@ -70,18 +63,6 @@ void embd_json_init(void)
 void embd_json_bind(embd_acct *a)
 {
 	bound = a;
-	from_budget = 0;
-}
-
-void embd_json_charge_budget(int on)
-{
-	from_budget = on;
-	last_refusal = 0;
-}
-
-int embd_json_refusal(void)
-{
-	return last_refusal;
 }
 
 int embd_json_body(embd_resp *b, json_t *v)

@@ -22,22 +22,6 @@ void embd_json_init(void);
 void embd_json_bind(embd_acct *a);
 
 /*
- * Charge this thread's jansson allocations to the budget (on) or, by
- * default (off), to its reserve. The reserve is for the few small values of
- * answers given whatever the load (errors, /healthz); a handler that parses
- * a client's JSON with jansson (the vector operations) turns this on for the
- * parse, so a big body is refused by the budget, not paid from the reserve.
- */
-void embd_json_charge_budget(int on);
-
-/*
- * Why the bound accountant last refused a jansson allocation on this thread
- * since embd_json_charge_budget: EMBD_ETOOBIG, EMBD_EBUSY, or 0 (malloc
- * itself failed, or nothing was refused).
- */
-int embd_json_refusal(void);
-
-/*
  * Append v, compact, as an owned buffer of b; steals v's reference (it is
  * freed either way). Errors: those of embd_acct_alloc, or -ENOMEM when v is
  * NULL (a jansson constructor that failed).

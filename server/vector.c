@@ -9,7 +9,6 @@
 #include <strings.h>
 
 #include "encode.h"
-#include "json.h"
 #include "query.h"
 #include "server.h"
 #include "vecops.h"
@@ -528,16 +527,7 @@ static int parse_body(struct req *r, unsigned allowed, int npy_ok, embd_vecreq *
 	size_t max = (size_t)r->srv->cfg.max_ids;
 	int rc;
 	if (ct != NULL && n == 16 && strncasecmp(ct, "application/json", n) == 0) {
-		embd_json_charge_budget(1); /* a client's body: from the budget, never from the reserve */
 		rc = embd_vecreq_parse_json(r->body, r->body_len, allowed, m->dim, max, &r->acct, vq, e);
-		/*
-		 * jansson reports a failed allocation as it can (out of memory, or a
-		 * bare failure at byte 0): when the accountant refused one, that is
-		 * the answer, 413 or 503, never "malformed".
-		 */
-		if ((rc == -ENOMEM || rc == EMBD_EJSON) && embd_json_refusal() != 0)
-			rc = embd_json_refusal();
-		embd_json_charge_budget(0);
 	} else if (npy_ok && ct != NULL && n == 17 && strncasecmp(ct, "application/x-npy", n) == 0) {
 		rc = embd_vecreq_parse_npy(r->body, r->body_len, m->dim, max, &r->acct, vq, e);
 	} else {
