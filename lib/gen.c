@@ -10,7 +10,8 @@
 
 struct embd_gen {
 	atomic_long refs;
-	atomic_long *live; /* borrowed; may be NULL */
+	embd_gen_list *list;     /* borrowed; may be NULL */
+	embd_gen *older, *newer; /* in list, under its lock */
 	uint64_t number;
 	embd_matrix *matrix; /* owned */
 	embd_vocab *vocab;   /* owned; NULL without one */
@@ -19,7 +20,41 @@ struct embd_gen {
 	_Atomic(float *) norms;
 };
 
-int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e)
+void embd_gen_list_init(embd_gen_list *l)
+{
+	pthread_mutex_init(&l->lock, NULL);
+	l->oldest = l->newest = NULL;
+	atomic_init(&l->live, 0);
+}
+
+void embd_gen_list_destroy(embd_gen_list *l)
+{
+	pthread_mutex_destroy(&l->lock);
+}
+
+long embd_gen_list_live(embd_gen_list *l)
+{
+	return atomic_load(&l->live);
+}
+
+size_t embd_gen_list_stats(embd_gen_list *l, embd_gen_stat *out, size_t cap)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&l->lock);
+	/* A generation whose last reference has gone waits for this lock to leave the list: it is still whole. */
+	for (embd_gen *g = l->oldest; g != NULL; g = g->newer) {
+		long refs = atomic_load(&g->refs);
+		if (refs == 0)
+			continue;
+		if (n < cap)
+			out[n] = (embd_gen_stat){g->number, embd_gen_bytes(g), refs};
+		n++;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return n;
+}
+
+int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, embd_gen_list *list, embd_gen **out, embd_err *e)
 {
 	embd_gen *g = calloc(1, sizeof *g);
 	if (g == NULL)
@@ -61,9 +96,18 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *li
 	pthread_mutex_init(&g->norms_lock, NULL);
 	atomic_init(&g->norms, NULL);
 	g->number = number;
-	g->live = live;
-	if (live != NULL)
-		atomic_fetch_add(live, 1);
+	g->list = list;
+	if (list != NULL) {
+		atomic_fetch_add(&list->live, 1);
+		pthread_mutex_lock(&list->lock);
+		g->older = list->newest;
+		if (list->newest != NULL)
+			list->newest->newer = g;
+		else
+			list->oldest = g;
+		list->newest = g;
+		pthread_mutex_unlock(&list->lock);
+	}
 	*out = g;
 	return 0;
 }
@@ -80,14 +124,27 @@ void embd_gen_release(embd_gen *g)
 		return;
 	if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	atomic_long *live = g->live;
+	embd_gen_list *list = g->list;
+	if (list != NULL) {
+		/* Out of the list before anything is freed: embd_gen_list_stats reads it under this lock. */
+		pthread_mutex_lock(&list->lock);
+		if (g->older != NULL)
+			g->older->newer = g->newer;
+		else
+			list->oldest = g->newer;
+		if (g->newer != NULL)
+			g->newer->older = g->older;
+		else
+			list->newest = g->older;
+		pthread_mutex_unlock(&list->lock);
+	}
 	embd_vocab_free(g->vocab);
 	free(atomic_load(&g->norms));
 	pthread_mutex_destroy(&g->norms_lock);
 	embd_matrix_close(g->matrix);
 	free(g);
-	if (live != NULL)
-		atomic_fetch_sub(live, 1);
+	if (list != NULL)
+		atomic_fetch_sub(&list->live, 1);
 }
 
 uint64_t embd_gen_number(const embd_gen *g)
@@ -132,6 +189,14 @@ size_t embd_gen_norms_bytes(const embd_gen *g)
 	return atomic_load(&((embd_gen *)g)->norms) != NULL
 	           ? (size_t)embd_matrix_info_get(g->matrix)->rows * sizeof(float)
 	           : 0;
+}
+
+uint64_t embd_gen_bytes(const embd_gen *g)
+{
+	const embd_matrix_info *m = embd_matrix_info_get(g->matrix);
+	/* A parsed text file's rows are in the heap (heap_bytes); a mapped file's are its mapping (the whole file). */
+	uint64_t rows = m->heap_bytes != 0 ? m->heap_bytes : m->file_bytes;
+	return rows + (g->vocab != NULL ? embd_vocab_bytes(g->vocab) : 0) + embd_gen_norms_bytes(g);
 }
 
 long embd_gen_refs(const embd_gen *g)

@@ -18,17 +18,49 @@
 typedef struct embd_gen embd_gen;
 
 /*
+ * The generations alive (design §7: old ones are bounded and visible): every
+ * generation opened with the list is in it, oldest first, from its open until
+ * its last reference goes. A reload reads it to keep their number within a
+ * limit; /metrics and /v1/info read what each holds.
+ */
+typedef struct embd_gen_list {
+	pthread_mutex_t lock; /* taken to join, to leave and to read the list; never by a request's acquire */
+	embd_gen *oldest, *newest;
+	atomic_long live; /* generations alive: -1 only once the last one's memory is freed */
+} embd_gen_list;
+
+void embd_gen_list_init(embd_gen_list *l);
+/* Call once no generation of the list is alive. */
+void embd_gen_list_destroy(embd_gen_list *l);
+/* Generations alive now. Thread-safe. */
+long embd_gen_list_live(embd_gen_list *l);
+
+/* One live generation as embd_gen_list_stats sees it. */
+typedef struct embd_gen_stat {
+	uint64_t number;
+	uint64_t bytes; /* embd_gen_bytes */
+	long refs;      /* its references: the requests (and responses) pinning it, and the server's if current */
+} embd_gen_stat;
+
+/*
+ * What each live generation holds, oldest first: up to cap entries in out.
+ * Returns how many are alive (may be more than cap). Thread-safe (takes the
+ * list's lock, which the last release of a generation takes too).
+ */
+size_t embd_gen_list_stats(embd_gen_list *l, embd_gen_stat *out, size_t cap);
+
+/*
  * Open spec's matrix, and its vocabulary (the words a GloVe or word2vec file
  * carries, or spec->vocab's file, whose line count must equal the rows; both
- * at once is EMBD_ECONFIG), as generation number `number`. live (optional,
- * borrowed for the generation's life) counts generations alive: +1 here, -1
- * when the last reference goes. On success *out is new with one reference;
- * on failure *out is not written and e says why (errors of embd_matrix_open,
- * of embd_vocab_open, or -ENOMEM). With a vocabulary file, the two are
- * opened under the pair's shared lock (pair.h): this waits while a convert
- * renames a new pair into place. Thread-safe.
+ * at once is EMBD_ECONFIG), as generation number `number`. list (optional,
+ * borrowed for the generation's life) is joined here and left when the last
+ * reference goes. On success *out is new with one reference; on failure *out
+ * is not written and e says why (errors of embd_matrix_open, of
+ * embd_vocab_open, or -ENOMEM). With a vocabulary file, the two are opened
+ * under the pair's shared lock (pair.h): this waits while a convert renames a
+ * new pair into place. Thread-safe.
  */
-int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, atomic_long *live, embd_gen **out, embd_err *e);
+int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, embd_gen_list *list, embd_gen **out, embd_err *e);
 
 /* Another reference; returns g. Thread-safe (atomic). */
 embd_gen *embd_gen_retain(embd_gen *g);
@@ -54,6 +86,13 @@ int embd_gen_norms(embd_gen *g, const float **out, embd_err *e);
 
 /* Bytes the norms hold: rows x 4 once computed, else 0. Thread-safe. */
 size_t embd_gen_norms_bytes(const embd_gen *g);
+
+/*
+ * Bytes the generation holds: its rows (the mapping of a mapped file, or the
+ * heap a text format was parsed into), its vocabulary and hash table, and its
+ * norms once computed. Thread-safe.
+ */
+uint64_t embd_gen_bytes(const embd_gen *g);
 
 /* Current reference count (for tests; racy by nature). */
 long embd_gen_refs(const embd_gen *g);

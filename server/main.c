@@ -343,7 +343,7 @@ static int cmd_serve(int argc, char **argv)
 	uint64_t left = embd_budget_inflight(&s->budget);
 	embd_pool_destroy(&s->pool);
 	embd_log(EMBD_LOG_NOTICE, "stopped; in-flight accounted bytes %" PRIu64 ", generations live %ld%s", left,
-	         atomic_load(&s->metrics.generations_live), abandoned ? ", a reload abandoned" : "");
+	         embd_gen_list_live(&s->metrics.generations_live), abandoned ? ", a reload abandoned" : "");
 	return left == 0 && !abandoned ? 0 : 1;
 }
 

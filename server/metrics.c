@@ -9,13 +9,15 @@
 
 static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
 static const char *const reject_names[REJ_COUNT] = {"request_bytes",   "inflight_bytes", "max_ids", "max_body_bytes",
-                                                    "request_timeout", "connections",    "work",    "compute_queue"};
+                                                    "request_timeout", "connections",    "work",    "compute_queue",
+                                                    "min_send_rate",   "generations"};
 static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
 
 void embd_metrics_init(embd_metrics *m)
 {
 	memset(m, 0, sizeof *m);
+	embd_gen_list_init(&m->generations_live);
 }
 
 void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint64_t duration_ns)
@@ -36,6 +38,20 @@ void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint
 	atomic_fetch_add_explicit(&m->duration_buckets[b], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->duration_count, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->duration_sum_ns, duration_ns, memory_order_relaxed);
+}
+
+size_t embd_metrics_generations(const embd_metrics *cm, const embd_gen *own, struct metrics_gen *out, size_t cap)
+{
+	embd_metrics *m = (embd_metrics *)cm;
+	embd_gen_stat st[METRICS_GENERATIONS];
+	size_t n = embd_gen_list_stats(&m->generations_live, st, METRICS_GENERATIONS);
+	uint64_t current = atomic_load(&m->generation);
+	for (size_t i = 0; i < n && i < cap && i < METRICS_GENERATIONS; i++) {
+		long readers =
+		    st[i].refs - (st[i].number == current) - (own != NULL && st[i].number == embd_gen_number(own));
+		out[i] = (struct metrics_gen){st[i].number, st[i].bytes, readers > 0 ? readers : 0};
+	}
+	return n;
 }
 
 struct out {
@@ -147,8 +163,8 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# HELP embd_connections Open client connections.\n"
 	    "# TYPE embd_connections gauge\n"
 	    "embd_connections %ld\n"
-	    "# HELP embd_generations_live Matrix generations still mapped (the current one and any pinned by "
-	    "responses).\n"
+	    "# HELP embd_generations_live Matrix generations alive (the current one, any pinned by responses, and one "
+	    "being loaded), at most limits.generations.\n"
 	    "# TYPE embd_generations_live gauge\n"
 	    "embd_generations_live %ld\n"
 	    "# HELP embd_matrix_generation The current generation's number.\n"
@@ -159,8 +175,21 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "process_resident_memory_bytes %llu\n",
 	    (unsigned long long)atomic_load(&((embd_pool *)pool)->allocated_bytes),
 	    (unsigned long long)atomic_load(&m->reloads[0]), (unsigned long long)atomic_load(&m->reloads[1]),
-	    atomic_load(&m->connections), atomic_load(&m->generations_live),
+	    atomic_load(&m->connections), embd_gen_list_live(&m->generations_live),
 	    (unsigned long long)atomic_load(&m->generation), (unsigned long long)rss_bytes());
+	struct metrics_gen gens[METRICS_GENERATIONS];
+	size_t ngens = embd_metrics_generations(m, gen, gens, METRICS_GENERATIONS);
+	put(&o, "# HELP embd_generation_bytes Bytes each live generation holds: its rows (mapped, or parsed into the "
+	        "heap), its vocabulary and its row norms.\n"
+	        "# TYPE embd_generation_bytes gauge\n");
+	for (size_t i = 0; i < ngens && i < METRICS_GENERATIONS; i++)
+		put(&o, "embd_generation_bytes{generation=\"%llu\"} %llu\n", (unsigned long long)gens[i].number,
+		    (unsigned long long)gens[i].bytes);
+	put(&o, "# HELP embd_generation_readers Requests holding each live generation (this scrape left out).\n"
+	        "# TYPE embd_generation_readers gauge\n");
+	for (size_t i = 0; i < ngens && i < METRICS_GENERATIONS; i++)
+		put(&o, "embd_generation_readers{generation=\"%llu\"} %ld\n", (unsigned long long)gens[i].number,
+		    gens[i].readers);
 	const embd_vocab *v = embd_gen_vocab(gen);
 	put(&o,
 	    "# HELP embd_matrix_heap_bytes Heap bytes of the current generation's rows (text formats are parsed into "

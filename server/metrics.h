@@ -20,6 +20,8 @@ enum reject_reason {
 	REJ_CONNECTIONS,
 	REJ_WORK,
 	REJ_COMPUTE_QUEUE,
+	REJ_MIN_SEND_RATE, /* a response's client took it more slowly than limits.min_send_rate: closed */
+	REJ_GENERATIONS,   /* a reload past limits.generations closed the connections pinning the oldest one */
 	REJ_COUNT
 };
 
@@ -34,13 +36,31 @@ typedef struct embd_metrics {
 	atomic_ullong zerocopy_bytes;
 	atomic_ullong copied_bytes;
 	atomic_ullong rejected[REJ_COUNT];
-	atomic_ullong reloads[2]; /* ok, failed */
-	atomic_long generations_live;
-	atomic_long connections; /* open connections */
+	atomic_ullong reloads[2];       /* ok, failed */
+	embd_gen_list generations_live; /* the generations alive (lib/gen.h): the gauge and what each holds */
+	atomic_long connections;        /* open connections */
 	atomic_ullong generation;
 } embd_metrics;
 
 void embd_metrics_init(embd_metrics *m);
+
+/* At most this many live generations are shown (limits.generations is at most this too). */
+#define METRICS_GENERATIONS 16
+
+/* A live generation as /metrics and /v1/info show it. */
+struct metrics_gen {
+	uint64_t number;
+	uint64_t bytes; /* embd_gen_bytes: rows (mapped or in the heap), vocabulary, norms */
+	long readers;   /* requests holding it, the asking one left out */
+};
+
+/*
+ * The live generations, oldest first, up to cap in out; own is the asking
+ * request's generation (its own hold is left out of readers, as is the
+ * server's reference to the current one). Returns how many are alive (may
+ * be more than cap). Thread-safe.
+ */
+size_t embd_metrics_generations(const embd_metrics *m, const embd_gen *own, struct metrics_gen *out, size_t cap);
 
 /* Count one finished request. Thread-safe. */
 void embd_metrics_request(embd_metrics *m, enum route_id route, int status, uint64_t duration_ns);

@@ -157,6 +157,22 @@ static int h_info(struct req *r, embd_err *e)
 			v = NULL;
 		}
 	}
+	/* Every live generation, oldest first: what it holds and the requests pinning it (this one left out). */
+	struct metrics_gen gens[METRICS_GENERATIONS];
+	size_t n = embd_metrics_generations(&r->srv->metrics, r->gen, gens, METRICS_GENERATIONS);
+	json_t *list = v != NULL ? json_array() : NULL;
+	for (size_t i = 0; list != NULL && i < n && i < METRICS_GENERATIONS; i++) {
+		json_t *g = json_pack("{s:I,s:I,s:I}", "generation", (json_int_t)gens[i].number, "bytes",
+		                      (json_int_t)gens[i].bytes, "readers", (json_int_t)gens[i].readers);
+		if (g == NULL || json_array_append_new(list, g) != 0) {
+			json_decref(list);
+			list = NULL;
+		}
+	}
+	if (v != NULL && (list == NULL || json_object_set_new(v, "generations", list) != 0)) {
+		json_decref(v);
+		v = NULL;
+	}
 	return route_json_answer(r, v, e);
 }
 
