@@ -116,6 +116,17 @@ static const struct key keys[] = {
     SIZE("limits.work", NULL, work, "64G", 1,
          "multiply-adds one vector operation may ask for (queries x rows x dim for a search); more: 413 "
          "too_much_work before anything runs (suffixes count in powers of 2: 64G = 2^36)"),
+    INT("limits.generations", NULL, generations, "3", 2, 16,
+        "matrix generations alive at once: the current one, one kept for its readers, one draining; a reload "
+        "past it first waits for the oldest one's readers (limits.generation_drain_s)"),
+    INT("limits.generation_drain_s", NULL, generation_drain_s, "30", 0, 3600,
+        "a reload past limits.generations waits this many seconds for the oldest generation's readers, then "
+        "closes their connections and loads"),
+    SIZE("limits.min_send_rate", NULL, min_send_rate, "1KiB", 0,
+         "bytes a second a client must take a response at, averaged over limits.send_rate_window_s; slower: "
+         "its connection is closed; 0: no minimum"),
+    INT("limits.send_rate_window_s", NULL, send_rate_window_s, "30", 1, 3600,
+        "the window limits.min_send_rate is averaged over, seconds"),
     INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
         "scattered runs sent zero-copy as an I/O vector at most; more runs are gathered "
         "(loadtest/results/iov_threshold.md)"),

@@ -33,6 +33,10 @@ typedef struct embd_config {
 	int64_t retry_after_s;
 	int64_t request_timeout_s;
 	int64_t shutdown_s;
+	int64_t generations;
+	int64_t generation_drain_s;
+	int64_t min_send_rate;
+	int64_t send_rate_window_s;
 
 	int64_t compute_threads;
 	int64_t compute_queue;

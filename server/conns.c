@@ -1,11 +1,19 @@
 /* Connection slots, the connection limit and the request deadline (see conns.h). */
 #include "conns.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked (glibc's netinet/tcp.h lacks it) */
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "server.h"
 
 int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, atomic_long *open)
@@ -48,6 +56,8 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 				s->opened_ns = embd_now_ns();
 				atomic_store(&s->since_ns, s->opened_ns);
 				atomic_store(&s->state, CONN_IDLE);
+				atomic_store(&s->gen, 0);
+				s->rate_since = 0;
 				*socket_context = s;
 				break;
 			}
@@ -101,12 +111,63 @@ int embd_conn_expired(const struct conn_slot *slot, uint64_t now_ns, uint64_t re
 	return state == CONN_RECEIVING && since < now_ns && now_ns - since > request_ns;
 }
 
-void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
+void embd_conn_generation(struct conn_slot *slot, uint64_t gen)
+{
+	if (slot != NULL)
+		atomic_store(&slot->gen, gen);
+}
+
+void embd_conn_sending(struct conn_slot *slot, uint64_t now_ns)
 {
 	if (slot == NULL)
 		return;
 	atomic_store(&slot->since_ns, now_ns);
+	int busy = CONN_BUSY; /* not over a claim by the sweep or a reload */
+	atomic_compare_exchange_strong(&slot->state, &busy, CONN_SENDING);
+}
+
+void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns)
+{
+	if (slot == NULL)
+		return;
+	atomic_store(&slot->gen, 0);
+	atomic_store(&slot->since_ns, now_ns);
 	atomic_store(&slot->state, CONN_IDLE);
+}
+
+/* "address:port" of the connection's peer, for the log. */
+static const char *peer(int fd, char *buf, size_t cap)
+{
+	struct sockaddr_storage ss = {.ss_family = AF_UNSPEC};
+	socklen_t len = sizeof ss;
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+			port = ntohs(a->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+			port = ntohs(a->sin6_port);
+		}
+	}
+	snprintf(buf, cap, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+	return buf;
+}
+
+/* Bytes of this connection the client's TCP has acknowledged, ever. 0, or -1 (not TCP, or an old kernel). */
+static int bytes_acked(int fd, uint64_t *out)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	memset(&ti, 0, sizeof ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof ti.tcpi_bytes_acked)
+		return -1;
+	*out = ti.tcpi_bytes_acked;
+	return 0;
 }
 
 /*
@@ -126,8 +187,73 @@ static int shut(struct conn_slot *s, int want, atomic_ullong *counted)
 	return 1;
 }
 
+/*
+ * The send rate of a slot sending its response (under the table's lock): the
+ * first look opens a window; once the window has passed, the bytes the client
+ * acknowledged in it must come to rate->min_rate a second, or the connection
+ * is shut; otherwise the next window opens.
+ */
+static void check_rate(struct conn_slot *s, uint64_t now_ns, const struct embd_send_rate *rate)
+{
+	uint64_t since = atomic_load(&s->since_ns), acked;
+	if (bytes_acked(s->fd, &acked) != 0)
+		return;
+	if (s->rate_since != since || now_ns < s->rate_t0) { /* another response than the window's */
+		s->rate_since = since;
+		s->rate_t0 = now_ns;
+		s->rate_acked0 = acked;
+		return;
+	}
+	uint64_t span = now_ns - s->rate_t0;
+	if (span < rate->window_ns)
+		return;
+	uint64_t got = acked - s->rate_acked0;
+	double per_s = (double)got * 1e9 / (double)span;
+	if (per_s >= (double)rate->min_rate) {
+		s->rate_t0 = now_ns;
+		s->rate_acked0 = acked;
+		return;
+	}
+	char who[80];
+	peer(s->fd, who, sizeof who);
+	uint64_t gen = atomic_load(&s->gen);
+	if (shut(s, CONN_SENDING, rate->cut_total))
+		embd_log(EMBD_LOG_WARN,
+		         "closed the connection of %s (generation %" PRIu64 "): its client took %" PRIu64
+		         " bytes in %.1f s (%.0f bytes/s), under limits.min_send_rate %" PRIu64 " bytes/s",
+		         who, gen, got, (double)span / 1e9, per_s, rate->min_rate);
+}
+
+unsigned embd_conns_cut_generation(embd_conns *t, uint64_t gen, atomic_ullong *counted)
+{
+	static const char *const states[] = {"idle", "receiving its request", "busy", "closed", "sending its response"};
+	unsigned n = 0;
+	uint64_t now = embd_now_ns();
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->n; i++) {
+		struct conn_slot *s = &t->slots[i];
+		if (!s->used || gen == 0 || atomic_load(&s->gen) != gen)
+			continue;
+		/* A worker may move the slot on meanwhile (busy to sending): claim whatever state it is in. */
+		uint64_t since = atomic_load(&s->since_ns);
+		char who[80];
+		peer(s->fd, who, sizeof who); /* before the shutdown, after which the peer may be gone */
+		int state = atomic_load(&s->state), cut = 0;
+		while (!cut && state != CONN_TIMED_OUT && atomic_load(&s->gen) == gen)
+			if (!(cut = shut(s, state, counted)))
+				state = atomic_load(&s->state);
+		if (!cut)
+			continue;
+		embd_log(EMBD_LOG_WARN, "generation %" PRIu64 ": closed the connection of %s (%s for %.1f s)", gen, who,
+		         states[state], since < now ? (double)(now - since) / 1e9 : 0.0);
+		n++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
 unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns,
-                          atomic_ullong *timed_out_total)
+                          atomic_ullong *timed_out_total, const struct embd_send_rate *rate)
 {
 	unsigned timed_out = 0;
 	pthread_mutex_lock(&t->lock);
@@ -148,6 +274,8 @@ unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, u
 			shut(s, CONN_IDLE, NULL);
 		else if (state == CONN_RECEIVING && request_ns != 0 && age > request_ns)
 			timed_out += (unsigned)shut(s, CONN_RECEIVING, timed_out_total);
+		else if (state == CONN_SENDING && rate != NULL && rate->min_rate != 0)
+			check_rate(s, now_ns, rate);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return timed_out;

@@ -14,6 +14,14 @@
  * closes a request whose body bytes come after its deadline at once, without
  * waiting for the sweep (embd_conn_expired).
  *
+ * The slot also records which generation its request holds, so that a reload
+ * past limits.generations can close the connections pinning the oldest one
+ * (embd_conns_cut_generation), and when its response began to be sent, so
+ * that the sweep can close a connection whose client takes the response more
+ * slowly than limits.min_send_rate (measured from the bytes the client's TCP
+ * has acknowledged, tcpi_bytes_acked, which counts what the client took, not
+ * what we wrote into the kernel's buffer).
+ *
  * The table has room for limits.connections plus a surplus: connections past
  * limits.connections are accepted into the surplus only to be answered 503 at
  * once (or, if they send nothing, shut within a second), so that a crowd of
@@ -30,10 +38,11 @@
 
 /*
  * CONN_RECEIVING: the request (line, headers, body) is arriving. CONN_BUSY: it
- * has arrived, or is being answered. CONN_TIMED_OUT: the sweep has claimed the
- * connection (shut it); nothing may be queued on it any more.
+ * has arrived, or is being answered. CONN_SENDING: its response is queued and
+ * being sent. CONN_TIMED_OUT: the sweep (or a reload draining a generation)
+ * has claimed the connection (shut it); nothing may be queued on it any more.
  */
-enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT };
+enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT, CONN_SENDING };
 
 struct conn_slot {
 	int fd;                    /* valid while used; under the table's lock */
@@ -42,6 +51,9 @@ struct conn_slot {
 	atomic_int state;          /* enum conn_state */
 	_Atomic uint64_t since_ns; /* when the state began */
 	uint64_t opened_ns;        /* when the connection was accepted; under the table's lock */
+	_Atomic uint64_t gen;      /* the generation its request holds; 0: none */
+	/* The send-rate window (the sweep's own, under the table's lock): which response, since when, acked then. */
+	uint64_t rate_since, rate_t0, rate_acked0;
 };
 
 typedef struct embd_conns {
@@ -80,21 +92,44 @@ int embd_conn_claim(struct conn_slot *slot);
 /* Whether a request still arriving has passed its deadline (request_ns after its first line; 0: none). */
 int embd_conn_expired(const struct conn_slot *slot, uint64_t now_ns, uint64_t request_ns);
 
+/* The connection's request holds generation number gen (until embd_conn_idle). */
+void embd_conn_generation(struct conn_slot *slot, uint64_t gen);
+
+/* The request's response is queued: from now on it is sent, at limits.min_send_rate at least. */
+void embd_conn_sending(struct conn_slot *slot, uint64_t now_ns);
+
 /* The request is over; the connection waits for the next. */
 void embd_conn_idle(struct conn_slot *slot, uint64_t now_ns);
 
 /* How long a surplus connection may stay without having been answered. */
 #define EMBD_CONN_SURPLUS_NS 1000000000u
 
+/* The minimum send rate: a response's client must acknowledge min_rate bytes/s over each window_ns (0: none). */
+struct embd_send_rate {
+	uint64_t min_rate;
+	uint64_t window_ns;
+	atomic_ullong *cut_total; /* counts the connections closed for it */
+};
+
 /*
  * Shut (shutdown(2), no write: libmicrohttpd then closes it) every connection
  * whose request is still arriving request_ns after its first line (0: no such
- * limit), that has waited wait_ns for a request line (0: no such limit), or
- * that is surplus and still there after EMBD_CONN_SURPLUS_NS. Returns how many
- * requests were shut for the request deadline, each counted in
- * *timed_out_total before its socket is shut.
+ * limit), that has waited wait_ns for a request line (0: no such limit), that
+ * is surplus and still there after EMBD_CONN_SURPLUS_NS, or whose response's
+ * client has acknowledged fewer than rate->min_rate bytes a second over a
+ * whole window (each logged, and counted in rate->cut_total before its socket
+ * is shut). Returns how many requests were shut for the request deadline,
+ * each counted in *timed_out_total before its socket is shut. Call from one
+ * thread (the main thread, every fraction of a second).
  */
 unsigned embd_conns_sweep(embd_conns *t, uint64_t now_ns, uint64_t request_ns, uint64_t wait_ns,
-                          atomic_ullong *timed_out_total);
+                          atomic_ullong *timed_out_total, const struct embd_send_rate *rate);
+
+/*
+ * Shut every connection whose request holds generation gen, logging each;
+ * each is counted in *counted (may be NULL) before its socket is shut.
+ * Returns how many. Thread-safe (the reload thread calls it).
+ */
+unsigned embd_conns_cut_generation(embd_conns *t, uint64_t gen, atomic_ullong *counted);
 
 #endif

@@ -58,6 +58,7 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 	}
 	embd_resp_init(&r->resp, &r->acct);
 	r->gen = embd_gen_current_acquire(&s->current);
+	embd_conn_generation(r->slot, embd_gen_number(r->gen)); /* a reload past limits.generations may close it */
 	atomic_fetch_add(&s->requests_live, 1);
 	return r;
 }
@@ -166,6 +167,7 @@ static enum MHD_Result queue(struct req *r, int status, struct MHD_Response *res
 	if (ret == MHD_YES) {
 		r->status = status;
 		r->body_bytes = body_len;
+		embd_conn_sending(r->slot, embd_now_ns());
 	}
 	return ret;
 }
@@ -547,9 +549,11 @@ void embd_http_sweep(embd_server *s)
 {
 	if (s->daemon == NULL)
 		return;
-	unsigned k =
-	    embd_conns_sweep(&s->conns, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u,
-	                     (uint64_t)s->cfg.timeout_s * 1000000000u, &s->metrics.rejected[REJ_REQUEST_TIMEOUT]);
+	struct embd_send_rate rate = {(uint64_t)s->cfg.min_send_rate, (uint64_t)s->cfg.send_rate_window_s * 1000000000u,
+	                              &s->metrics.rejected[REJ_MIN_SEND_RATE]};
+	unsigned k = embd_conns_sweep(&s->conns, embd_now_ns(), (uint64_t)s->cfg.request_timeout_s * 1000000000u,
+	                              (uint64_t)s->cfg.timeout_s * 1000000000u,
+	                              &s->metrics.rejected[REJ_REQUEST_TIMEOUT], &rate);
 	if (k != 0) {
 		embd_log(EMBD_LOG_WARN, "%u request(s) still arriving after limits.request_timeout_s: closed", k);
 	}

@@ -104,12 +104,95 @@ static int next_spec(embd_reloader *rl, const embd_reload_job *j, char *msg, siz
 }
 
 /*
+ * Bounding the generations alive (design §7). A generation lives while a
+ * request pins it, so slow readers across reloads could keep any number of
+ * whole tables alive. A reload first makes room for the generation it will
+ * open, on this thread (never a request thread or the main one): while
+ * limits.generations are alive, it waits up to limits.generation_drain_s for
+ * the oldest one's readers, then closes their connections (the connection
+ * slots record which generation each request holds) and waits a moment for
+ * their requests to end. It is never refused for it: a generation still held
+ * after that (by a request no connection of which could be closed) is logged
+ * and the reload goes on.
+ */
+
+/* How long the readers of a generation whose connections were closed get to let it go. */
+#define GONE_NS 2000000000u
+
+/* Sleep up to ns on rl->wake (rl->lock held, dropped meanwhile): -1 if the reloader is stopping. */
+static int nap(embd_reloader *rl, uint64_t ns)
+{
+	uint64_t end_ns = embd_now_ns() + ns;
+	struct timespec end = {(time_t)(end_ns / 1000000000u), (long)(end_ns % 1000000000u)};
+	if (!rl->stopping)
+		pthread_cond_timedwait(&rl->wake, &rl->lock, &end);
+	return rl->stopping ? -1 : 0;
+}
+
+/* The oldest live generation: 0 and its number and references, or -1 if none. */
+static int oldest(embd_gen_list *list, embd_gen_stat *st)
+{
+	return embd_gen_list_stats(list, st, 1) != 0 ? 0 : -1;
+}
+
+/* Make room for one more generation (rl->lock held on entry and on return). 0, or -1 if stopping. */
+static int make_room(embd_reloader *rl)
+{
+	embd_server *s = rl->srv;
+	embd_gen_list *list = &s->metrics.generations_live;
+	const long limit = (long)s->cfg.generations;
+	const uint64_t drain_ns = (uint64_t)s->cfg.generation_drain_s * 1000000000u;
+	embd_gen_stat st;
+	while (embd_gen_list_live(list) >= limit && oldest(list, &st) == 0) {
+		uint64_t gen = st.number;
+		if (gen == atomic_load(&s->metrics.generation))
+			return 0; /* only the current one: nothing to drain */
+		embd_log(EMBD_LOG_NOTICE,
+		         "reload: %ld generations alive (limits.generations %ld): waiting up to %" PRId64
+		         " s for the %ld reader(s) of generation %" PRIu64,
+		         embd_gen_list_live(list), limit, s->cfg.generation_drain_s, st.refs, gen);
+		uint64_t end = embd_now_ns() + drain_ns;
+		int held;
+		while ((held = embd_gen_list_live(list) >= limit && oldest(list, &st) == 0 && st.number == gen) &&
+		       embd_now_ns() < end)
+			if (nap(rl, 20000000u) != 0)
+				return -1;
+		if (!held)
+			continue;
+		unsigned n = embd_conns_cut_generation(&s->conns, gen, &s->metrics.rejected[REJ_GENERATIONS]);
+		embd_log(EMBD_LOG_WARN,
+		         "reload: generation %" PRIu64
+		         " still had %ld reader(s) after limits.generation_drain_s (%" PRId64
+		         " s): closed %u connection(s)",
+		         gen, st.refs, s->cfg.generation_drain_s, n);
+		end = embd_now_ns() + GONE_NS;
+		while ((held = oldest(list, &st) == 0 && st.number == gen) && embd_now_ns() < end)
+			if (nap(rl, 10000000u) != 0)
+				return -1;
+		if (held) {
+			embd_log(EMBD_LOG_WARN,
+			         "reload: generation %" PRIu64
+			         " is still held (%ld reference(s)) after its connections were "
+			         "closed; loading anyway",
+			         gen, st.refs);
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/*
  * One load, on the reload thread with rl->lock held on entry and on return;
  * the lock is dropped while the file opens. A job's strings are copied first
  * (next_spec): once stop has answered the job, its request may be gone.
  */
 static void load(embd_reloader *rl, embd_reload_job *j)
 {
+	if (make_room(rl) != 0) {
+		if (j != NULL)
+			finish(j, -1, EMBD_ERELOAD, 0, "the server is shutting down; this reload did not run");
+		return;
+	}
 	embd_server *s = rl->srv;
 	char msg[600];
 	embd_gen *g = NULL;
@@ -222,7 +305,7 @@ int embd_reloader_start(embd_reloader *rl, embd_server *s, uint64_t generation, 
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* embd_now_ns's clock, for stop's deadline */
 	pthread_mutex_init(&rl->lock, NULL);
-	pthread_cond_init(&rl->wake, NULL);
+	pthread_cond_init(&rl->wake, &ca); /* and for the waits of make_room */
 	pthread_cond_init(&rl->idle, &ca);
 	pthread_condattr_destroy(&ca);
 	int err = pthread_create(&rl->thread, NULL, run, rl);
