@@ -209,8 +209,8 @@ def test_min_send_rate_cuts_a_reader_that_never_reads(start, glove):
     t0 = time.time()
     try:
         assert wait_for(lambda: d.metrics()['embd_rejected_total{reason="min_send_rate"}'] == 1, timeout=5)
-        took = time.time() - t0
-        assert 1.0 <= took < 3.0, took
+        took = time.time() - t0  # t0 is a moment after its response began: the window is 1 s, the sweep 0.25 s
+        assert 0.8 <= took < 4.0, took
         # Its connection is gone on the server's side: only the steady reader's and this scrape's are open.
         assert wait_for(lambda: d.metrics()["embd_connections"] == 2)
         end = stalled.drain()
@@ -235,7 +235,8 @@ def test_min_send_rate_zero_is_off(start, glove):
     stalled = SlowReader(d.port, glove["rows"], every=None)
     time.sleep(2.0)
     assert d.metrics()['embd_rejected_total{reason="min_send_rate"}'] == 0
-    assert d.metrics()["embd_connections"] == 2
+    # Still open: its connection and a scrape's (an earlier scrape's may take a moment to be closed).
+    assert wait_for(lambda: d.metrics()["embd_connections"] == 2)
     stalled.close()
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
 
