@@ -585,7 +585,9 @@ static int h_reload(struct req *r, embd_err *e)
 {
 	embd_server *s = r->srv;
 	embd_reload_job *j = r->job;
-	if (j != NULL) {        /* resumed: the reload is done */
+	if (j != NULL) { /* resumed: the reload is done; the request holds the generation current now */
+		r->gen = embd_gen_current_acquire(&s->current);
+		embd_conn_generation(r->slot, embd_gen_number(r->gen));
 		if (j->rc != 0) /* the request's fault (a file named without its format) is 400; the rest 500 */
 			return embd_err_set(e, j->err == EMBD_EUNKNOWNFORMAT ? EMBD_EUNKNOWNFORMAT : EMBD_ERELOAD, "%s",
 			                    j->msg);
@@ -649,10 +651,22 @@ static int h_reload(struct req *r, embd_err *e)
 	j->done = reload_done;
 	j->cls = r;
 	r->job = j;
+	/*
+	 * While it waits, the reload holds no generation: a reload past
+	 * limits.generations drains the oldest one's readers, and a queued admin
+	 * reload must not be one of them (its connection would be closed for a
+	 * reload it is itself waiting for). It takes the current one back when it
+	 * resumes.
+	 */
+	embd_gen_release(r->gen);
+	r->gen = NULL;
+	embd_conn_generation(r->slot, 0);
 	MHD_suspend_connection(r->conn);
 	if (embd_reloader_submit(&s->reloader, j) != 0) {
 		MHD_resume_connection(r->conn);
 		r->job = NULL;
+		r->gen = embd_gen_current_acquire(&s->current);
+		embd_conn_generation(r->slot, embd_gen_number(r->gen));
 		return embd_err_set(e, EMBD_ERELOAD, "the server is shutting down; this reload did not run");
 	}
 	return EMBD_PENDING;

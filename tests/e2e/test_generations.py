@@ -261,3 +261,36 @@ def test_sigterm_during_a_drain_stops_at_once(start, glove):
     assert result["r"][0] == 500 and b"shutting down" in result["r"][2], result
     assert "stopped; in-flight accounted bytes 0, generations live 0" in out
     r.close()
+
+
+def test_a_queued_admin_reload_is_never_drained_as_a_reader(start, glove):
+    """An admin reload waiting its turn holds no generation: two reloads sent while generation 1 is current, the
+    second past limits.generations, drain only the real reader of generation 1; the second reload's own
+    connection (which held generation 1 when it arrived) is not closed under it: it is answered."""
+    d = start(glove["path"], "--admin.token_file", glove["token"], "--limits.generations", "2",
+              "--limits.generation_drain_s", "1", "--limits.min_send_rate", "0")
+    r = SlowReader(d.port, glove["rows"], every=None)
+    assert r.generation == 1
+    results = {}
+
+    def reload(name):
+        try:
+            results[name] = d.request("POST", "/v1/admin/reload", b"", AUTH)
+        except Exception as e:  # noqa: BLE001
+            results[name] = repr(e)
+
+    ts = [threading.Thread(target=reload, args=(n,)) for n in ("a", "b")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    statuses = [v[0] if isinstance(v, tuple) else v for v in results.values()]
+    assert statuses == [200, 200], results
+    gens = sorted(json.loads(v[2])["generation"] for v in results.values())
+    assert gens == [2, 3]
+    out = d.output()
+    # Only the slow reader held generation 1 after the drain: one connection closed, not the waiting reload's.
+    closed = re.findall(r"generation 1 still had (\d+) reader\(s\) after .*: closed (\d+) connection", out)
+    assert closed in ([], [("1", "1")]), out
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+    r.close()
