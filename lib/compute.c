@@ -34,9 +34,10 @@ static void wake_watcher(embd_compute *c)
 	(void)n;
 }
 
-/* Take w out of the admitted set. Under c->lock. */
+/* Take w out of the admitted set, with what it holds. Under c->lock. */
 static void unadmit(embd_compute *c, embd_work *w)
 {
+	atomic_fetch_sub(&c->bytes_held, w->bytes);
 	for (size_t i = 0; i < c->nadmitted; i++) {
 		if (c->admitted[i] == w) {
 			c->admitted[i] = c->admitted[--c->nadmitted];
@@ -208,7 +209,7 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
-int embd_compute_start(embd_compute *c, unsigned threads, size_t queue, int nice)
+int embd_compute_start(embd_compute *c, unsigned threads, size_t queue, uint64_t bytes_limit, int nice)
 {
 	memset(c, 0, sizeof *c);
 	if (threads == 0) {
@@ -216,6 +217,7 @@ int embd_compute_start(embd_compute *c, unsigned threads, size_t queue, int nice
 		threads = n > 0 ? (unsigned)n : 1;
 	}
 	c->queue = queue > 0 ? queue : 1;
+	c->bytes_limit = bytes_limit;
 	c->nice = nice;
 	c->threads = calloc(threads, sizeof *c->threads);
 	c->admitted = calloc(c->queue, sizeof(embd_work *));
@@ -249,7 +251,10 @@ int embd_compute_submit(embd_compute *c, embd_work *w)
 	if (w->parts == 0 || w->run == NULL || w->done == NULL)
 		return EMBD_EBADPARAM;
 	pthread_mutex_lock(&c->lock);
-	int rc = c->stopping ? EMBD_ESHUTDOWN : c->nadmitted >= c->queue ? EMBD_ECOMPUTEBUSY : 0;
+	uint64_t held = atomic_load(&c->bytes_held);
+	int full = c->nadmitted >= c->queue || (c->bytes_limit != 0 && c->nadmitted > 0 &&
+	                                        (w->bytes > c->bytes_limit || held > c->bytes_limit - w->bytes));
+	int rc = c->stopping ? EMBD_ESHUTDOWN : full ? EMBD_ECOMPUTEBUSY : 0;
 	if (rc == 0) {
 		atomic_init(&w->cancel, 0);
 		w->id = ++c->next_id;
@@ -259,6 +264,7 @@ int embd_compute_submit(embd_compute *c, embd_work *w)
 		w->queued_ns = embd_now_ns();
 		w->started_ns = 0;
 		c->admitted[c->nadmitted++] = w;
+		atomic_fetch_add(&c->bytes_held, w->bytes);
 		if (c->tail != NULL)
 			c->tail->next = w;
 		else

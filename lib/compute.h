@@ -38,6 +38,7 @@ struct embd_work {
 	unsigned parts;                           /* at least 1 */
 	int fd;                                   /* hung up: cancel (EMBD_ECANCELED); -1: not watched */
 	uint64_t deadline_ns;                     /* embd_now_ns clock; passed: cancel (EMBD_EDEADLINE); 0: none */
+	uint64_t bytes;                           /* memory it holds while admitted (see embd_compute_start) */
 	/* Set by the pool. */
 	atomic_int cancel; /* 0, or why the work was cancelled: EMBD_ECANCELED, EMBD_EDEADLINE, EMBD_ESHUTDOWN */
 	uint64_t queued_ns, started_ns; /* when it was admitted, when its first part started (0: never) */
@@ -65,6 +66,8 @@ typedef struct embd_compute {
 	embd_work *tail;      /* the last of them */
 	embd_work **admitted; /* every work admitted and not done (queue entries), for the watcher */
 	size_t nadmitted, queue;
+	uint64_t bytes_limit;        /* what admitted works may hold together; 0: no limit */
+	_Atomic uint64_t bytes_held; /* what they hold now (under lock; atomic for the metrics) */
 	uint64_t next_id;
 	int stopping;
 	int stopped; /* stop has joined every thread */
@@ -79,15 +82,19 @@ typedef struct embd_compute {
 
 /*
  * Start threads (0: one per online core) taking works from a queue of at
- * most `queue` admitted works (at least 1); nice is added to the threads'
- * nice value (0: none; a positive value lets the request threads run first
- * when the cores are all busy). 0, or a negative errno (nothing started).
+ * most `queue` admitted works (at least 1) holding at most bytes_limit
+ * bytes together (their `bytes`; 0: no limit; a work alone in the queue is
+ * admitted whatever it holds), so that memory charged up front by queued
+ * works cannot starve everything else; nice is added to the threads' nice
+ * value (0: none; a positive value lets the request threads run first when
+ * the cores are all busy). 0, or a negative errno (nothing started).
  */
-int embd_compute_start(embd_compute *c, unsigned threads, size_t queue, int nice);
+int embd_compute_start(embd_compute *c, unsigned threads, size_t queue, uint64_t bytes_limit, int nice);
 
 /*
  * Admit w (see embd_work). 0: its parts will run and done will be called
- * once, exactly. EMBD_ECOMPUTEBUSY: the queue is full; EMBD_ESHUTDOWN: the
+ * once, exactly (its bytes count as held until then). EMBD_ECOMPUTEBUSY:
+ * the queue is full, or w's bytes do not fit beside the others'; EMBD_ESHUTDOWN: the
  * pool is stopping; EMBD_EBADPARAM: parts 0 or no run/done. When refused, w
  * is untouched and done is never called. Thread-safe.
  */

@@ -191,9 +191,11 @@ static int vectors(struct pass *p)
 						return rc;
 					float f = (float)d;
 					if (!isfinite(d))
-						return embd_err_set(
-						    p->j.e, EMBD_EBADVECTOR,
-						    "%s is NaN or an infinity; query vectors must be finite", what);
+						return embd_err_set(p->j.e, EMBD_EBADVECTOR,
+						                    "%s is NaN, an infinity or past a double's range; "
+						                    "query vectors must be "
+						                    "finite",
+						                    what);
 					if (!isfinite(f))
 						return embd_err_set(p->j.e, EMBD_EBADVECTOR,
 						                    "%s is %g, past float32's range", what, d);

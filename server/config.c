@@ -108,6 +108,9 @@ static const struct key keys[] = {
         "one per core"),
     INT("compute.queue", NULL, compute_queue, "16", 1, 100000,
         "vector operations admitted at once (queued or running); more: 503 compute_busy with Retry-After"),
+    SIZE("compute.inflight_bytes", NULL, compute_inflight_bytes, "256MiB", 0,
+         "memory the vector operations admitted at once may hold together (charged up front, while queued), so "
+         "that lookups keep the rest of limits.inflight_bytes; more: 503 compute_busy; 0: no limit"),
     INT("compute.timeout_s", NULL, compute_timeout_s, "30", 0, 86400,
         "a vector operation not finished this many seconds after it was admitted is stopped and answered 503 "
         "deadline_exceeded; 0: no limit"),

@@ -40,6 +40,7 @@ typedef struct embd_config {
 
 	int64_t compute_threads;
 	int64_t compute_queue;
+	int64_t compute_inflight_bytes;
 	int64_t compute_timeout_s;
 	int64_t compute_nice;
 	int64_t work;

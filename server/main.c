@@ -301,7 +301,7 @@ static int cmd_serve(int argc, char **argv)
 	}
 	/* The compute pool before the daemon listens: a vector operation may come with the first request. */
 	err = embd_compute_start(&s->compute, (unsigned)s->cfg.compute_threads, (size_t)s->cfg.compute_queue,
-	                         (int)s->cfg.compute_nice);
+	                         (uint64_t)s->cfg.compute_inflight_bytes, (int)s->cfg.compute_nice);
 	if (err != 0) {
 		fprintf(stderr, "embd: cannot start the compute pool: %s\n", strerror(-err));
 		(void)embd_reloader_stop(&s->reloader, embd_now_ns());

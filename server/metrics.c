@@ -225,6 +225,10 @@ size_t embd_metrics_render_compute(const embd_compute *cc, char *buf, size_t cap
 	    "compute.queue).\n"
 	    "# TYPE embd_compute_admitted gauge\n"
 	    "embd_compute_admitted %zu\n"
+	    "# HELP embd_compute_inflight_bytes Bytes the admitted vector operations hold (at most "
+	    "compute.inflight_bytes).\n"
+	    "# TYPE embd_compute_inflight_bytes gauge\n"
+	    "embd_compute_inflight_bytes %llu\n"
 	    "# HELP embd_compute_running Parts of vector operations running now.\n"
 	    "# TYPE embd_compute_running gauge\n"
 	    "embd_compute_running %lu\n"
@@ -239,8 +243,9 @@ size_t embd_metrics_render_compute(const embd_compute *cc, char *buf, size_t cap
 	    "embd_compute_cancelled_total{reason=\"client_closed\"} %lu\n"
 	    "embd_compute_cancelled_total{reason=\"deadline\"} %lu\n"
 	    "embd_compute_cancelled_total{reason=\"shutdown\"} %lu\n",
-	    embd_compute_threads(c), embd_compute_admitted(c), embd_compute_running(c), atomic_load(&c->done_total),
-	    (double)atomic_load(&c->busy_ns) / 1e9, atomic_load(&c->cancelled_total[0]),
-	    atomic_load(&c->cancelled_total[1]), atomic_load(&c->cancelled_total[2]));
+	    embd_compute_threads(c), embd_compute_admitted(c), (unsigned long long)atomic_load(&c->bytes_held),
+	    embd_compute_running(c), atomic_load(&c->done_total), (double)atomic_load(&c->busy_ns) / 1e9,
+	    atomic_load(&c->cancelled_total[0]), atomic_load(&c->cancelled_total[1]),
+	    atomic_load(&c->cancelled_total[2]));
 	return o.overflow ? 0 : o.len;
 }

@@ -240,6 +240,7 @@ static int submit(struct req *r, struct vwork *v, unsigned parts, uint64_t work,
 	v->w.fd = ci != NULL ? ci->connect_fd : -1;
 	v->w.deadline_ns =
 	    s->cfg.compute_timeout_s > 0 ? embd_now_ns() + (uint64_t)s->cfg.compute_timeout_s * 1000000000u : 0;
+	v->w.bytes = r->acct.held; /* everything it will hold (but a few dim-sized sums) is charged already */
 	r->job = v;
 	MHD_suspend_connection(r->conn);
 	int rc = embd_compute_submit(&s->compute, &v->w);
@@ -251,9 +252,16 @@ static int submit(struct req *r, struct vwork *v, unsigned parts, uint64_t work,
 		embd_acct_free(&r->acct, v->scratch[p]);
 	if (rc == EMBD_ECOMPUTEBUSY) {
 		atomic_fetch_add(&s->metrics.rejected[REJ_COMPUTE_QUEUE], 1);
+		size_t n = embd_compute_admitted(&s->compute);
+		if (n >= (size_t)s->cfg.compute_queue)
+			return embd_err_set(
+			    e, rc, "the compute queue is full (compute.queue %" PRId64 " operations); retry later",
+			    s->cfg.compute_queue);
 		return embd_err_set(e, rc,
-		                    "the compute queue is full (compute.queue %" PRId64 " operations); retry later",
-		                    s->cfg.compute_queue);
+		                    "this operation holds %" PRIu64 " bytes and the %zu admitted hold %" PRIu64
+		                    " of compute.inflight_bytes %" PRId64 "; retry later",
+		                    v->w.bytes, n, (uint64_t)atomic_load(&s->compute.bytes_held),
+		                    s->cfg.compute_inflight_bytes);
 	}
 	return embd_err_set(e, rc, "%s", embd_strerror(rc));
 }

@@ -93,7 +93,7 @@ static void parts_run_side_by_side(void **state)
 {
 	(void)state;
 	embd_compute c;
-	assert_int_equal(embd_compute_start(&c, 3, 4, 0), 0);
+	assert_int_equal(embd_compute_start(&c, 3, 4, 0, 0), 0);
 	assert_int_equal(embd_compute_threads(&c), 3);
 	struct spin s;
 	spin_init(&s, 3, -1, 0);
@@ -118,7 +118,7 @@ static void queue_is_bounded(void **state)
 {
 	(void)state;
 	embd_compute c;
-	assert_int_equal(embd_compute_start(&c, 1, 2, 0), 0);
+	assert_int_equal(embd_compute_start(&c, 1, 2, 0, 0), 0);
 	struct spin a, b, x;
 	spin_init(&a, 1, -1, 0);
 	spin_init(&b, 1, -1, 0);
@@ -147,12 +147,50 @@ static void queue_is_bounded(void **state)
 	embd_compute_destroy(&c);
 }
 
+/* Admitted works hold at most bytes_limit together: one that does not fit is refused until others are done. */
+static void bytes_are_bounded(void **state)
+{
+	(void)state;
+	embd_compute c;
+	assert_int_equal(embd_compute_start(&c, 1, 8, 100, 0), 0);
+	struct spin a, b, small, big;
+	spin_init(&a, 1, -1, 0);
+	spin_init(&b, 1, -1, 0);
+	spin_init(&small, 1, -1, 0);
+	spin_init(&big, 1, -1, 0);
+	a.w.bytes = 60;
+	b.w.bytes = 50;
+	small.w.bytes = 40;
+	big.w.bytes = 500;
+	/* Alone, a work is admitted whatever it holds: nothing else would ever let it in. */
+	assert_int_equal(embd_compute_submit(&c, &big.w), 0);
+	assert_int_equal(atomic_load(&c.bytes_held), 500);
+	assert_int_equal(embd_compute_submit(&c, &small.w), EMBD_ECOMPUTEBUSY);
+	atomic_store(&big.go, 1);
+	assert_true(wait_done(&big, 2000) >= 0);
+	assert_int_equal(atomic_load(&c.bytes_held), 0);
+	assert_int_equal(embd_compute_submit(&c, &a.w), 0);
+	assert_int_equal(embd_compute_submit(&c, &b.w), EMBD_ECOMPUTEBUSY); /* 60 + 50 > 100 */
+	assert_int_equal(embd_compute_submit(&c, &small.w), 0);             /* 60 + 40 = 100 */
+	assert_int_equal(atomic_load(&c.bytes_held), 100);
+	assert_int_equal(atomic_load(&c.refused_total), 2);
+	atomic_store(&a.go, 1);
+	assert_true(wait_done(&a, 2000) >= 0);
+	assert_int_equal(embd_compute_submit(&c, &b.w), 0); /* 40 + 50 */
+	atomic_store(&small.go, 1);
+	atomic_store(&b.go, 1);
+	assert_true(wait_done(&small, 2000) >= 0);
+	assert_true(wait_done(&b, 2000) >= 0);
+	assert_int_equal(atomic_load(&c.bytes_held), 0);
+	embd_compute_destroy(&c);
+}
+
 /* A work whose descriptor hangs up (its client closed the connection) is cancelled within milliseconds. */
 static void hangup_cancels(void **state)
 {
 	(void)state;
 	embd_compute c;
-	assert_int_equal(embd_compute_start(&c, 2, 4, 0), 0);
+	assert_int_equal(embd_compute_start(&c, 2, 4, 0, 0), 0);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct spin s, other;
@@ -185,7 +223,7 @@ static void queued_hangup_is_done_at_once(void **state)
 {
 	(void)state;
 	embd_compute c;
-	assert_int_equal(embd_compute_start(&c, 1, 4, 0), 0);
+	assert_int_equal(embd_compute_start(&c, 1, 4, 0, 0), 0);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct spin busy, queued, deadline;
@@ -220,7 +258,7 @@ static void deadline_cancels(void **state)
 {
 	(void)state;
 	embd_compute c;
-	assert_int_equal(embd_compute_start(&c, 1, 4, 0), 0);
+	assert_int_equal(embd_compute_start(&c, 1, 4, 0, 0), 0);
 	struct spin run, queued;
 	uint64_t t0 = embd_now_ns();
 	spin_init(&run, 1, -1, t0 + 50000000u);
@@ -245,7 +283,7 @@ static void stop_cancels_everything(void **state)
 {
 	(void)state;
 	embd_compute c;
-	assert_int_equal(embd_compute_start(&c, 2, 8, 0), 0);
+	assert_int_equal(embd_compute_start(&c, 2, 8, 0, 0), 0);
 	struct spin s[4];
 	for (int i = 0; i < 4; i++) {
 		spin_init(&s[i], 2, -1, 0);
@@ -269,9 +307,13 @@ static void stop_cancels_everything(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(parts_run_side_by_side), cmocka_unit_test(queue_is_bounded),
-	    cmocka_unit_test(hangup_cancels),         cmocka_unit_test(queued_hangup_is_done_at_once),
-	    cmocka_unit_test(deadline_cancels),       cmocka_unit_test(stop_cancels_everything),
+	    cmocka_unit_test(parts_run_side_by_side),
+	    cmocka_unit_test(queue_is_bounded),
+	    cmocka_unit_test(bytes_are_bounded),
+	    cmocka_unit_test(hangup_cancels),
+	    cmocka_unit_test(queued_hangup_is_done_at_once),
+	    cmocka_unit_test(deadline_cancels),
+	    cmocka_unit_test(stop_cancels_everything),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -276,13 +276,13 @@ static void nonfinite_queries(void **state)
 	} cases[] = {
 	    /* What Python's json.dumps writes for NaN and the infinities, and a number past a double. */
 	    {"{\"vectors\": [[1, 2], [1, NaN]]}", EMBD_EBADVECTOR,
-	     "vectors[1][1] is NaN or an infinity; query vectors must be finite"},
+	     "vectors[1][1] is NaN, an infinity or past a double's range; query vectors must be finite"},
 	    {"{\"vectors\": [[Infinity, 2]]}", EMBD_EBADVECTOR,
-	     "vectors[0][0] is NaN or an infinity; query vectors must be finite"},
+	     "vectors[0][0] is NaN, an infinity or past a double's range; query vectors must be finite"},
 	    {"{\"vectors\":[[1,2],[3,4],[-Infinity,0]]}", EMBD_EBADVECTOR,
-	     "vectors[2][0] is NaN or an infinity; query vectors must be finite"},
+	     "vectors[2][0] is NaN, an infinity or past a double's range; query vectors must be finite"},
 	    {"{\"k\": 1, \"vectors\": [[0, 1e400]]}", EMBD_EBADVECTOR,
-	     "vectors[0][1] is NaN or an infinity; query vectors must be finite"},
+	     "vectors[0][1] is NaN, an infinity or past a double's range; query vectors must be finite"},
 	    /* Elsewhere it stays malformed JSON. */
 	    {"{\"ids\": [NaN]}", EMBD_EJSON, "malformed JSON at byte 9: expected a JSON value"},
 	    {"{\"vectors\": [NaN]}", EMBD_EJSON, "malformed JSON at byte 13: expected a JSON value"},

@@ -198,3 +198,59 @@ def test_the_access_log_counts_every_byte_the_search_held(start, wide):
     logged = int(re.search(line, d.output()).group(1))
     # Two parts' scratch (a 1 MiB block of scores each, at most) are the request's: the header and log agree.
     assert logged == held and held > 2 * 4096
+
+
+def test_queued_operations_cannot_starve_lookups_of_memory(start, wide):
+    """What admitted vector operations hold up front is bounded by compute.inflight_bytes, so a queue of heavy
+    searches cannot take the in-flight budget lookups need (it took 509 MB of 512 MB, and lookups got 503)."""
+    d = start(wide[0], "--limits.work", "1T", "--compute.threads", "1", "--limits.inflight_bytes", "128MiB",
+              "--compute.inflight_bytes", "48MiB")
+    s = post_raw(d.port, "/v1/similar?k=50", ids_body(4000))
+    assert wait_for(lambda: running(d))
+    held = metric(d, "embd_compute_inflight_bytes")
+    assert 16 << 20 < held <= 48 << 20
+    st, h, b = d.request("POST", "/v1/similar?k=50", ids_body(4000, 50000), JSON)
+    e = json.loads(b)["error"]
+    assert st == 503 and e["code"] == "compute_busy" and h["retry-after"] == "1"
+    assert re.fullmatch(r"this operation holds \d+ bytes and the 1 admitted hold %d of compute.inflight_bytes "
+                        r"50331648; retry later" % held, e["message"]), e["message"]
+    # A 30 MB lookup still fits beside the search: the rest of limits.inflight_bytes is the lookups'.
+    st, h, b = d.get("/v1/rows?start=0&stop=20000&format=json")
+    assert st == 200 and len(b) > 20 << 20
+    assert running(d)
+    s.close()
+    assert wait_for(lambda: metric(d, "embd_compute_inflight_bytes") == 0)
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_a_queued_operation_whose_client_leaves_is_dropped_at_once(start, wide):
+    """A search still queued behind another when its client closes leaves the queue at once, holding nothing, and
+    never runs; the one running goes on."""
+    d = start(wide[0], "--limits.work", "1T", "--compute.threads", "1")
+    first = post_raw(d.port, "/v1/similar?k=10", ids_body(8192))
+    assert wait_for(lambda: running(d))
+    queued = post_raw(d.port, "/v1/similar?k=10", ids_body(8192, 50000))
+    assert wait_for(lambda: metric(d, "embd_compute_admitted") == 2)
+    before = metric(d, "embd_compute_inflight_bytes")
+    queued.close()
+    assert wait_for(lambda: metric(d, "embd_compute_admitted") == 1, timeout=2)
+    m = d.metrics()
+    assert m["embd_compute_inflight_bytes"] < before and m["embd_compute_running"] == 1
+    assert m['embd_compute_cancelled_total{reason="client_closed"}'] == 1
+    first.close()
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_a_client_that_half_closes_is_taken_as_gone(start, wide):
+    """As nginx does (a read of end-of-file is a client that closed), a client that shuts its sending side after
+    its request is taken as gone: its search stops and it gets no answer. Clients that wait for answers keep
+    their connection open both ways (curl, requests, http.client, every HTTP library)."""
+    d = start(wide[0], "--limits.work", "1T")
+    s = post_raw(d.port, "/v1/similar?k=10", ids_body(8192))
+    assert wait_for(lambda: running(d))
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
+    assert s.recv(100) == b""  # closed without an answer
+    s.close()
+    m = d.settled()
+    assert m['embd_compute_cancelled_total{reason="client_closed"}'] == 1 and m["embd_inflight_accounted_bytes"] == 0

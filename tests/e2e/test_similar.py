@@ -336,7 +336,9 @@ def test_edge_cases_exact(start, edge):
                                  (npy(np.array([[1, 0, 0], [0, 0, np.inf]], np.float32)), NPY, "vectors[1][2]")):
         s, _, b = post(d, "/v1/similar", body, headers)
         assert err(400, "bad_vector", (s, _, b)), b
-        assert where + " is NaN or an infinity; query vectors must be finite" in b["error"]["message"]
+        want = ("query %s is NaN or an infinity" if headers is NPY else "%s is NaN, an infinity or past a double's "
+                "range") % where
+        assert b["error"]["message"] == want + "; query vectors must be finite"
     assert err(415, "unsupported_media_type", post(d, "/v1/similar", npy(qs), {"Content-Type": "text/plain"}))
     # Analogy: every named row left out, one flat list.
     s, h, b = post(d, "/v1/similar?k=10", {"positive": ["a", 4], "negative": ["f"]})
