@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -46,9 +47,33 @@ static void unadmit(embd_compute *c, embd_work *w)
 	}
 }
 
+/*
+ * Thread i runs on the i-th core the process may use, when there are no more
+ * threads than cores: reniced threads carry little load weight, and the
+ * kernel then left a search's two parts sharing one core for part of the time
+ * while the other idled (a lone query took 9-10.5 ms instead of 7.5-8).
+ */
+static void pin(unsigned i)
+{
+	cpu_set_t allowed, one;
+	if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+		return;
+	for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &allowed) || (unsigned)seen++ != i)
+			continue;
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		(void)pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+		return;
+	}
+}
+
 static void *worker(void *arg)
 {
 	embd_compute *c = arg;
+	unsigned index = atomic_fetch_add(&c->started, 1);
+	if (c->pin)
+		pin(index);
 	if (c->nice != 0) {
 		/* Linux applies a nice value to the calling thread alone when given its thread id. */
 		errno = 0;
@@ -219,6 +244,8 @@ int embd_compute_start(embd_compute *c, unsigned threads, size_t queue, uint64_t
 	c->queue = queue > 0 ? queue : 1;
 	c->bytes_limit = bytes_limit;
 	c->nice = nice;
+	cpu_set_t allowed;
+	c->pin = sched_getaffinity(0, sizeof allowed, &allowed) == 0 && threads <= (unsigned)CPU_COUNT(&allowed);
 	c->threads = calloc(threads, sizeof *c->threads);
 	c->admitted = calloc(c->queue, sizeof(embd_work *));
 	if (c->threads == NULL || c->admitted == NULL)

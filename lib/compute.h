@@ -70,8 +70,10 @@ typedef struct embd_compute {
 	_Atomic uint64_t bytes_held; /* what they hold now (under lock; atomic for the metrics) */
 	uint64_t next_id;
 	int stopping;
-	int stopped; /* stop has joined every thread */
-	int nice;    /* added to the pool threads' nice value */
+	int stopped;         /* stop has joined every thread */
+	int nice;            /* added to the pool threads' nice value */
+	int pin;             /* one thread per core: thread i runs on the i-th core the process may use */
+	atomic_uint started; /* threads that have begun (their index) */
 	/* Counters (read at any time). */
 	atomic_ulong running;            /* parts running now */
 	atomic_ulong done_total;         /* works done */
