@@ -327,6 +327,8 @@ static int pair_commit(pair *p, const embd_textvec *tv, int skip_bad, uint64_t *
 		rc = embd_err_set(e, EMBD_EFORMAT, "no vectors: every word was left out");
 		goto fail;
 	}
+	/* One mark on both files, before either is renamed: a load refuses halves of two converts (pair.h). */
+	(void)embd_pair_mark(p->fd_npy, p->fd_vocab);
 	if ((rc = finish(&p->fd_npy, write_npy(p->fd_npy, tv, keep, rows))) != 0) {
 		rc =
 		    embd_err_set(e, rc, "%s: %s", p->npy_tmp, rc == EMBD_EINTERNAL ? "header too long" : strerror(-rc));

@@ -83,6 +83,8 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, embd_gen_list *
 			                  i->source, embd_format_name(i->format), spec->vocab);
 		else
 			rc = embd_vocab_open(spec->vocab, i->rows, &g->vocab, e);
+		if (rc == 0) /* under the pair's lock still: these two files, as they were opened */
+			rc = embd_pair_check(spec->path, spec->vocab, e);
 		if (rc != 0) {
 			embd_pair_unlock(lock);
 			embd_vocab_free(g->vocab);

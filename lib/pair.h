@@ -2,6 +2,8 @@
 #ifndef EMBD_PAIR_H
 #define EMBD_PAIR_H
 
+#include "error.h"
+
 /*
  * `embd convert` replaces a pair (OUT.npy and its vocabulary) by two renames,
  * and a load opens the two files one after the other. The directory of the
@@ -24,5 +26,27 @@ int embd_pair_lock(const char *matrix_path, int exclusive);
 
 /* Release a lock embd_pair_lock returned. -1 is a no-op. */
 void embd_pair_unlock(int fd);
+
+/*
+ * The lock keeps loads away from a convert's two renames, but not a crash
+ * between them (SIGKILL, power loss): that leaves the new words beside the
+ * old rows under the pair's names. So a convert marks both files of a pair
+ * with one random id (the extended attribute user.embd.pair) before it
+ * renames them, and a load refuses two files whose marks differ (or only
+ * one of which has one) instead of serving rows under the wrong words.
+ *
+ * Mark the open files fd_a and fd_b with one new id. 0, or a negative errno
+ * when the file system keeps no user attributes (the pair then goes
+ * unmarked, as before marks existed). Thread-safe.
+ */
+int embd_pair_mark(int fd_a, int fd_b);
+
+/*
+ * Whether the matrix and the vocabulary file at these paths (borrowed) are
+ * one pair: 0 when both carry the same mark or neither carries one;
+ * EMBD_ECONFIG with e saying so when a convert was stopped between its
+ * renames (their marks differ, or only one has a mark). Thread-safe.
+ */
+int embd_pair_check(const char *matrix_path, const char *vocab_path, embd_err *e);
 
 #endif
