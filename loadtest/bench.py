@@ -3,7 +3,7 @@
 
 Makes its data, starts every server on a loopback port, runs each workload against each peer with the same wrk
 settings in interleaved rounds, stops what it started, and writes loadtest/results/RESULTS.md, raw JSON and plots.
-QUICK=1 runs a short version (under 3 minutes). Only 127.0.0.1 is ever a target; every loop is bounded.
+QUICK=1 runs a short version (a few minutes). Only 127.0.0.1 is ever a target; every loop is bounded.
 `bench.py --only convert` runs the convert row alone (embd convert vs gensim on the 400k x 100 GloVe text) and
 updates its section of RESULTS.md; `bench.py --only similar` likewise runs the nearest-neighbours row (embd
 /v1/similar vs gensim most_similar on the 400k x 100 GloVe-sized matrix).
