@@ -905,13 +905,14 @@ def splice_section(title, section):
     open(path, "w").write(text)
 
 
-def only_similar():
-    """`bench.py --only similar`: the similar row alone; prints it and updates its section of RESULTS.md."""
+def only_row(measure, section_of, raw_name, title):
+    """`bench.py --only NAME`: one row alone; prints its section, keeps its figures in RAW_NAME.json and puts the
+    section into RESULTS.md in place of the one titled TITLE."""
     os.makedirs(RESULTS, exist_ok=True)
-    s = similar_bench()
-    json.dump(s, open(os.path.join(RESULTS, "similar.json"), "w"), indent=1)
-    section = similar_section(s)
-    splice_section("Nearest neighbours: embd /v1/similar vs gensim most_similar", section)
+    s = measure()
+    json.dump(s, open(os.path.join(RESULTS, raw_name + ".json"), "w"), indent=1)
+    section = section_of(s)
+    splice_section(title, section)
     print(section)
     log("updated", os.path.join(RESULTS, "RESULTS.md"))
 
@@ -1071,24 +1072,14 @@ def isolation_section(s):
     return "\n".join(L)
 
 
-def only_isolation():
-    """`bench.py --only isolation`: the isolation row alone; prints it and updates its section of RESULTS.md."""
-    os.makedirs(RESULTS, exist_ok=True)
-    s = isolation_bench()
-    json.dump(s, open(os.path.join(RESULTS, "isolation.json"), "w"), indent=1)
-    section = isolation_section(s)
-    splice_section("Isolation: lookups beside heavy vector operations", section)
-    print(section)
-    log("updated", os.path.join(RESULTS, "RESULTS.md"))
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--only", "convert"]:
         only_convert()
     elif sys.argv[1:] == ["--only", "similar"]:
-        only_similar()
+        only_row(similar_bench, similar_section, "similar",
+                 "Nearest neighbours: embd /v1/similar vs gensim most_similar")
     elif sys.argv[1:] == ["--only", "isolation"]:
-        only_isolation()
+        only_row(isolation_bench, isolation_section, "isolation", "Isolation: lookups beside heavy vector operations")
     elif sys.argv[1:]:
         sys.exit("usage: bench.py [--only convert|similar|isolation]  (QUICK=1 for the short full run)")
     else:
