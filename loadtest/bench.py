@@ -196,12 +196,12 @@ def wait_idle(limit_s=15.0, busy=0.10):
         pass
 
 
-def wrk(peer, env, duration=DUR, conns=CONNS):
-    wait_idle()
-    e = dict(os.environ, PEER=peer, ROWS=str(ROWS), DIM=str(DIM), SEED="7", **env)
-    cmd = ["wrk", "-t%d" % THREADS, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
-           "-s", os.path.join(HERE, "bench.lua"), "http://127.0.0.1:%d" % PORTS[peer]]
-    out = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=duration + 60).stdout
+def run_wrk(port, env, duration, conns, threads=THREADS):
+    """One wrk run of bench.lua (set by env) against the port: its RESULT line as figures."""
+    cmd = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
+           "-s", os.path.join(HERE, "bench.lua"), "http://127.0.0.1:%d" % port]
+    out = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True,
+                         timeout=duration + 60).stdout
     m = re.search(r"RESULT duration_us=(\d+) requests=(\d+) bytes=(\d+) errors_status=(\d+) errors_other=(\d+) "
                   r"p50_us=(\d+) p99_us=(\d+)", out)
     if not m:
@@ -210,6 +210,11 @@ def wrk(peer, env, duration=DUR, conns=CONNS):
     secs = d_us / 1e6
     return {"rps": reqs / secs, "MBps": nbytes / secs / 1e6, "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
             "errors": est + eoth, "requests": reqs}
+
+
+def wrk(peer, env, duration=DUR, conns=CONNS):
+    wait_idle()
+    return run_wrk(PORTS[peer], dict(PEER=peer, ROWS=str(ROWS), DIM=str(DIM), SEED="7", **env), duration, conns)
 
 
 def first_response_s(start_cmd, url, env=None):
@@ -925,16 +930,8 @@ ISO_BATCH = 1024
 
 def iso_wrk(port, seconds):
     """wrk on single rows (binary) of the 400k x 100 matrix: 2 threads, 16 connections."""
-    e = dict(os.environ, PEER="embd", MODE="row", FMT="bin", N="1", ROWS="400000", DIM="100", SEED="9")
-    cmd = ["wrk", "-t2", "-c16", "-d%ds" % seconds, "--timeout", "10s", "-s", os.path.join(HERE, "bench.lua"),
-           "http://127.0.0.1:%d" % port]
-    out = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=seconds + 60).stdout
-    m = re.search(r"RESULT duration_us=(\d+) requests=(\d+) bytes=(\d+) errors_status=(\d+) errors_other=(\d+) "
-                  r"p50_us=(\d+) p99_us=(\d+)", out)
-    if not m:
-        raise RuntimeError("wrk printed no result:\n" + out)
-    d_us, reqs, _, est, eoth, p50, p99 = map(int, m.groups())
-    return {"rps": reqs / (d_us / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "errors": est + eoth}
+    env = dict(PEER="embd", MODE="row", FMT="bin", N="1", ROWS="400000", DIM="100", SEED="9")
+    return run_wrk(port, env, seconds, 16, threads=2)
 
 
 # One similar client in a process of its own (a thread of the harness would share its interpreter lock with the
