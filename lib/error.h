@@ -48,7 +48,8 @@
 	X(EMBD_ECOMPUTEBUSY, 41, 503, "compute_busy", "the compute queue is full")                                     \
 	X(EMBD_EDEADLINE, 42, 503, "deadline_exceeded", "the work did not finish within compute.timeout_s")            \
 	X(EMBD_ESHUTDOWN, 43, 503, "shutting_down", "the server is shutting down")                                     \
-	X(EMBD_ECANCELED, 44, 499, "client_closed", "the client closed the connection")
+	X(EMBD_ECANCELED, 44, 499, "client_closed", "the client closed the connection")                                \
+	X(EMBD_ETOOMANYCONNS, 45, 503, "too_many_connections", "too many connections from this address")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

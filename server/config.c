@@ -92,7 +92,7 @@ static const struct key keys[] = {
         "closed at once"),
     INT("limits.connections_per_ip", NULL, connections_per_ip, "128", 0, 1000000,
         "concurrent connections from one IP address, so that one client cannot take them all (the excess is "
-        "closed at once); 0: no limit"),
+        "answered 503 too_many_connections and closed); 0: no limit"),
     SIZE("limits.connection_memory", NULL, connection_memory, "16KiB", 8192,
          "libmicrohttpd's per-connection buffer: the request line and headers must fit (so ?ids= of ~2000 ids; "
          "POST larger batches); it is zeroed between requests, so smaller is faster"),

@@ -16,12 +16,18 @@
 #include "log.h"
 #include "server.h"
 
-int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, atomic_long *open)
+int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, unsigned per_ip, atomic_long *open,
+                    atomic_ullong *refused_per_ip)
 {
 	t->open = open;
+	t->refused_per_ip = refused_per_ip;
 	t->n = limit + surplus;
 	t->limit = limit;
+	t->per_ip = per_ip;
 	t->held = 0;
+	t->extra = 0;
+	atomic_init(&t->refusal_logged_ns, 0);
+	atomic_init(&t->refusals_unlogged, 0);
 	t->slots = calloc(t->n, sizeof *t->slots);
 	if (t->slots == NULL)
 		return -ENOMEM;
@@ -36,23 +42,93 @@ void embd_conns_destroy(embd_conns *t)
 	pthread_mutex_destroy(&t->lock);
 }
 
+/* The peer's address of c into family and addr (16 bytes); family 0 when it is neither IPv4 nor IPv6. */
+static void client_address(struct MHD_Connection *c, int *family, unsigned char *addr)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+	*family = 0;
+	memset(addr, 0, 16);
+	if (sa != NULL && sa->sa_family == AF_INET) {
+		*family = AF_INET;
+		memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa != NULL && sa->sa_family == AF_INET6) {
+		*family = AF_INET6;
+		memcpy(addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	}
+}
+
+/* How many connections within the limit the address holds (under the table's lock). */
+static unsigned held_by(const embd_conns *t, int family, const unsigned char *addr)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < t->n; i++) {
+		const struct conn_slot *s = &t->slots[i];
+		k += s->used && !s->surplus && s->family == family && memcmp(s->addr, addr, 16) == 0;
+	}
+	return k;
+}
+
+/*
+ * The log line of a connection refused past limits.connections_per_ip: at
+ * most one a second (a flood of connections must not become a flood of log
+ * lines, each a write under the log's lock), saying how many went unlogged.
+ */
+static void log_refusal(embd_conns *t, int family, const unsigned char *addr, int shut_at_once)
+{
+	uint64_t now = embd_now_ns(), last = atomic_load(&t->refusal_logged_ns);
+	if ((last != 0 && now - last < 1000000000u) ||
+	    !atomic_compare_exchange_strong(&t->refusal_logged_ns, &last, now)) {
+		atomic_fetch_add(&t->refusals_unlogged, 1);
+		return;
+	}
+	unsigned long more = atomic_exchange(&t->refusals_unlogged, 0);
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (family != 0)
+		inet_ntop(family, addr, host, sizeof host);
+	char since[80] = "";
+	if (more != 0)
+		snprintf(since, sizeof since, "; %lu more refused since the last such line", more);
+	embd_log(EMBD_LOG_WARN,
+	         "refused a connection from %s: it holds limits.connections_per_ip (%u) connections already (%s)%s",
+	         host, t->per_ip,
+	         shut_at_once ? "closed at once: the surplus is full" : "answered 503 too_many_connections", since);
+}
+
 void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code)
 {
 	embd_conns *t = cls;
+	int refused = 0, shut_at_once = 0, family = 0;
+	unsigned char addr[16];
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+		client_address(c, &family, addr);
 	pthread_mutex_lock(&t->lock);
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		atomic_fetch_add(t->open, 1);
 		*socket_context = NULL;
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-		for (unsigned i = 0; ci != NULL && i < t->n; i++) {
+		refused = t->per_ip != 0 && family != 0 && held_by(t, family, addr) >= t->per_ip;
+		/*
+		 * Past its address's share, a connection may only take a surplus
+		 * slot; with none left, it is shut now (libmicrohttpd sees the end
+		 * of the stream and closes it), so that a flood from one host never
+		 * fills the table and libmicrohttpd's limit against the others.
+		 */
+		shut_at_once = refused && t->extra >= t->n - t->limit;
+		for (unsigned i = 0; ci != NULL && !shut_at_once && i < t->n; i++) {
 			struct conn_slot *s = &t->slots[i];
 			if (!s->used) {
 				s->used = 1;
 				s->fd = ci->connect_fd;
-				s->surplus = t->held >= t->limit;
-				if (!s->surplus)
+				s->over_ip = refused;
+				s->surplus = refused || t->held >= t->limit;
+				if (s->surplus)
+					t->extra++;
+				else
 					t->held++;
+				s->family = family;
+				memcpy(s->addr, addr, sizeof s->addr);
 				s->opened_ns = embd_now_ns();
 				atomic_store(&s->since_ns, s->opened_ns);
 				atomic_store(&s->state, CONN_IDLE);
@@ -62,12 +138,16 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 				break;
 			}
 		}
+		if (shut_at_once && ci != NULL)
+			shutdown(ci->connect_fd, SHUT_RDWR);
 	} else {
 		atomic_fetch_sub(t->open, 1);
 		/* libmicrohttpd closes the socket after this returns, so the sweep never sees a reused fd. */
 		struct conn_slot *s = *socket_context;
 		if (s != NULL) {
-			if (!s->surplus)
+			if (s->surplus)
+				t->extra--;
+			else
 				t->held--;
 			s->used = 0;
 			s->fd = -1;
@@ -75,6 +155,10 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 		}
 	}
 	pthread_mutex_unlock(&t->lock);
+	if (refused) {
+		atomic_fetch_add(t->refused_per_ip, 1);
+		log_refusal(t, family, addr, shut_at_once);
+	}
 }
 
 struct conn_slot *embd_conn_slot(struct MHD_Connection *c)

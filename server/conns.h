@@ -26,6 +26,16 @@
  * limits.connections are accepted into the surplus only to be answered 503 at
  * once (or, if they send nothing, shut within a second), so that a crowd of
  * clients is refused at once rather than left waiting in the listen backlog.
+ *
+ * limits.connections_per_ip is counted here too (not by libmicrohttpd, which
+ * closes the excess without a word): a connection from an address that
+ * already holds that many is a surplus connection, answered 503
+ * too_many_connections with Connection: close, counted and logged (a line a
+ * second at most). It never takes one of the limits.connections slots, so a
+ * host flooding past its share leaves the others theirs; and the surplus is
+ * bounded (a flood connection finding it full is shut at once), so the
+ * sockets open never pass limits.connections plus the surplus, and the
+ * flood cannot push the others' connections into libmicrohttpd's own limit.
  */
 #ifndef EMBD_CONNS_H
 #define EMBD_CONNS_H
@@ -45,9 +55,12 @@
 enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT, CONN_SENDING };
 
 struct conn_slot {
-	int fd;                    /* valid while used; under the table's lock */
-	int used;                  /* under the table's lock */
-	int surplus;               /* past limits.connections: answered 503; set before the connection is seen */
+	int fd;      /* valid while used; under the table's lock */
+	int used;    /* under the table's lock */
+	int surplus; /* past limits.connections: answered 503; set before the connection is seen */
+	int over_ip; /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
+	int family;  /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
+	unsigned char addr[16];
 	atomic_int state;          /* enum conn_state */
 	_Atomic uint64_t since_ns; /* when the state began */
 	uint64_t opened_ns;        /* when the connection was accepted; under the table's lock */
@@ -62,14 +75,23 @@ typedef struct embd_conns {
 	unsigned n;        /* slots: the limit and the surplus */
 	unsigned limit;    /* limits.connections */
 	unsigned held;     /* connections within the limit now; under the lock */
+	unsigned extra;    /* surplus connections now (past either limit), at most n - limit; under the lock */
+	unsigned per_ip;   /* limits.connections_per_ip (0: none) */
 	atomic_long *open; /* borrowed: the gauge of open connections */
+	atomic_ullong *refused_per_ip; /* borrowed: counts the connections past per_ip */
+	/* The log line of a refusal past per_ip, at most one a second: when the last went, and how many since. */
+	_Atomic uint64_t refusal_logged_ns;
+	atomic_ulong refusals_unlogged;
 } embd_conns;
 
 /*
  * A table for limit connections and surplus more (libmicrohttpd's connection
- * limit is their sum), counting them in *open. 0 or -ENOMEM.
+ * limit is their sum), counting them in *open, at most per_ip (0: any number)
+ * of them within the limit from one address; connections past per_ip are
+ * counted in *refused_per_ip. 0 or -ENOMEM.
  */
-int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, atomic_long *open);
+int embd_conns_init(embd_conns *t, unsigned limit, unsigned surplus, unsigned per_ip, atomic_long *open,
+                    atomic_ullong *refused_per_ip);
 void embd_conns_destroy(embd_conns *t);
 
 /* MHD_OPTION_NOTIFY_CONNECTION: a slot for each connection, given back before its socket is closed. */

@@ -464,6 +464,11 @@ static int admit(struct req *r, const char *version, embd_err *e)
 	r->route = r->handler->id;
 	if (!(r->handler->methods & (1u << r->method)))
 		return embd_err_set(e, EMBD_EMETHOD, "%.20s is not allowed on %.200s", r->method_name, r->url);
+	if (r->slot != NULL && r->slot->over_ip) /* counted and logged when it connected (conns.c) */
+		return embd_err_set(e, EMBD_ETOOMANYCONNS,
+		                    "this address holds limits.connections_per_ip (%" PRId64
+		                    ") connections already; retry later, or on one of those",
+		                    s->cfg.connections_per_ip);
 	if (r->slot != NULL && r->slot->surplus) {
 		atomic_fetch_add(&s->metrics.rejected[REJ_CONNECTIONS], 1);
 		return embd_err_set(e, EMBD_EBUSY,
@@ -623,7 +628,8 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		return -1;
 	}
 	embd_budget_set_reserve(&s->budget, reserve);
-	if (embd_conns_init(&s->conns, limit, surplus, &s->metrics.connections) != 0) {
+	if (embd_conns_init(&s->conns, limit, surplus, (unsigned)cfg->connections_per_ip, &s->metrics.connections,
+	                    &s->metrics.rejected[REJ_CONNECTIONS_PER_IP]) != 0) {
 		snprintf(msg, cap, "out of memory for %u connection slots", accepted);
 		return -1;
 	}
@@ -668,7 +674,7 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	    MHD_OPTION_CONNECTION_LIMIT, accepted, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
 	    NULL, MHD_OPTION_NOTIFY_CONNECTION, embd_conns_notify, &s->conns, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->connections_per_ip, MHD_OPTION_END);
+	    MHD_OPTION_END);
 	if (s->daemon == NULL) {
 		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
 		         cfg->listen_address, cfg->listen_port);

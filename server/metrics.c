@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
-static const char *const reject_names[REJ_COUNT] = {"request_bytes",   "inflight_bytes", "max_ids", "max_body_bytes",
-                                                    "request_timeout", "connections",    "work",    "compute_queue",
-                                                    "min_send_rate",   "generations"};
+static const char *const reject_names[REJ_COUNT] = {
+    "request_bytes", "inflight_bytes", "max_ids",       "max_body_bytes", "request_timeout",   "connections",
+    "work",          "compute_queue",  "min_send_rate", "generations",    "connections_per_ip"};
 static const double bucket_s[METRICS_BUCKETS - 1] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
 

@@ -20,8 +20,9 @@ enum reject_reason {
 	REJ_CONNECTIONS,
 	REJ_WORK,
 	REJ_COMPUTE_QUEUE,
-	REJ_MIN_SEND_RATE, /* a response's client took it more slowly than limits.min_send_rate: closed */
-	REJ_GENERATIONS,   /* a reload past limits.generations closed the connections pinning the oldest one */
+	REJ_MIN_SEND_RATE,      /* a response's client took it more slowly than limits.min_send_rate: closed */
+	REJ_GENERATIONS,        /* a reload past limits.generations closed the connections pinning the oldest one */
+	REJ_CONNECTIONS_PER_IP, /* a connection from an address holding limits.connections_per_ip already */
 	REJ_COUNT
 };
 

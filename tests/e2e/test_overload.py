@@ -205,7 +205,9 @@ def test_a_connection_flood_is_bounded_and_others_are_still_served(start, data):
     for line in body.decode().splitlines():
         if line.startswith("embd_connections "):
             m["connections"] = float(line.split()[1])
-    assert status == 200 and m["connections"] <= 25  # the flood's 24 and this scrape
+    # The flood's 24, the surplus its excess may take for a second (16 for limits.connections 64; the rest is shut
+    # at once) and this scrape.
+    assert status == 200 and m["connections"] <= 24 + 16 + 1
     assert get_from(d.port, "127.0.0.3", "/healthz")[0] == 200
     assert get_from(d.port, "127.0.0.3", "/v1/rows/3?format=bin")[1] == data["f32"][3].tobytes()
     assert rss_anon(d.proc.pid) - rss0 < 16 * 2**20

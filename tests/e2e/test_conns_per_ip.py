@@ -1,0 +1,110 @@
+"""limits.connections_per_ip: a connection past an address's share is answered 503 too_many_connections (with
+Retry-After, then closed), counted and logged, never dropped without a word; a flood past it holds no more than the
+surplus, so other addresses are still served."""
+import http.client
+import json
+import re
+import socket
+import time
+
+from conftest import wait_for
+
+LIMIT = 4
+
+
+def get_from(port, source, path):
+    """(status, body) of a GET sent from another loopback address (127.0.0.0/8 all reaches 127.0.0.1)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def metrics(port):
+    """The metrics, scraped from 127.0.0.2 (not counted against 127.0.0.1's share)."""
+    status, body = get_from(port, "127.0.0.2", "/metrics")
+    assert status == 200
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in body.decode().splitlines()
+                                     if line and not line.startswith("#"))}
+
+
+def gauge(port, name):
+    return metrics(port)[name]
+
+
+def open_in_order(port, n):
+    """n connections from 127.0.0.1, each seen by the daemon before the next is opened (the threads accept in
+    parallel, so without the wait the daemon may see them in another order)."""
+    base = gauge(port, "embd_connections") - 1  # the scrape's own connection is open while it is counted
+    conns = []
+    for i in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.connect()
+        conns.append(c)
+        assert wait_for(lambda: gauge(port, "embd_connections") - 1 >= base + i + 1, 5)
+    return conns
+
+
+def ask(c):
+    c.request("GET", "/healthz")
+    r = c.getresponse()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+
+
+def test_connections_past_the_per_ip_limit_are_answered_503_counted_and_logged(start, data):
+    n_over = 3
+    d = start(data["f32_path"], "--limits.connections_per_ip", str(LIMIT), "--limits.connections", "64")
+    conns = open_in_order(d.port, LIMIT + n_over)
+    answers = [ask(c) for c in conns]
+    assert [a[0] for a in answers] == [200] * LIMIT + [503] * n_over
+    for status, headers, body in answers[LIMIT:]:
+        assert body == (b'{"error":{"status":503,"code":"too_many_connections","message":"this address holds '
+                        b'limits.connections_per_ip (4) connections already; retry later, or on one of those"}}')
+        assert headers["retry-after"] == "1"
+        assert headers["connection"] == "close"
+        assert headers["content-type"] == "application/json"
+    for c in conns[LIMIT:]:
+        assert c.sock is None or c.sock.recv(1) == b""  # closed after the answer
+    m = metrics(d.port)
+    assert m['embd_rejected_total{reason="connections_per_ip"}'] == n_over
+    assert m['embd_rejected_total{reason="connections"}'] == 0
+    # The log says who and what the limit is, once for the three (a line a second at most).
+    lines = re.findall(r".*refused a connection from 127\.0\.0\.1.*", d.output())
+    assert len(lines) == 1, lines
+    assert ("refused a connection from 127.0.0.1: it holds limits.connections_per_ip (4) connections already "
+            "(answered 503 too_many_connections)") in lines[0]
+    # The connections within the share keep being served, and once they close the address is served again.
+    assert [ask(c)[0] for c in conns[:LIMIT]] == [200] * LIMIT
+    for c in conns:
+        c.close()
+    assert wait_for(lambda: d.get("/healthz")[0] == 200, 5)
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_a_flood_past_the_per_ip_limit_leaves_the_others_their_connections(start, data):
+    """One host holds its share and floods 300 more connections that send nothing: the flood takes at most the
+    surplus (16 for limits.connections 16), the rest is shut at once, each is counted, the log gets a line a
+    second, and other addresses can still open the limits.connections - share connections left and be served on
+    each (without the bound, the flood filled libmicrohttpd's connection limit, and the others were closed)."""
+    d = start(data["f32_path"], "--limits.connections_per_ip", str(LIMIT), "--limits.connections", "16")
+    held = open_in_order(d.port, LIMIT)
+    flood = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(300)]
+    time.sleep(0.2)
+    assert gauge(d.port, "embd_connections") <= LIMIT + 16 + 1  # the share, the surplus and the scrape
+    # Each from its own address: an address's fifth would meet the same limit, and find the surplus full.
+    others = [http.client.HTTPConnection("127.0.0.1", d.port, timeout=10, source_address=("127.0.0.%d" % (10 + i), 0))
+              for i in range(16 - LIMIT)]
+    assert [ask(c)[0] for c in others] == [200] * (16 - LIMIT)
+    assert [ask(c)[0] for c in held] == [200] * LIMIT
+    for s in flood:
+        s.close()
+    for c in held + others:
+        c.close()
+    assert wait_for(lambda: gauge(d.port, "embd_connections") == 1, 5)
+    m = d.settled()
+    assert m['embd_rejected_total{reason="connections_per_ip"}'] == 300
+    assert len(re.findall(r"refused a connection from 127\.0\.0\.1", d.output())) <= 4
+    assert d.get("/healthz")[0] == 200
