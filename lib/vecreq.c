@@ -567,7 +567,7 @@ int embd_vecreq_parse_npy(const void *body, size_t len, uint64_t dim, size_t max
 	return 0;
 }
 
-int embd_vecreq_resolve(const embd_vocab *v, uint64_t rows, const embd_ref *refs, size_t n, int64_t *ids,
+int embd_vecreq_resolve(const embd_vocab *v, uint64_t rows, const embd_ref *refs, size_t n, embd_oov oov, int64_t *ids,
                         embd_acct *acct, embd_err *e)
 {
 	size_t ntok = 0;
@@ -599,7 +599,9 @@ int embd_vecreq_resolve(const embd_vocab *v, uint64_t rows, const embd_ref *refs
 		if (refs[i].tok.p != NULL)
 			toks[k++] = refs[i].tok;
 	size_t m = ntok, unknown;
-	rc = embd_tokens_resolve(v, toks, &m, EMBD_OOV_ERROR, found, &unknown, e);
+	/* ZERO keeps each unknown token's place (EMBD_VOCAB_NONE), where SKIP would close the gaps. */
+	rc = embd_tokens_resolve(v, toks, &m, oov == EMBD_OOV_ERROR ? EMBD_OOV_ERROR : EMBD_OOV_ZERO, found, &unknown,
+	                         e);
 	if (rc == 0)
 		for (size_t i = 0, k = 0; i < n; i++)
 			if (refs[i].tok.p != NULL)

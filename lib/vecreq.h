@@ -85,11 +85,14 @@ int embd_vecreq_parse_npy(const void *body, size_t len, uint64_t dim, size_t max
 
 /*
  * The row ids of refs[0 .. n): ids checked against rows (EMBD_ERANGE),
- * tokens looked up in v (NULL: EMBD_ENOVOCAB when any ref is a token;
- * unknown ones: EMBD_ETOKEN listing them). ids has room for n. scratch
- * memory from acct. Thread-safe for a finished v and distinct accts.
+ * tokens looked up in v (NULL: EMBD_ENOVOCAB when any ref is a token).
+ * Unknown tokens, by oov: EMBD_OOV_ERROR fails with EMBD_ETOKEN listing
+ * them; EMBD_OOV_SKIP (or ZERO) gives each the id EMBD_VOCAB_NONE, in its
+ * place, for the caller to answer as it must (an empty list of neighbours).
+ * ids has room for n. scratch memory from acct. Thread-safe for a finished
+ * v and distinct accts.
  */
-int embd_vecreq_resolve(const embd_vocab *v, uint64_t rows, const embd_ref *refs, size_t n, int64_t *ids,
+int embd_vecreq_resolve(const embd_vocab *v, uint64_t rows, const embd_ref *refs, size_t n, embd_oov oov, int64_t *ids,
                         embd_acct *acct, embd_err *e);
 
 #endif

@@ -130,8 +130,11 @@ struct vwork {
 	const embd_matrix_info *m;
 	/* V_TOPK: t is the whole search, each part searches its share of the rows into its own hits. */
 	embd_topk t;
-	uint64_t k;       /* as asked (the answer says it); t.k is it clamped to the rows */
-	int single;       /* one query: "results" is its list, not a list of lists */
+	uint64_t k; /* as asked (the answer says it); t.k is it clamped to the rows */
+	int single; /* one query: "results" is its list, not a list of lists */
+	/* ?oov=skip: the queries asked (nall), skipped[i] set for those not searched (an empty list); NULL: none. */
+	const unsigned char *skipped;
+	size_t nall;
 	embd_hit *hits;   /* parts x nq x t.k */
 	size_t *counts;   /* parts x nq */
 	embd_hit *merged; /* nq x t.k, when there are several parts */
@@ -324,7 +327,8 @@ static int topk_answer(struct req *r, struct vwork *v, embd_err *e);
  * embd_topk (NULL: none); single: one query's answer.
  */
 static int topk_submit(struct req *r, const float *queries, size_t nq, const uint64_t *rows, uint64_t k,
-                       embd_metric metric, const uint64_t *exclude, const size_t *exclude_off, int single, embd_err *e)
+                       embd_metric metric, const uint64_t *exclude, const size_t *exclude_off, int single,
+                       const unsigned char *skipped, size_t nall, embd_err *e)
 {
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	const embd_vocab *voc = embd_gen_vocab(r->gen);
@@ -334,7 +338,9 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 	size_t kk = (size_t)(k < m->rows ? k : m->rows);
 	/* The answer's bound, known before the search: every hit at its longest (a token escaped six bytes a byte). */
 	uint64_t per_hit = 64 + 6 * (uint64_t)(voc != NULL ? embd_vocab_max_token_bytes(voc) : 0);
-	uint64_t bound = 96 + 3 * (uint64_t)nq;
+	if (skipped == NULL)
+		nall = nq;
+	uint64_t bound = 96 + 3 * (uint64_t)nall;
 	if (kk != 0 && (uint64_t)nq * kk > (UINT64_MAX - bound) / per_hit)
 		bound = UINT64_MAX;
 	else
@@ -358,6 +364,8 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 	v->kind = V_TOPK;
 	v->k = k;
 	v->single = single;
+	v->skipped = skipped;
+	v->nall = nall;
 	/*
 	 * The scores block is nq x block rows: 1 MiB of rows per query would put a
 	 * big batch past limits.request_bytes, so a batch takes fewer rows per
@@ -386,7 +394,7 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 	                   .exclude = exclude,
 	                   .exclude_off = exclude_off,
 	                   .block_rows = block < 64 ? 64 : block};
-	if (kk > 0) {
+	if (kk > 0 && nq > 0) {
 		if ((rc = scratch(r, parts * nq * kk * sizeof *v->hits, (void **)&v->hits, "the results", e)) != 0 ||
 		    (rc = scratch(r, parts * nq * sizeof *v->counts, (void **)&v->counts, "the result counts", e)) != 0)
 			return rc;
@@ -412,7 +420,7 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 			embd_acct_free(&r->acct, v->scratch[p]);
 		return embd_req_charge_error(r, rc, "the similarity answer", e);
 	}
-	if (kk == 0) { /* nothing to search: answered at once */
+	if (kk == 0 || nq == 0) { /* nothing to search: answered at once */
 		v->w.parts = 1;
 		return topk_answer(r, v, e);
 	}
@@ -456,13 +464,17 @@ static int topk_answer(struct req *r, struct vwork *v, embd_err *e)
 	if (rc != 0)
 		return rc;
 	const embd_vocab *voc = embd_gen_vocab(r->gen);
-	size_t nq = v->t.nq, kk = v->t.k;
+	size_t kk = v->t.k;
 	char *p = v->answer;
 	p += sprintf(p, "{\"k\":%" PRIu64 ",\"metric\":\"%s\",\"results\":%s", v->k, embd_metric_name(v->t.metric),
 	             v->single ? "" : "[");
-	for (size_t q = 0; q < nq; q++) {
-		if (q)
+	for (size_t i = 0, q = 0; i < v->nall; i++) {
+		if (i)
 			*p++ = ',';
+		if (v->skipped != NULL && v->skipped[i]) { /* ?oov=skip: a token the vocabulary lacks */
+			p += sprintf(p, "[]");
+			continue;
+		}
 		const embd_hit *hits = NULL;
 		size_t count = 0;
 		if (kk > 0 && v->w.parts > 1) {
@@ -473,6 +485,7 @@ static int topk_answer(struct req *r, struct vwork *v, embd_err *e)
 			count = v->counts[q];
 		}
 		p += embd_json_hits_write(p, hits, count, voc);
+		q++;
 	}
 	p += sprintf(p, "%s}", v->single ? "" : "]");
 	embd_resp_shrink_last(&r->resp, (size_t)(p - v->answer));
@@ -501,7 +514,7 @@ static int query_row(struct req *r, int64_t *id, embd_err *e)
 			return embd_err_set(e, EMBD_EBADTOKEN, "token %s", n == 0 ? "is empty" : "is not valid UTF-8");
 		ref.tok = (embd_token){tok, n};
 	}
-	return embd_vecreq_resolve(embd_gen_vocab(r->gen), m->rows, &ref, 1, id, &r->acct, e);
+	return embd_vecreq_resolve(embd_gen_vocab(r->gen), m->rows, &ref, 1, EMBD_OOV_ERROR, id, &r->acct, e);
 }
 
 /* GET /v1/similar?id=|token=&k=&metric=&include_self= */
@@ -523,7 +536,7 @@ static int similar_get(struct req *r, embd_err *e)
 		return rc;
 	uint64_t self = (uint64_t)id;
 	size_t off[2] = {0, include_self ? 0 : 1};
-	return topk_submit(r, q, 1, &self, k, metric, &self, off, 1, e);
+	return topk_submit(r, q, 1, &self, k, metric, &self, off, 1, NULL, 0, e);
 }
 
 /* The body of a POST: JSON (keys allowed) or, when vectors_ok, a 2-D float .npy of query vectors. */
@@ -550,14 +563,29 @@ static int parse_body(struct req *r, unsigned allowed, int npy_ok, embd_vecreq *
 	return rc;
 }
 
-/* The ids of vq's rows (refs resolved through the vocabulary), in accounted memory. */
-static int resolve(struct req *r, const embd_vecreq *vq, int64_t **ids, embd_err *e)
+/* The ids of vq's rows (refs resolved through the vocabulary, unknown tokens by oov), in accounted memory. */
+static int resolve(struct req *r, const embd_vecreq *vq, embd_oov oov, int64_t **ids, embd_err *e)
 {
 	int rc = scratch(r, (vq->nrefs ? vq->nrefs : 1) * sizeof **ids, (void **)ids, "the row ids", e);
 	if (rc == 0)
 		rc = embd_vecreq_resolve(embd_gen_vocab(r->gen), embd_gen_matrix(r->gen)->rows, vq->refs, vq->nrefs,
-		                         *ids, &r->acct, e);
+		                         oov, *ids, &r->acct, e);
 	return rc;
+}
+
+/* ?oov=error|skip (default error), for a body of tokens only, as on /v1/rows. */
+static int oov_arg(struct req *r, const embd_vecreq *vq, embd_oov *oov, embd_err *e)
+{
+	const char *s = embd_arg(r, "oov");
+	*oov = EMBD_OOV_ERROR;
+	if (s == NULL)
+		return 0;
+	if (embd_oov_parse(s, oov) != 0 || *oov == EMBD_OOV_ZERO)
+		return embd_err_set(e, EMBD_EBADPARAM, "oov '%.100s' is not error or skip", s);
+	if (vq->given & ~(unsigned)(EMBD_VQ_TOKENS | EMBD_VQ_K | EMBD_VQ_METRIC | EMBD_VQ_INCLUDE_SELF))
+		return embd_err_set(e, EMBD_EBADPARAM,
+		                    "oov goes with {\"tokens\": [...]}; this body names no tokens list");
+	return 0;
 }
 
 /* POST /v1/similar: many queries (ids, tokens, vectors as JSON or .npy) or one analogy. */
@@ -566,6 +594,7 @@ static int similar_post(struct req *r, embd_err *e)
 	uint64_t k = 10;
 	int include_self = 0;
 	embd_metric metric = EMBD_METRIC_COSINE;
+	embd_oov oov = EMBD_OOV_ERROR;
 	int rc = metric_arg(r, &metric, e);
 	if (rc == 0)
 		rc = topk_args(r, &k, &include_self, e);
@@ -577,12 +606,14 @@ static int similar_post(struct req *r, embd_err *e)
 		                1, &vq, e);
 	if (rc == 0)
 		rc = body_opts(r, &vq, &k, &metric, &include_self, e);
+	if (rc == 0)
+		rc = oov_arg(r, &vq, &oov, e);
 	if (rc != 0)
 		return rc;
 	if (vq.given & EMBD_VQ_VECTORS)
-		return topk_submit(r, vq.vectors, vq.nvectors, NULL, k, metric, NULL, NULL, 0, e);
+		return topk_submit(r, vq.vectors, vq.nvectors, NULL, k, metric, NULL, NULL, 0, NULL, 0, e);
 	int64_t *ids;
-	if ((rc = resolve(r, &vq, &ids, e)) != 0)
+	if ((rc = resolve(r, &vq, oov, &ids, e)) != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	if (vq.given & EMBD_VQ_ANALOGY) {
@@ -594,22 +625,36 @@ static int similar_post(struct req *r, embd_err *e)
 		if ((rc = embd_vecops_analogy(m, u, vq.split, u + vq.split, vq.nrefs - vq.split, q, e)) != 0)
 			return rc;
 		size_t off[2] = {0, vq.nrefs};
-		return topk_submit(r, q, 1, NULL, k, metric, u, off, 1, e);
+		return topk_submit(r, q, 1, NULL, k, metric, u, off, 1, NULL, 0, e);
+	}
+	/* ?oov=skip: the tokens the vocabulary lacks are not searched; each answers an empty list in its place. */
+	unsigned char *skipped = NULL;
+	size_t nq = vq.nrefs;
+	if (oov == EMBD_OOV_SKIP) {
+		if ((rc = scratch(r, vq.nrefs, (void **)&skipped, "the skipped tokens", e)) != 0)
+			return rc;
+		nq = 0;
+		for (size_t i = 0; i < vq.nrefs; i++) {
+			skipped[i] = ids[i] == EMBD_VOCAB_NONE;
+			if (!skipped[i])
+				ids[nq++] = ids[i];
+		}
 	}
 	float *q;
 	size_t *off;
-	if ((rc = rows_as_queries(r, ids, vq.nrefs, &q, e)) != 0 ||
-	    (rc = scratch(r, (vq.nrefs + 1) * sizeof *off, (void **)&off, "the exclusions", e)) != 0)
+	if ((rc = rows_as_queries(r, ids, nq, &q, e)) != 0 ||
+	    (rc = scratch(r, (nq + 1) * sizeof *off, (void **)&off, "the exclusions", e)) != 0)
 		return rc;
-	for (size_t i = 0; i <= vq.nrefs; i++)
+	for (size_t i = 0; i <= nq; i++)
 		off[i] = include_self ? 0 : i; /* query i leaves out its own row */
-	return topk_submit(r, q, vq.nrefs, (const uint64_t *)ids, k, metric, (const uint64_t *)ids, off, 0, e);
+	return topk_submit(r, q, nq, (const uint64_t *)ids, k, metric, (const uint64_t *)ids, off, 0, skipped, vq.nrefs,
+	                   e);
 }
 
 int vector_similar(struct req *r, embd_err *e)
 {
 	static const char *const params[] = {"id", "token", "k", "metric", "include_self", NULL};
-	static const char *const post_params[] = {"k", "metric", "include_self", NULL};
+	static const char *const post_params[] = {"k", "metric", "include_self", "oov", NULL};
 	if (r->job != NULL) /* resumed: the search is done */
 		return topk_answer(r, r->job, e);
 	int rc = route_check_params(r, r->method == M_POST ? post_params : params, e);
@@ -692,7 +737,7 @@ int vector_similarity(struct req *r, embd_err *e)
 	if (rc == 0)
 		rc = parse_body(r, EMBD_VQ_PAIRS | EMBD_VQ_SETS, 0, &vq, e);
 	if (rc == 0)
-		rc = resolve(r, &vq, &ids, e);
+		rc = resolve(r, &vq, EMBD_OOV_ERROR, &ids, e);
 	if (rc != 0)
 		return rc;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
@@ -744,7 +789,7 @@ int vector_pool(struct req *r, embd_err *e)
 	if (rc == 0)
 		rc = parse_body(r, EMBD_VQ_ROWS | EMBD_VQ_OP | EMBD_VQ_WEIGHTS, 0, &vq, e);
 	if (rc == 0)
-		rc = resolve(r, &vq, &ids, e);
+		rc = resolve(r, &vq, EMBD_OOV_ERROR, &ids, e);
 	if (rc != 0)
 		return rc;
 	struct vwork *v;

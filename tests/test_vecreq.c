@@ -376,14 +376,18 @@ static void resolve(void **state)
 	embd_acct_init(&a, &budget, &pool, 0);
 	embd_ref refs[3] = {{2, {NULL, 0}}, {-1, {"king", 4}}, {0, {NULL, 0}}};
 	int64_t ids[3];
-	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, ids, &a, &e), 0);
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, EMBD_OOV_ERROR, ids, &a, &e), 0);
 	assert_true(ids[0] == 2 && ids[1] == 1 && ids[2] == 0);
 	refs[1].tok = (embd_token){"kong", 4};
-	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, ids, &a, &e), EMBD_ETOKEN);
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, EMBD_OOV_ERROR, ids, &a, &e), EMBD_ETOKEN);
 	assert_string_equal(e.msg, "1 token is not in the vocabulary: 'kong'");
-	assert_int_equal(embd_vecreq_resolve(NULL, 3, refs, 3, ids, &a, &e), EMBD_ENOVOCAB);
+	/* ?oov=skip: the unknown token keeps its place, as EMBD_VOCAB_NONE. */
+	ids[1] = 7;
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, EMBD_OOV_SKIP, ids, &a, &e), 0);
+	assert_true(ids[0] == 2 && ids[1] == EMBD_VOCAB_NONE && ids[2] == 0);
+	assert_int_equal(embd_vecreq_resolve(NULL, 3, refs, 3, EMBD_OOV_ERROR, ids, &a, &e), EMBD_ENOVOCAB);
 	refs[0].id = 3;
-	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, ids, &a, &e), EMBD_ERANGE);
+	assert_int_equal(embd_vecreq_resolve(v, 3, refs, 3, EMBD_OOV_ERROR, ids, &a, &e), EMBD_ERANGE);
 	assert_non_null(strstr(e.msg, "id 3 is out of range [0, 3)"));
 	assert_int_equal(embd_acct_close(&a), 0);
 	embd_vocab_free(v);

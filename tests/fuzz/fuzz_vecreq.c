@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			sink += q.vectors[i];
 		if (q.nrefs > 0) {
 			int64_t *ids = malloc(q.nrefs * sizeof *ids);
-			(void)embd_vecreq_resolve(vocab, 5, q.refs, q.nrefs, ids, &a, &e);
+			(void)embd_vecreq_resolve(vocab, 5, q.refs, q.nrefs, EMBD_OOV_ERROR, ids, &a, &e);
 			free(ids);
 		}
 	} else if (e.msg[0] == '\0') {
