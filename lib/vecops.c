@@ -489,13 +489,19 @@ int embd_vecops_analogy(const embd_matrix_info *m, const uint64_t *pos, size_t n
 }
 
 /* acc[j] += w * row[j] for the whole row, in double. */
-static void accumulate(const embd_matrix_info *m, uint64_t id, double w, double *acc)
+/* acc += w * row id; with norm (not NULL), w * (row / *norm), the quotient rounded to float32 as gensim's. */
+static void accumulate(const embd_matrix_info *m, uint64_t id, double w, const float *norm, double *acc)
 {
 	float buf[CHUNK];
 	const unsigned char *p = row_at(m, id);
+	if (norm != NULL && *norm == 0.0f)
+		return; /* a row of norm 0 stays 0 */
 	for (size_t j0 = 0; j0 < m->dim; j0 += CHUNK) {
 		size_t n = m->dim - j0 < CHUNK ? m->dim - j0 : CHUNK;
 		load(m->dtype, p, j0, n, buf);
+		if (norm != NULL)
+			for (size_t j = 0; j < n; j++)
+				buf[j] = buf[j] / *norm;
 		for (size_t j = 0; j < n; j++)
 			acc[j0 + j] += w * (double)buf[j];
 	}
@@ -512,7 +518,7 @@ static int alloc_doubles(embd_acct *a, size_t n, double **out)
 }
 
 int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const double *weights, size_t n, embd_pooling op,
-                     embd_acct *a, float *out, embd_err *e)
+                     const float *norms, embd_acct *a, float *out, embd_err *e)
 {
 	if (n == 0)
 		return embd_err_set(e, EMBD_EEMPTY, "pooling needs at least one id");
@@ -536,7 +542,7 @@ int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const doubl
 	if ((rc = alloc_doubles(a, (size_t)m->dim, &acc)) != 0)
 		return rc;
 	for (size_t i = 0; i < n; i++)
-		accumulate(m, ids[i], weights ? weights[i] : 1.0, acc);
+		accumulate(m, ids[i], weights ? weights[i] : 1.0, norms != NULL ? &norms[ids[i]] : NULL, acc);
 	for (size_t j = 0; j < m->dim; j++)
 		out[j] = (float)(op == EMBD_POOLING_MEAN ? acc[j] / wsum : acc[j]);
 	embd_acct_free(a, acc);
@@ -599,9 +605,9 @@ int embd_vecops_n_similarity(const embd_matrix_info *m, const uint64_t *ids1, si
 		return rc;
 	/* The means' 1/n scale cancels in the cosine, as does gensim's; the sums are enough. */
 	for (size_t i = 0; i < n1; i++)
-		accumulate(m, ids1[i], 1.0, acc);
+		accumulate(m, ids1[i], 1.0, NULL, acc);
 	for (size_t i = 0; i < n2; i++)
-		accumulate(m, ids2[i], 1.0, acc + dim);
+		accumulate(m, ids2[i], 1.0, NULL, acc + dim);
 	*out = (float)cosine(acc, acc + dim, dim);
 	embd_acct_free(a, acc);
 	return 0;

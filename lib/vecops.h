@@ -159,9 +159,15 @@ int embd_pooling_parse(const char *name, embd_pooling *out);
  * Errors: EMBD_EEMPTY (n 0), EMBD_ERANGE, EMBD_EBADPARAM (a weight not
  * finite; mean with weights summing to 0, where np.average raises
  * ZeroDivisionError), the accountant's.
+ *
+ * norms (m->rows floats, embd_vecops_norms; borrowed) pools unit rows: each
+ * row divided by its norm in float32 first, as gensim's
+ * get_vector(key, norm=True) and so get_mean_vector(pre_normalize=True),
+ * gensim's default, do (a row of norm 0 stays 0, where gensim makes NaN);
+ * NULL pools the rows as they are (get_mean_vector(pre_normalize=False)).
  */
 int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const double *weights, size_t n, embd_pooling op,
-                     embd_acct *a, float *out, embd_err *e);
+                     const float *norms, embd_acct *a, float *out, embd_err *e);
 
 /*
  * Similarity of rows a and b into *out: dot, or cosine as gensim's

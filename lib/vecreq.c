@@ -18,7 +18,22 @@ struct key {
 	int slot;
 };
 
-enum { K_IDS, K_TOKENS, K_VECTORS, K_POSITIVE, K_NEGATIVE, K_PAIRS, K_A, K_B, K_OP, K_WEIGHTS, K_K, K_METRIC, K_SELF };
+enum {
+	K_IDS,
+	K_TOKENS,
+	K_VECTORS,
+	K_POSITIVE,
+	K_NEGATIVE,
+	K_PAIRS,
+	K_A,
+	K_B,
+	K_OP,
+	K_WEIGHTS,
+	K_K,
+	K_METRIC,
+	K_SELF,
+	K_PRENORM
+};
 
 static const struct key keys[] = {
     [K_IDS] = {"ids", EMBD_VQ_IDS, 0},
@@ -34,6 +49,7 @@ static const struct key keys[] = {
     [K_K] = {"k", EMBD_VQ_K, -1},
     [K_METRIC] = {"metric", EMBD_VQ_METRIC, -1},
     [K_SELF] = {"include_self", EMBD_VQ_INCLUDE_SELF, -1},
+    [K_PRENORM] = {"pre_normalize", EMBD_VQ_PRE_NORMALIZE, -1},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -349,20 +365,23 @@ static int option(struct pass *p, int k)
 			                    (long long)v);
 		out->k = (uint64_t)v;
 		return 0;
-	default: /* K_SELF: booleans, or 0 and 1 as the query string's include_self=0|1 */
+	default: { /* K_SELF, K_PRENORM: booleans, or 0 and 1 as the query string's include_self=0|1 */
+		const char *name = keys[k].name;
+		int *flag = k == K_SELF ? &out->include_self : &out->pre_normalize;
 		embd_jr_ws(&p->j);
 		if (embd_jr_peek(&p->j) == 't' || embd_jr_peek(&p->j) == 'f')
-			return embd_jr_bool(&p->j, &out->include_self);
-		if ((rc = integer(p, "include_self", "it is true or false (or 1 or 0)", &v, &fits)) != 0)
+			return embd_jr_bool(&p->j, flag);
+		if ((rc = integer(p, name, "it is true or false (or 1 or 0)", &v, &fits)) != 0)
 			return rc;
 		if (!fits)
 			return embd_err_set(p->j.e, EMBD_EBADPARAM,
-			                    "\"include_self\" is past 2^63; it is true or false (or 1 or 0)");
+			                    "\"%s\" is past 2^63; it is true or false (or 1 or 0)", name);
 		if (v != 0 && v != 1)
-			return embd_err_set(p->j.e, EMBD_EBADPARAM,
-			                    "\"include_self\" is %lld; it is true or false (or 1 or 0)", (long long)v);
-		out->include_self = (int)v;
+			return embd_err_set(p->j.e, EMBD_EBADPARAM, "\"%s\" is %lld; it is true or false (or 1 or 0)",
+			                    name, (long long)v);
+		*flag = (int)v;
 		return 0;
+	}
 	}
 }
 

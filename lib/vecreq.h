@@ -18,17 +18,18 @@ typedef struct embd_ref {
 
 /* The keys of a body, as bits: a route says which it takes, the parse says which were given. */
 enum {
-	EMBD_VQ_IDS = 1 << 0,           /* "ids": [3, 17] */
-	EMBD_VQ_TOKENS = 1 << 1,        /* "tokens": ["king", "queen"] */
-	EMBD_VQ_VECTORS = 1 << 2,       /* "vectors": [[0.1, ...], ...] (each dim numbers) */
-	EMBD_VQ_ANALOGY = 1 << 3,       /* "positive": [...], "negative": [...] (ids or tokens, mixed) */
-	EMBD_VQ_PAIRS = 1 << 4,         /* "pairs": [["king", "queen"], [3, 17]] */
-	EMBD_VQ_SETS = 1 << 5,          /* "a": [...], "b": [...] (ids or tokens, mixed) */
-	EMBD_VQ_OP = 1 << 6,            /* "op": "mean" | "sum" */
-	EMBD_VQ_WEIGHTS = 1 << 7,       /* "weights": [1, 0.5] (finite doubles, one per row) */
-	EMBD_VQ_K = 1 << 8,             /* "k": 10 (a non-negative integer; the caller checks it against its limit) */
-	EMBD_VQ_METRIC = 1 << 9,        /* "metric": "cosine" | "dot" */
-	EMBD_VQ_INCLUDE_SELF = 1 << 10, /* "include_self": true | false | 1 | 0 */
+	EMBD_VQ_IDS = 1 << 0,            /* "ids": [3, 17] */
+	EMBD_VQ_TOKENS = 1 << 1,         /* "tokens": ["king", "queen"] */
+	EMBD_VQ_VECTORS = 1 << 2,        /* "vectors": [[0.1, ...], ...] (each dim numbers) */
+	EMBD_VQ_ANALOGY = 1 << 3,        /* "positive": [...], "negative": [...] (ids or tokens, mixed) */
+	EMBD_VQ_PAIRS = 1 << 4,          /* "pairs": [["king", "queen"], [3, 17]] */
+	EMBD_VQ_SETS = 1 << 5,           /* "a": [...], "b": [...] (ids or tokens, mixed) */
+	EMBD_VQ_OP = 1 << 6,             /* "op": "mean" | "sum" */
+	EMBD_VQ_WEIGHTS = 1 << 7,        /* "weights": [1, 0.5] (finite doubles, one per row) */
+	EMBD_VQ_K = 1 << 8,              /* "k": 10 (a non-negative integer; the caller checks it against its limit) */
+	EMBD_VQ_METRIC = 1 << 9,         /* "metric": "cosine" | "dot" */
+	EMBD_VQ_INCLUDE_SELF = 1 << 10,  /* "include_self": true | false | 1 | 0 */
+	EMBD_VQ_PRE_NORMALIZE = 1 << 11, /* "pre_normalize": true | false | 1 | 0 (pool unit rows, gensim's default) */
 	EMBD_VQ_ROWS = EMBD_VQ_IDS | EMBD_VQ_TOKENS,
 };
 
@@ -50,6 +51,7 @@ typedef struct embd_vecreq {
 	uint64_t k;
 	int metric; /* embd_metric */
 	int include_self;
+	int pre_normalize;
 } embd_vecreq;
 
 /*

@@ -147,6 +147,7 @@ struct vwork {
 	const double *weights;
 	embd_metric metric;
 	embd_pooling op;
+	int unit;   /* V_POOL: pool unit rows (gensim's pre_normalize) */
 	float *out; /* V_PAIRS: n / 2 scores; V_SETS: 1; V_POOL: dim */
 	int rc;
 	embd_err err;
@@ -190,19 +191,25 @@ static void vwork_run(embd_work *w, unsigned part)
 		} else {
 			/* The dot product of the two means, each in double as np.mean. */
 			float *mb = v->out + 1;
-			*rc = embd_vecops_pool(m, v->ids, NULL, v->split, EMBD_POOLING_MEAN, &v->r->acct, mb, &v->err);
+			*rc = embd_vecops_pool(m, v->ids, NULL, v->split, EMBD_POOLING_MEAN, NULL, &v->r->acct, mb,
+			                       &v->err);
 			if (*rc == 0)
 				*rc = embd_vecops_pool(m, v->ids + v->split, NULL, v->n - v->split, EMBD_POOLING_MEAN,
-				                       &v->r->acct, mb + m->dim, &v->err);
+				                       NULL, &v->r->acct, mb + m->dim, &v->err);
 			double d = 0;
 			for (size_t j = 0; *rc == 0 && j < m->dim; j++)
 				d += (double)mb[j] * mb[m->dim + j];
 			v->out[0] = (float)d;
 		}
 		break;
-	case V_POOL:
-		*rc = embd_vecops_pool(m, v->ids, v->weights, v->n, v->op, &v->r->acct, v->out, &v->err);
+	case V_POOL: {
+		/* Unit rows need the generation's norms, computed once by whichever operation needs them first. */
+		const float *norms = NULL;
+		if (v->unit && (*rc = embd_gen_norms(v->r->gen, &norms, NULL)) != 0)
+			return;
+		*rc = embd_vecops_pool(m, v->ids, v->weights, v->n, v->op, norms, &v->r->acct, v->out, &v->err);
 		break;
+	}
 	}
 }
 
@@ -757,7 +764,7 @@ static int pool_answer(struct req *r, struct vwork *v, embd_err *e)
 	int rc = finished(r, v, e);
 	if (rc != 0)
 		return rc;
-	static const char *const params[] = {"format", "dtype", "normalize", NULL};
+	static const char *const params[] = {"format", "dtype", "normalize", "pre_normalize", NULL};
 	embd_rows_query q = {0};
 	if ((rc = route_rows_opts(r, params, EMBD_F32, &q, e)) != 0)
 		return rc;
@@ -775,19 +782,47 @@ static int pool_answer(struct req *r, struct vwork *v, embd_err *e)
 	return route_rows_answer(r, &one, &q, e);
 }
 
+/*
+ * ?pre_normalize=0|1 or "pre_normalize": true|false in the body (default
+ * false: the rows as they are, gensim's get_mean_vector(pre_normalize=False));
+ * the same key in both places with different values is 400.
+ */
+static int pre_normalize_opt(struct req *r, const embd_vecreq *vq, int *unit, embd_err *e)
+{
+	const char *s = embd_arg(r, "pre_normalize");
+	*unit = 0;
+	if (s != NULL) {
+		if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0)
+			*unit = 1;
+		else if (strcmp(s, "0") != 0 && strcmp(s, "false") != 0)
+			return embd_err_set(e, EMBD_EBADPARAM, "pre_normalize '%.100s' is not 0 or 1", s);
+	}
+	if (vq->given & EMBD_VQ_PRE_NORMALIZE) {
+		if (s != NULL && *unit != vq->pre_normalize)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "pre_normalize is %d in the query and %d in the body: give it once", *unit,
+			                    vq->pre_normalize);
+		*unit = vq->pre_normalize;
+	}
+	return 0;
+}
+
 /* POST /v1/pool: {"ids"|"tokens": [...], "op": "mean"|"sum", "weights": [...]} -> one row, in any row format. */
 int vector_pool(struct req *r, embd_err *e)
 {
 	if (r->job != NULL) /* resumed: the row is pooled */
 		return pool_answer(r, r->job, e);
-	static const char *const params[] = {"format", "dtype", "normalize", NULL};
+	static const char *const params[] = {"format", "dtype", "normalize", "pre_normalize", NULL};
 	embd_rows_query q = {0};
 	embd_vecreq vq = {0};
 	int64_t *ids = NULL;
+	int unit = 0;
 	/* The pooled row is computed in float32: that is its dtype unless ?dtype= says otherwise. */
 	int rc = route_rows_opts(r, params, EMBD_F32, &q, e);
 	if (rc == 0)
-		rc = parse_body(r, EMBD_VQ_ROWS | EMBD_VQ_OP | EMBD_VQ_WEIGHTS, 0, &vq, e);
+		rc = parse_body(r, EMBD_VQ_ROWS | EMBD_VQ_OP | EMBD_VQ_WEIGHTS | EMBD_VQ_PRE_NORMALIZE, 0, &vq, e);
+	if (rc == 0)
+		rc = pre_normalize_opt(r, &vq, &unit, e);
 	if (rc == 0)
 		rc = resolve(r, &vq, EMBD_OOV_ERROR, &ids, e);
 	if (rc != 0)
@@ -797,5 +832,6 @@ int vector_pool(struct req *r, embd_err *e)
 		return rc;
 	v->weights = vq.weights;
 	v->op = vq.sum ? EMBD_POOLING_SUM : EMBD_POOLING_MEAN;
+	v->unit = unit;
 	return rows_submit(r, v, e);
 }

@@ -486,33 +486,35 @@ static void pool_known(void **state)
 		fx_make(&f, v, 3, 2, (embd_dtype)t, 3);
 		float out[2];
 		const uint64_t ids[] = {0, 1, 2};
-		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 3, EMBD_POOLING_MEAN, &ac, out, &e), 0);
+		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 3, EMBD_POOLING_MEAN, NULL, &ac, out, &e), 0);
 		assert_true(out[0] == 3 && out[1] == 0);
-		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 3, EMBD_POOLING_SUM, &ac, out, &e), 0);
+		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 3, EMBD_POOLING_SUM, NULL, &ac, out, &e), 0);
 		assert_true(out[0] == 9 && out[1] == 0);
 		/* np.average(rows, axis=0, weights=[1, 2, 1]) = (12, 4) / 4; the weighted sum is (12, 4). */
 		const double w[] = {1, 2, 1};
-		assert_int_equal(embd_vecops_pool(&f.m, ids, w, 3, EMBD_POOLING_MEAN, &ac, out, &e), 0);
+		assert_int_equal(embd_vecops_pool(&f.m, ids, w, 3, EMBD_POOLING_MEAN, NULL, &ac, out, &e), 0);
 		assert_true(out[0] == 3 && out[1] == 1);
-		assert_int_equal(embd_vecops_pool(&f.m, ids, w, 3, EMBD_POOLING_SUM, &ac, out, &e), 0);
+		assert_int_equal(embd_vecops_pool(&f.m, ids, w, 3, EMBD_POOLING_SUM, NULL, &ac, out, &e), 0);
 		assert_true(out[0] == 12 && out[1] == 4);
 		/* Repeated ids count each time; negative weights are allowed while the sum is not 0. */
 		assert_int_equal(embd_vecops_pool(&f.m, (const uint64_t[]){1, 1, 0}, (const double[]){1, 1, -1}, 3,
-		                                  EMBD_POOLING_MEAN, &ac, out, &e),
+		                                  EMBD_POOLING_MEAN, NULL, &ac, out, &e),
 		                 0);
 		assert_true(out[0] == 5 && out[1] == 6);
 		/* A mean of weights summing to 0 (np.average: ZeroDivisionError), a NaN weight, no ids, a bad id. */
 		assert_int_equal(
-		    embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_MEAN, &ac, out, &e),
+		    embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_MEAN, NULL, &ac, out, &e),
 		    EMBD_EBADPARAM);
 		assert_int_equal(
-		    embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_SUM, &ac, out, &e), 0);
+		    embd_vecops_pool(&f.m, ids, (const double[]){1, -1, 0}, 3, EMBD_POOLING_SUM, NULL, &ac, out, &e),
+		    0);
 		assert_int_equal(
-		    embd_vecops_pool(&f.m, ids, (const double[]){1, NAN, 0}, 3, EMBD_POOLING_SUM, &ac, out, &e),
+		    embd_vecops_pool(&f.m, ids, (const double[]){1, NAN, 0}, 3, EMBD_POOLING_SUM, NULL, &ac, out, &e),
 		    EMBD_EBADPARAM);
-		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 0, EMBD_POOLING_MEAN, &ac, out, &e), EMBD_EEMPTY);
+		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 0, EMBD_POOLING_MEAN, NULL, &ac, out, &e),
+		                 EMBD_EEMPTY);
 		assert_int_equal(
-		    embd_vecops_pool(&f.m, (const uint64_t[]){3}, NULL, 1, EMBD_POOLING_MEAN, &ac, out, &e),
+		    embd_vecops_pool(&f.m, (const uint64_t[]){3}, NULL, 1, EMBD_POOLING_MEAN, NULL, &ac, out, &e),
 		    EMBD_ERANGE);
 		fx_free(&f);
 	}
@@ -530,7 +532,7 @@ static void pool_over_budget(void **state)
 	embd_acct_init(&a, &b, NULL, 0);
 	float out[2] = {7, 7};
 	uint64_t id = 1;
-	assert_int_equal(embd_vecops_pool(&f.m, &id, NULL, 1, EMBD_POOLING_SUM, &a, out, NULL), EMBD_EBUSY);
+	assert_int_equal(embd_vecops_pool(&f.m, &id, NULL, 1, EMBD_POOLING_SUM, NULL, &a, out, NULL), EMBD_EBUSY);
 	assert_true(out[0] == 7);
 	assert_int_equal(embd_vecops_n_similarity(&f.m, &id, 1, &id, 1, &a, out, NULL), EMBD_EBUSY);
 	assert_int_equal(a.held, 0);

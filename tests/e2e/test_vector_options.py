@@ -34,3 +34,40 @@ def test_post_similar_oov_skip_answers_an_empty_list_for_an_unknown_token(start,
     assert err(400, "bad_parameter", d.get("/v1/similar?token=a&oov=skip")[:2] + (json.loads(
         d.get("/v1/similar?token=a&oov=skip")[2]),))
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_pool_pre_normalize_is_gensims_get_mean_vector_default(start, glove):  # noqa: F811
+    npy_path, vocab, keys, m, kv = glove
+    d = start(npy_path, "--vocab", vocab)
+    rng = np.random.default_rng(16)
+    worst = 0.0
+    for n in (1, 2, 5, 40):
+        ws = [w for w in rng.choice(keys, n)]
+        for weights in (None, rng.uniform(0.1, 3, n).tolist()):
+            extra = {} if weights is None else {"weights": weights}
+            unit = kv.get_mean_vector(ws, weights=weights, pre_normalize=True)  # gensim's default
+            raw = kv.get_mean_vector(ws, weights=weights, pre_normalize=False)
+            assert not np.allclose(unit, raw, rtol=1e-3, atol=1e-3)  # the two differ: the option matters
+            for how in ({"pre_normalize": True}, {"pre_normalize": 1}, "?pre_normalize=1", "?pre_normalize=true"):
+                path = "/v1/pool" + (how if isinstance(how, str) else "")
+                body = {"tokens": ws, **extra, **(how if isinstance(how, dict) else {})}
+                s, _, b = post(d, path, body)
+                assert s == 200, b
+                got = np.array(b["rows"][0], np.float32)
+                # gensim sums in float32, embd in double: a few float32 roundings of unit-sized numbers apart.
+                np.testing.assert_allclose(got, unit, rtol=0, atol=2e-7 * n)
+                worst = max(worst, float(np.abs(got - unit).max()))
+            # The default (and pre_normalize false) stays the rows as they are: get_mean_vector(pre_normalize=False).
+            for body in ({"tokens": ws, **extra}, {"tokens": ws, "pre_normalize": False, **extra}):
+                got = np.array(post(d, "/v1/pool", body)[2]["rows"][0], np.float32)
+                np.testing.assert_allclose(got, raw, rtol=1e-6, atol=1e-6 * n)
+    assert worst < 1e-6
+    # Given twice, it must agree; it is a boolean (or 0, 1).
+    s, _, b = d.request("POST", "/v1/pool?pre_normalize=0", b'{"ids": [1], "pre_normalize": true}', JSON)
+    assert (s, b) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"pre_normalize is 0 in the '
+                           b'query and 1 in the body: give it once"}}')
+    s, _, b = d.request("POST", "/v1/pool", b'{"ids": [1], "pre_normalize": 2}', JSON)
+    assert (s, b) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"\\"pre_normalize\\" is 2; it '
+                           b'is true or false (or 1 or 0)"}}')
+    assert err(400, "bad_parameter", post(d, "/v1/pool?pre_normalize=yes", {"ids": [1]}))
+    assert d.settled()["embd_inflight_accounted_bytes"] == 0
