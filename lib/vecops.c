@@ -283,6 +283,60 @@ static void offer(embd_hit *h, size_t *n, size_t cap, const float *s, size_t nb,
 	}
 }
 
+/*
+ * The score of a query against row b, in double and rounded to float32 once:
+ * dot, or cosine as dot / (|x| |y|) (a norm of 0 gives 0; a NaN norm is not
+ * 0, so a NaN row gives NaN). The query is q (m->dim floats), or row a when q
+ * is NULL; either way the same sums in the same order, so that
+ * /v1/similarity of (a, b) and a lone /v1/similar query of a scoring b give
+ * the same float, bit for bit.
+ */
+static float pair_score(const embd_matrix_info *m, const float *q, uint64_t a, uint64_t b, embd_metric metric)
+{
+	float x[CHUNK], y[CHUNK];
+	double dot = 0.0, xx = 0.0, yy = 0.0;
+	for (size_t j0 = 0; j0 < m->dim; j0 += CHUNK) {
+		size_t n = m->dim - j0 < CHUNK ? m->dim - j0 : CHUNK;
+		if (q != NULL)
+			memcpy(x, q + j0, n * sizeof *x);
+		else
+			load(m->dtype, row_at(m, a), j0, n, x);
+		load(m->dtype, row_at(m, b), j0, n, y);
+		for (size_t j = 0; j < n; j++) {
+			dot += (double)x[j] * (double)y[j];
+			xx += (double)x[j] * (double)x[j];
+			yy += (double)y[j] * (double)y[j];
+		}
+	}
+	if (metric == EMBD_METRIC_DOT)
+		return (float)dot;
+	return xx == 0.0 || yy == 0.0 ? 0.0f : (float)(dot / (sqrt(xx) * sqrt(yy)));
+}
+
+/* Whether hit x goes before hit y: higher score first, then lower id. */
+static int before(embd_hit x, embd_hit y)
+{
+	return x.score > y.score || (x.score == y.score && x.id < y.id);
+}
+
+/*
+ * A lone query's hits, chosen by the BLAS pass, rescored by pair_score and
+ * put in order again (an insertion sort: they were in order but for the last
+ * bits). k dot products of dim: nothing beside the pass over every row.
+ */
+static void rescore(const embd_matrix_info *m, const embd_topk *t, embd_hit *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h[i].score = pair_score(m, t->queries, 0, h[i].id, t->metric);
+	for (size_t i = 1; i < n; i++) {
+		embd_hit x = h[i];
+		size_t j = i;
+		for (; j > 0 && before(x, h[j - 1]); j--)
+			h[j] = h[j - 1];
+		h[j] = x;
+	}
+}
+
 /* Heapsort the held hits, best first. */
 static void finish(embd_hit *h, size_t n)
 {
@@ -429,6 +483,8 @@ int embd_vecops_topk(const embd_matrix_info *m, const embd_topk *t, embd_acct *a
 	}
 	for (size_t i = 0; i < t->nq; i++)
 		finish(out + i * t->k, counts[i]);
+	if (t->nq == 1)
+		rescore(m, t, out, counts[0]);
 out:
 	if (owner != NULL) {
 		embd_acct_free(owner, qn);
@@ -568,22 +624,7 @@ int embd_vecops_similarity(const embd_matrix_info *m, uint64_t a, uint64_t b, em
 	int rc = check_ids(m, ids, 2, e);
 	if (rc != 0)
 		return rc;
-	float x[CHUNK], y[CHUNK];
-	double dot = 0.0, xx = 0.0, yy = 0.0;
-	for (size_t j0 = 0; j0 < m->dim; j0 += CHUNK) {
-		size_t n = m->dim - j0 < CHUNK ? m->dim - j0 : CHUNK;
-		load(m->dtype, row_at(m, a), j0, n, x);
-		load(m->dtype, row_at(m, b), j0, n, y);
-		for (size_t j = 0; j < n; j++) {
-			dot += (double)x[j] * (double)y[j];
-			xx += (double)x[j] * (double)x[j];
-			yy += (double)y[j] * (double)y[j];
-		}
-	}
-	if (metric == EMBD_METRIC_DOT)
-		*out = (float)dot;
-	else /* a NaN norm is not 0, so a NaN row gives NaN */
-		*out = xx == 0.0 || yy == 0.0 ? 0.0f : (float)(dot / (sqrt(xx) * sqrt(yy)));
+	*out = pair_score(m, NULL, a, b, metric);
 	return 0;
 }
 

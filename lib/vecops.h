@@ -109,6 +109,11 @@ uint64_t embd_vecops_topk_scratch(const embd_matrix_info *m, const embd_topk *t)
  * Scores are float32: dot, q.row; cosine, (q/|q|).row / norm[row], as
  * gensim's most_similar computes dot(vectors, mean) / norms; a row of norm
  * 0 scores 0 (never NaN) and a query of norm 0 scores 0 against every row.
+ * A lone query's (nq 1) k hits are then rescored as embd_vecops_similarity
+ * scores a pair (in double, rounded once) and ordered again, so that its
+ * scores are the pair scores bit for bit; several queries keep sgemm's
+ * float32 scores, which may differ from those in the last bits (README:
+ * at most about (dim + 4) x 2^-24 for cosine).
  * Order: higher score first; equal scores, lower id first. A score that is
  * NaN (a row holding NaN, or inf / inf) is never returned; +-inf scores
  * (dot with huge rows) rank as numbers. Excluded ids are never returned.

@@ -130,8 +130,9 @@ struct vwork {
 	const embd_matrix_info *m;
 	/* V_TOPK: t is the whole search, each part searches its share of the rows into its own hits. */
 	embd_topk t;
-	uint64_t k; /* as asked (the answer says it); t.k is it clamped to the rows */
-	int single; /* one query: "results" is its list, not a list of lists */
+	uint64_t k;   /* as asked (the answer says it) */
+	size_t kshow; /* hits answered per query: k clamped to the rows; t.k, the hits searched, may be more */
+	int single;   /* one query: "results" is its list, not a list of lists */
 	/* ?oov=skip: the queries asked (nall), skipped[i] set for those not searched (an empty list); NULL: none. */
 	const unsigned char *skipped;
 	size_t nall;
@@ -394,6 +395,17 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 		exclude = x;
 		exclude_off = xo;
 	}
+	/*
+	 * A lone query's hits are rescored in double (embd_vecops_topk), which
+	 * may reorder rows whose float32 scores were within a rounding of each
+	 * other: it searches a few more than it answers, so that a row just
+	 * past the k-th by float32 but ahead of it in double is still answered.
+	 */
+	size_t ks = kk;
+	if (nq == 1 && kk > 0)
+		ks = kk + (kk < 32 ? kk : 32) < m->rows ? kk + (kk < 32 ? kk : 32) : (size_t)m->rows;
+	v->kshow = kk;
+	kk = ks;
 	v->t = (embd_topk){.queries = queries,
 	                   .nq = nq,
 	                   .k = kk,
@@ -491,6 +503,8 @@ static int topk_answer(struct req *r, struct vwork *v, embd_err *e)
 			hits = v->hits + q * kk;
 			count = v->counts[q];
 		}
+		if (count > v->kshow)
+			count = v->kshow;
 		p += embd_json_hits_write(p, hits, count, voc);
 		q++;
 	}

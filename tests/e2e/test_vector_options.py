@@ -1,6 +1,7 @@
 """Options of the vector operations: ?oov=error|skip on POST /v1/similar, "pre_normalize" on /v1/pool (gensim's
 get_mean_vector default), and one score for one pair whichever endpoint computes it."""
 import json
+import urllib.parse
 
 import numpy as np
 
@@ -71,3 +72,35 @@ def test_pool_pre_normalize_is_gensims_get_mean_vector_default(start, glove):  #
                            b'is true or false (or 1 or 0)"}}')
     assert err(400, "bad_parameter", post(d, "/v1/pool?pre_normalize=yes", {"ids": [1]}))
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
+
+
+def test_similarity_and_a_lone_similar_query_give_the_same_score_and_a_batch_stays_within_the_bound(start, glove):  # noqa: F811,E501
+    """cos(a, b) from /v1/similarity and from a lone /v1/similar query of a are one float, bit for bit (dot too);
+    a batch POST's sgemm scores differ from them by at most gamma_(d+4) = (d+4)u / (1 - (d+4)u), u = 2^-24 (the
+    README derives it)."""
+    npy_path, vocab, keys, m, kv = glove
+    d = start(npy_path, "--vocab", vocab)
+    rng = np.random.default_rng(55)
+    picks = [keys[i] for i in rng.choice(len(keys), 40, replace=False)]
+    u = 2.0 ** -24
+    bound = (m.shape[1] + 4) * u / (1 - (m.shape[1] + 4) * u)
+    worst, differ = 0.0, 0
+    for metric in ("cosine", "dot"):
+        s, _, batch = post(d, "/v1/similar?k=10&metric=" + metric, {"tokens": picks})
+        assert s == 200
+        for w, batch_hits in zip(picks, batch["results"]):
+            s, _, b = d.request("GET", "/v1/similar?k=10&metric=%s&token=%s" % (metric, urllib.parse.quote(w)))
+            lone = json.loads(b)["results"]
+            pairs = [[w, h["token"]] for h in lone]
+            s, _, b = post(d, "/v1/similarity?metric=" + metric, {"pairs": pairs})
+            assert s == 200 and b["scores"] == [h["score"] for h in lone], (w, b["scores"], lone)
+            if metric == "cosine":
+                got = {h["id"]: h["score"] for h in batch_hits}
+                for h in lone:
+                    if h["id"] in got:
+                        delta = abs(got[h["id"]] - h["score"])
+                        differ += delta != 0
+                        worst = max(worst, delta)
+                        assert delta <= bound, (w, h, got[h["id"]], bound)
+    assert differ > 0  # the batch does round differently: the bound is tested, not vacuous
+    assert worst <= bound
