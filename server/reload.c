@@ -97,8 +97,9 @@ static int next_spec(embd_reloader *rl, const embd_reload_job *j, char *msg, siz
 	}
 	if (j != NULL && j->tensor != NULL)
 		m.tensor = j->tensor;
+	/* vocab=none (or vocab= empty): no vocabulary file. */
 	if (j != NULL && j->vocab != NULL)
-		m.vocab = j->vocab;
+		m.vocab = strcmp(j->vocab, "none") == 0 ? "" : j->vocab;
 	load_spec_set(&rl->next, &m);
 	return 0;
 }
@@ -198,6 +199,15 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 	embd_gen *g = NULL;
 	int err = EMBD_ERELOAD;
 	int new_file = j != NULL && j->path != NULL;
+	/*
+	 * A new path whose request says nothing of a vocabulary, while a
+	 * vocabulary file serves: the choice is the client's (the table's own
+	 * words, another file, or none), not one to make silently by dropping
+	 * the words in use. Read here: only this thread writes rl->last.
+	 */
+	int vocab_unsaid = new_file && j->vocab == NULL && rl->last.vocab[0] != '\0';
+	char vocab_in_use[sizeof rl->last.vocab];
+	snprintf(vocab_in_use, sizeof vocab_in_use, "%s", rl->last.vocab);
 	int rc = next_spec(rl, j, msg, sizeof msg);
 	uint64_t t0 = embd_now_ns();
 	if (rc == 0) {
@@ -218,6 +228,17 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		embd_log(EMBD_LOG_NOTICE, "reload: opening %s", path[0] != '\0' ? path : "the demo matrix");
 		embd_err e;
 		rc = embd_gen_open(&rl->next.m, rl->generation + 1, &s->metrics.generations_live, &g, &e);
+		if (rc == 0 && vocab_unsaid && embd_gen_vocab(g) == NULL) {
+			embd_gen_release(g);
+			g = NULL;
+			rc = EMBD_EBADPARAM;
+			embd_err_set(
+			    &e, rc,
+			    "%.200s carries no words, and the table served now is named by the vocabulary file "
+			    "%.200s: say which vocabulary the new table has, vocab=FILE (a token-per-line file) "
+			    "or vocab=none (no vocabulary; token queries then answer 400 no_vocabulary)",
+			    path, vocab_in_use);
+		}
 		const float *norms;
 		embd_err ne;
 		if (rc == 0 && want_norms && embd_gen_norms(g, &norms, &ne) != 0)
@@ -231,7 +252,10 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		}
 		j = rl->current;
 		rl->current = NULL;
-		if (rc == EMBD_EUNKNOWNFORMAT && new_file) {
+		if (rc == EMBD_EBADPARAM) {
+			err = rc; /* the request's to fix: 400 */
+			snprintf(msg, sizeof msg, "%s", e.msg);
+		} else if (rc == EMBD_EUNKNOWNFORMAT && new_file) {
 			/* The request named a file and not what it is: say which parameters would. */
 			err = rc;
 			snprintf(
