@@ -469,8 +469,11 @@ def test_reload_keeps_the_vocabulary_coherent(start, fx, tmp_path):
     d.proc.send_signal(signal.SIGHUP)
     assert wait_for(lambda: d.json("/healthz")["generation"] == 7)
     assert rows(["beta0"]) == (200, 7, b[299].tobytes())
-    # A path alone drops the configured vocabulary, and SIGHUP keeps it dropped.
+    # A path alone no longer drops the vocabulary file in use without a word (400, naming the choice); vocab=none
+    # drops it, and SIGHUP keeps it dropped.
     s, j = reload(d, "?path=" + pa)
+    assert (s, j["error"]["code"]) == (400, "bad_parameter") and "vocab=none" in j["error"]["message"], j
+    s, j = reload(d, "?path=%s&vocab=none" % pa)
     assert s == 200 and j["generation"] == 8
     assert error(d.get("/v1/rows?tokens=alpha1"))[:2] == (400, "no_vocabulary")
     d.proc.send_signal(signal.SIGHUP)
