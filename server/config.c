@@ -65,8 +65,8 @@ static const struct key keys[] = {
         "matrix file: .npy, .safetensors, GloVe .txt, word2vec/fastText .vec, word2vec .bin, or raw with "
         "matrix.dim and matrix.dtype; empty: the built-in demo matrix"),
     CHOICE("matrix.format", "format", matrix_format, "auto", embd_format_names, format_accepts,
-           "the file's format; auto: by magic bytes, then the first line, then the extension (demo: the "
-           "built-in matrix, no file)"),
+           "the file's format; auto: by magic bytes, then the first line, then the name (.npy, .safetensors; "
+           "raw if matrix.dim is given; .txt, .vec, .bin) (demo: the built-in matrix, no file)"),
     STR("matrix.vocab", "vocab", matrix_vocab, "",
         "vocabulary file for ?tokens=: one token per line, line i names row i (npy, safetensors, raw); "
         "GloVe and word2vec files carry their own words; empty: none"),

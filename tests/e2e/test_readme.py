@@ -455,3 +455,24 @@ def test_python_snippet_reads_shape_from_headers(runner):
                                                   {"Content-Type": "application/json"})
     assert status == 200
     assert headers["x-embd-shape"] == "3,64" and headers["x-embd-dtype"] == "f32" and len(body) == 3 * 64 * 4
+
+
+def test_format_auto_is_what_the_config_table_says(tmp_path):
+    """`matrix.format` auto, as the README's config table says: magic bytes, then the first line, then the name
+    (.npy, .safetensors; raw if dim is given; .txt, .vec, .bin)."""
+    def fmt(name, content, *args):
+        p = tmp_path / name
+        p.write_bytes(content)
+        out = subprocess.run([EMBD, "info", str(p), *args], capture_output=True, text=True)
+        m = re.search(r"^format: (\w+)$", out.stdout, re.M)
+        return m.group(1) if m else out.stderr.strip()
+
+    noise = bytes(range(256)) * 4  # no magic, and not a line of text
+    glove = b"a 1 2 3 4\nb 5 6 7 8\n"
+    assert fmt("g.dat", glove) == "glove"  # the first line
+    assert fmt("g.dat", glove, "--dim", "4") == "glove"  # the first line wins over dim
+    assert fmt("n.txt", noise, "--dim", "4", "--dtype", "f32") == "raw"  # dim wins over .txt
+    assert fmt("n.bin", noise, "--dim", "4", "--dtype", "f32") == "raw"  # and over .bin
+    npy = fmt("n.npy", noise, "--dim", "4", "--dtype", "f32")
+    assert npy != "raw" and ".npy" in npy, npy  # the .npy name wins over dim (and the file is refused as one)
+    assert "line 1" in fmt("n.txt", noise)  # without dim, the name: read as GloVe, which it is not
