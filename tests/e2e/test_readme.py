@@ -230,18 +230,14 @@ def commands(body):
     out, cur = [], ""
     for line in body.split("\n"):
         code, comment = split_comment(line)
-        if not code.strip():
+        if not code.strip():  # a comment line: what the command above it printed, or prose
             if comment is not None and out and not cur:
                 out[-1][1].append(comment)
             continue
         cur += ("\n" if cur else "") + code
-        if comment is not None:
-            pending = comment
-        else:
-            pending = None
         if code.endswith("\\") or code.endswith("|"):
             continue
-        out.append((cur, [pending] if pending is not None else []))
+        out.append((cur, [comment] if comment is not None else []))  # the comment on the command's last line
         cur = ""
     assert not cur, "a command continues past the end of its block: " + cur
     return out
