@@ -334,6 +334,7 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 	size_t kk = (size_t)(k < m->rows ? k : m->rows);
 	/* The answer's bound, known before the search: every hit at its longest (a token escaped six bytes a byte). */
 	uint64_t per_hit = 64 + 6 * (uint64_t)(voc != NULL ? embd_vocab_max_token_bytes(voc) : 0);
+	/* 96: the fixed text at its longest is 58 bytes with its closing newline; 3 a query: its brackets and comma. */
 	uint64_t bound = 96 + 3 * (uint64_t)nq;
 	if (kk != 0 && (uint64_t)nq * kk > (UINT64_MAX - bound) / per_hit)
 		bound = UINT64_MAX;
@@ -474,7 +475,7 @@ static int topk_answer(struct req *r, struct vwork *v, embd_err *e)
 		}
 		p += embd_json_hits_write(p, hits, count, voc);
 	}
-	p += sprintf(p, "%s}", v->single ? "" : "]");
+	p += sprintf(p, "%s}\n", v->single ? "" : "]");
 	embd_resp_shrink_last(&r->resp, (size_t)(p - v->answer));
 	r->type = "application/json";
 	r->scratch = 1;
@@ -642,6 +643,7 @@ static int similarity_answer(struct req *r, struct vwork *v, embd_err *e)
 		*p++ = ']';
 	}
 	*p++ = '}';
+	*p++ = '\n';
 	embd_resp_shrink_last(&r->resp, (size_t)(p - buf));
 	r->type = "application/json";
 	r->scratch = 1;
