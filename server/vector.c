@@ -531,6 +531,10 @@ static int similar_get(struct req *r, embd_err *e)
 static int parse_body(struct req *r, unsigned allowed, int npy_ok, embd_vecreq *vq, embd_err *e)
 {
 	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (ct == NULL || *ct == '\0') { /* requests.post(url, data=...) sends none: a JSON or .npy body says itself */
+		embd_body_kind kind = embd_body_sniff(r->body, r->body_len);
+		ct = kind == EMBD_BODY_JSON ? "application/json" : kind == EMBD_BODY_NPY ? "application/x-npy" : NULL;
+	}
 	size_t n = ct != NULL ? strcspn(ct, "; ") : 0;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	size_t max = (size_t)r->srv->cfg.max_ids;

@@ -1,11 +1,66 @@
-"""JSON bodies end their line (issue 16)."""
+"""What a newcomer sends: raw ids that must say their width, bodies without a Content-Type, and JSON bodies that end
+their line (issue 16)."""
 import json
+
+import numpy as np
+import requests
+
+from conftest import npy
+
+RAW = {"Content-Type": "application/octet-stream"}
+BIN = {"Accept": "application/octet-stream"}
+NO_ID_DTYPE = ("an application/octet-stream body of ids needs ?id_dtype=int64 or ?id_dtype=int32: raw bytes do not "
+               "say their width (a .npy body, application/x-npy, says it itself)")
+NO_CONTENT_TYPE = ("the body has no Content-Type and is neither JSON nor .npy; send Content-Type: application/json "
+                   "({\"ids\": [...]} or {\"tokens\": [...]}) or application/x-npy, or raw little-endian ids with "
+                   "?id_dtype=int64 or ?id_dtype=int32")
 
 
 def error_body(status, code, message):
     """The exact bytes of an error answer."""
     return (json.dumps({"error": {"status": status, "code": code, "message": message}}, separators=(",", ":"))
             + "\n").encode()
+
+
+def test_raw_ids_without_id_dtype_are_refused_not_misread(f32d, data):
+    """int32 ids [5, 0, 7, 0] read as int64 were rows [5, 7] with a 200: now the body must say its width."""
+    body = np.array([5, 0, 7, 0], np.int32).tobytes()
+    s, h, b = f32d.request("POST", "/v1/rows", body, {**RAW, **BIN})
+    assert (s, h["content-type"], b) == (400, "application/json", error_body(400, "bad_parameter", NO_ID_DTYPE))
+    s, h, b = f32d.request("POST", "/v1/rows?id_dtype=int32", body, {**RAW, **BIN})
+    assert s == 200 and b == data["f32"][[5, 0, 7, 0]].tobytes()
+    s, h, b = f32d.request("POST", "/v1/rows?id_dtype=int64", body, {**RAW, **BIN})
+    assert s == 200 and b == data["f32"][[5, 7]].tobytes()  # what was asked for, said out loud
+    # A .npy body says its own dtype, so it needs no id_dtype.
+    s, h, b = f32d.request("POST", "/v1/rows", npy(np.array([5, 0, 7, 0], np.int32)),
+                           {"Content-Type": "application/x-npy", **BIN})
+    assert s == 200 and b == data["f32"][[5, 0, 7, 0]].tobytes()
+
+
+def test_bodies_without_content_type(f32d, data):
+    """requests.post(url, data=bytes) sends no Content-Type: a JSON or .npy body says what it is, a raw one cannot."""
+    url = "http://127.0.0.1:%d" % f32d.port
+    ids = [3, 17, 42, 999]
+    want = data["f32"][ids].tobytes()
+    for body in (json.dumps({"ids": ids}).encode(), b"\n  " + json.dumps({"ids": ids}).encode(),
+                 npy(np.array(ids, np.int64)), npy(np.array(ids, np.int32))):
+        r = requests.post(url + "/v1/rows?format=bin", data=body)
+        assert "Content-Type" not in r.request.headers
+        assert r.status_code == 200 and r.content == want, r.content
+    # With id_dtype the body is raw, whatever it looks like: id 123 as int64 starts with '{'.
+    r = requests.post(url + "/v1/rows?format=bin&id_dtype=int64", data=np.array([123, 5], np.int64).tobytes())
+    assert r.status_code == 200 and r.content == data["f32"][[123, 5]].tobytes()
+    r = requests.post(url + "/v1/rows?format=bin&id_dtype=int32", data=np.array(ids, np.int32).tobytes())
+    assert r.status_code == 200 and r.content == want
+    # Without it, a body that could be anything is refused, saying what to send.
+    for body in (np.array(ids, np.int64).tobytes(), np.array([123, 5], np.int64).tobytes(), b"3,17,42"):
+        r = requests.post(url + "/v1/rows?format=bin", data=body)
+        assert r.status_code == 415 and r.content == error_body(415, "unsupported_media_type", NO_CONTENT_TYPE)
+    # The vector endpoints read a JSON body without a Content-Type too.
+    r = requests.post(url + "/v1/similar?k=3", data=json.dumps({"ids": [1, 2]}).encode())
+    assert r.status_code == 200 and len(r.json()["results"]) == 2
+    r = requests.post(url + "/v1/pool?format=bin", data=json.dumps({"ids": [1, 2]}).encode())
+    assert r.status_code == 200 and r.content == data["f32"][[1, 2]].mean(axis=0, dtype=np.float32).tobytes()
 
 
 def test_json_bodies_end_with_a_newline(f32d):
