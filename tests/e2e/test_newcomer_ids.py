@@ -1,8 +1,9 @@
-"""What a newcomer sends: raw ids that must say their width, bodies without a Content-Type, and JSON bodies that end
-their line (issue 16)."""
+"""What a newcomer sends: raw ids that must say their width, bodies without a Content-Type, a few thousand ids in
+a GET, and JSON bodies that end their line (issue 16)."""
 import json
 
 import numpy as np
+import pytest
 import requests
 
 from conftest import npy
@@ -61,6 +62,28 @@ def test_bodies_without_content_type(f32d, data):
     assert r.status_code == 200 and len(r.json()["results"]) == 2
     r = requests.post(url + "/v1/pool?format=bin", data=json.dumps({"ids": [1, 2]}).encode())
     assert r.status_code == 200 and r.content == data["f32"][[1, 2]].mean(axis=0, dtype=np.float32).tobytes()
+
+
+@pytest.fixture(scope="module")
+def rows200k(tmp_path_factory):
+    """200,000 rows like the bench's table (ids up to 6 digits), 2 wide so that it is small."""
+    p = tmp_path_factory.mktemp("ids") / "t200k.npy"
+    a = np.arange(400000, dtype=np.float32).reshape(200000, 2)
+    np.save(p, a)
+    return str(p), a
+
+
+def test_a_get_of_4096_six_digit_ids_fits(start, rows200k):
+    """limits.connection_memory 32KiB: 4,096 six-digit ids (a 28.7 KB URL) fit, and 4,500 with requests' headers."""
+    path, a = rows200k
+    d = start(path)
+    rng = np.random.default_rng(16)
+    for n in (4096, 4500):
+        ids = rng.integers(100000, 200000, size=n)
+        url = "http://127.0.0.1:%d/v1/rows?format=bin&ids=%s" % (d.port, ",".join(map(str, ids)))
+        r = requests.get(url, headers={"User-Agent": "curl/7.88.1", "Accept": "*/*"})
+        assert r.status_code == 200, r.content[:200]
+        assert r.content == a[ids].tobytes()
 
 
 def test_json_bodies_end_with_a_newline(f32d):
