@@ -93,9 +93,10 @@ static const struct key keys[] = {
     INT("limits.connections_per_ip", NULL, connections_per_ip, "128", 0, 1000000,
         "concurrent connections from one IP address, so that one client cannot take them all (the excess is "
         "closed at once); 0: no limit"),
-    SIZE("limits.connection_memory", NULL, connection_memory, "16KiB", 8192,
-         "libmicrohttpd's per-connection buffer: the request line and headers must fit (so ?ids= of ~2000 ids; "
-         "POST larger batches); it is zeroed between requests, so smaller is faster"),
+    SIZE("limits.connection_memory", NULL, connection_memory, "32KiB", 8192,
+         "libmicrohttpd's per-connection buffer: the request line and headers must fit (32KiB: ?ids= of 4,569 "
+         "six-digit ids; past it libmicrohttpd answers 414 or 431 itself: POST larger batches); it is zeroed "
+         "between requests, and over 32KiB it is mmap'd afresh for every connection"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.request_timeout_s", NULL, request_timeout_s, "20", 0, 86400,
         "a request (line, headers, body) must arrive within this many seconds of its first line (slowloris): "
