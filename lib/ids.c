@@ -2,6 +2,7 @@
 #include "ids.h"
 
 #include <stdio.h>
+#include <strings.h>
 
 #include "jsonread.h"
 #include "npy.h"
@@ -302,5 +303,71 @@ int embd_ids_from_raw(const void *body, size_t len, unsigned width, embd_ids *ou
 	out->p = body;
 	out->n = len / width;
 	out->width = width;
+	return 0;
+}
+
+embd_body_kind embd_body_sniff(const void *body, size_t len)
+{
+	static const char magic[] = "\x93NUMPY";
+	const char *s = body;
+	if (len >= sizeof magic - 1 && memcmp(s, magic, sizeof magic - 1) == 0)
+		return EMBD_BODY_NPY;
+	size_t i = 0;
+	while (i < len && is_space(s[i]))
+		i++;
+	/* Raw int32/int64 ids have NUL high bytes unless every id is huge: one NUL rules JSON out. */
+	if (i < len && (s[i] == '{' || s[i] == '[') && memchr(s, '\0', len) == NULL)
+		return EMBD_BODY_JSON;
+	return EMBD_BODY_UNKNOWN;
+}
+
+/* Does the media type of header (what comes before ';' or a space) equal type, case aside? */
+static int media_is(const char *header, size_t n, const char *type)
+{
+	return n == strlen(type) && strncasecmp(header, type, n) == 0;
+}
+
+int embd_ids_body_kind(const char *content_type, const char *id_dtype, const void *body, size_t len,
+                       embd_body_kind *kind, unsigned *width, embd_err *e)
+{
+	const char *ct = content_type != NULL ? content_type : "";
+	size_t n = strcspn(ct, "; \t");
+	int raw = n == 0 || media_is(ct, n, "application/octet-stream");
+	*kind = EMBD_BODY_UNKNOWN;
+	*width = 8;
+	if (id_dtype != NULL && !raw)
+		return embd_err_set(
+		    e, EMBD_EBADPARAM,
+		    "id_dtype goes with an application/octet-stream body (or one without a Content-Type)");
+	if (id_dtype != NULL && strcmp(id_dtype, "int32") != 0 && strcmp(id_dtype, "int64") != 0)
+		return embd_err_set(e, EMBD_EBADPARAM, "id_dtype '%.100s' is not int32 or int64", id_dtype);
+	if (id_dtype != NULL) {
+		*kind = EMBD_BODY_RAW;
+		*width = strcmp(id_dtype, "int32") == 0 ? 4 : 8;
+		return 0;
+	}
+	if (media_is(ct, n, "application/json"))
+		*kind = EMBD_BODY_JSON;
+	else if (media_is(ct, n, "application/x-npy"))
+		*kind = EMBD_BODY_NPY;
+	else if (n == 0)
+		*kind = embd_body_sniff(body, len);
+	else if (raw)
+		return embd_err_set(
+		    e, EMBD_EBADPARAM,
+		    "an application/octet-stream body of ids needs ?id_dtype=int64 or ?id_dtype=int32: raw "
+		    "bytes do not say their width (a .npy body, application/x-npy, says it itself)");
+	else
+		return embd_err_set(e, EMBD_EMEDIATYPE,
+		                    "Content-Type '%.100s' is not supported; send application/json {\"ids\": [...]} or "
+		                    "{\"tokens\": [...]}, application/x-npy, or application/octet-stream with "
+		                    "?id_dtype=int64 or ?id_dtype=int32",
+		                    ct);
+	if (*kind == EMBD_BODY_UNKNOWN)
+		return embd_err_set(
+		    e, EMBD_EMEDIATYPE,
+		    "the body has no Content-Type and is neither JSON nor .npy; send Content-Type: "
+		    "application/json ({\"ids\": [...]} or {\"tokens\": [...]}) or application/x-npy, or "
+		    "raw little-endian ids with ?id_dtype=int64 or ?id_dtype=int32");
 	return 0;
 }

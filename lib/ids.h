@@ -79,4 +79,38 @@ int embd_ids_from_npy(const void *body, size_t len, embd_ids *out, embd_err *e);
 /* A raw little-endian body of width 4 or 8, viewed in place. Errors: EMBD_EBADBODY, EMBD_EEMPTY. */
 int embd_ids_from_raw(const void *body, size_t len, unsigned width, embd_ids *out, embd_err *e);
 
+/* What a request body is, by its Content-Type or, when it has none, by its first bytes. */
+typedef enum embd_body_kind {
+	EMBD_BODY_UNKNOWN = 0, /* could be anything: refused, not guessed */
+	EMBD_BODY_JSON,
+	EMBD_BODY_NPY,
+	EMBD_BODY_RAW /* raw little-endian ids: only with ?id_dtype= */
+} embd_body_kind;
+
+/*
+ * What a body sent without a Content-Type is, from its bytes alone (len
+ * bytes, not NUL-terminated): EMBD_BODY_NPY when it opens with the .npy magic
+ * "\x93NUMPY", EMBD_BODY_JSON when its first byte past JSON whitespace is '{'
+ * or '[' and no byte is NUL (JSON text holds none; raw ids nearly always do),
+ * else EMBD_BODY_UNKNOWN: a raw body cannot say its own type. Never RAW.
+ * Thread-safe.
+ */
+embd_body_kind embd_body_sniff(const void *body, size_t len);
+
+/*
+ * How to read a POST body of ids: content_type is the request's header
+ * (NULL or "" when it has none; parameters after ';' are ignored) and id_dtype
+ * its ?id_dtype= (NULL when absent). application/json and application/x-npy
+ * say it; application/octet-stream is raw and needs id_dtype (int64 or int32,
+ * which sets *width to 8 or 4): a raw body cannot say its own width. A body
+ * without a Content-Type is raw when id_dtype is given, else whatever
+ * embd_body_sniff finds in it. Sets *kind (never EMBD_BODY_UNKNOWN on
+ * success). Errors: EMBD_EBADPARAM (id_dtype missing, not int32/int64, or
+ * with a JSON or .npy body), EMBD_EMEDIATYPE (another Content-Type, or no
+ * Content-Type on a body that could be anything), each saying what to send.
+ * Thread-safe.
+ */
+int embd_ids_body_kind(const char *content_type, const char *id_dtype, const void *body, size_t len,
+                       embd_body_kind *kind, unsigned *width, embd_err *e);
+
 #endif

@@ -127,11 +127,13 @@ int embd_resp_rows(embd_resp *b, const embd_matrix_info *m, const embd_plan_cfg 
 		if (q->tokens != NULL && bound != UINT64_MAX)
 			bound += embd_tokens_json_bound(q->tokens, q->ntokens);
 		char *buf;
-		rc = bound > SIZE_MAX ? EMBD_ETOOBIG : embd_resp_buffer(b, (size_t)bound, (void **)&buf);
+		/* One more byte for the newline that ends every JSON body. */
+		rc = bound >= SIZE_MAX ? EMBD_ETOOBIG : embd_resp_buffer(b, (size_t)bound + 1, (void **)&buf);
 		if (rc != 0)
 			return embd_err_set(e, rc, "the JSON response");
-		embd_resp_shrink_last(
-		    b, embd_json_rows_write(buf, m, q->runs, q->nruns, q->ids, q->tokens, q->ntokens, o, scratch));
+		size_t n = embd_json_rows_write(buf, m, q->runs, q->nruns, q->ids, q->tokens, q->ntokens, o, scratch);
+		buf[n] = '\n';
+		embd_resp_shrink_last(b, n + 1);
 		return 0;
 	}
 	if (q->wire == EMBD_WIRE_NPY) {

@@ -50,7 +50,7 @@ local function build()
     local body = table.concat(ids)
     local hdr = {["Content-Type"] = "application/octet-stream"}
     if peer == "embd" then
-      return wrk.format("POST", "/v1/rows?format=bin", hdr, body)
+      return wrk.format("POST", "/v1/rows?format=bin&id_dtype=int64", hdr, body)
     else
       return wrk.format("POST", "/gather", hdr, body)
     end

@@ -65,8 +65,8 @@ static const struct key keys[] = {
         "matrix file: .npy, .safetensors, GloVe .txt, word2vec/fastText .vec, word2vec .bin, or raw with "
         "matrix.dim and matrix.dtype; empty: the built-in demo matrix"),
     CHOICE("matrix.format", "format", matrix_format, "auto", embd_format_names, format_accepts,
-           "the file's format; auto: by magic bytes, then the first line, then the extension (demo: the "
-           "built-in matrix, no file)"),
+           "the file's format; auto: by magic bytes, then the first line, then the name (.npy, .safetensors; "
+           "raw if matrix.dim is given; .txt, .vec, .bin) (demo: the built-in matrix, no file)"),
     STR("matrix.vocab", "vocab", matrix_vocab, "",
         "vocabulary file for ?tokens=: one token per line, line i names row i (npy, safetensors, raw); "
         "GloVe and word2vec files carry their own words; empty: none"),
@@ -93,9 +93,10 @@ static const struct key keys[] = {
     INT("limits.connections_per_ip", NULL, connections_per_ip, "128", 0, 1000000,
         "concurrent connections from one IP address, so that one client cannot take them all (the excess is "
         "answered 503 too_many_connections and closed); 0: no limit"),
-    SIZE("limits.connection_memory", NULL, connection_memory, "16KiB", 8192,
-         "libmicrohttpd's per-connection buffer: the request line and headers must fit (so ?ids= of ~2000 ids; "
-         "POST larger batches); it is zeroed between requests, so smaller is faster"),
+    SIZE("limits.connection_memory", NULL, connection_memory, "32KiB", 8192,
+         "libmicrohttpd's per-connection buffer: the request line and headers must fit (32KiB: ?ids= of 4,569 "
+         "six-digit ids; past it libmicrohttpd answers 414 or 431 itself: POST larger batches); it is zeroed "
+         "between requests, and over 32KiB it is mmap'd afresh for every connection"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.request_timeout_s", NULL, request_timeout_s, "20", 0, 86400,
         "a request (line, headers, body) must arrive within this many seconds of its first line (slowloris): "

@@ -221,8 +221,9 @@ static enum MHD_Result reply_body(struct req *r)
 }
 
 /*
- * {"error":{"status":N,"code":"...","message":"..."}} in the record's own
- * buffer, through jansson (ASCII: every other character escaped). A message
+ * {"error":{"status":N,"code":"...","message":"..."}} and a newline (as every
+ * JSON body) in the record's own buffer, through jansson (ASCII: every other
+ * character escaped). A message
  * that makes the body outgrow the buffer (client text full of control
  * characters, each six bytes escaped) is cut shorter; without memory for
  * jansson's values, the body carries the code's default message.
@@ -233,15 +234,18 @@ static size_t error_json(struct req *r, int status, int code, const char *msg)
 	for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
 		json_t *v = json_pack("{s:{s:i,s:s,s:o}}", "error", "status", status, "code", embd_error_code(code),
 		                      "message", embd_json_text(msg, cuts[i]));
-		size_t n = v != NULL ? json_dumpb(v, r->errbuf, sizeof r->errbuf, JSON_COMPACT | JSON_ENSURE_ASCII) : 0;
+		size_t room = sizeof r->errbuf - 1; /* the newline's */
+		size_t n = v != NULL ? json_dumpb(v, r->errbuf, room, JSON_COMPACT | JSON_ENSURE_ASCII) : 0;
 		json_decref(v);
-		if (n != 0 && n <= sizeof r->errbuf)
-			return n;
+		if (n != 0 && n <= room) {
+			r->errbuf[n] = '\n';
+			return n + 1;
+		}
 		if (v == NULL)
 			break;
 	}
 	return (size_t)snprintf(r->errbuf, sizeof r->errbuf,
-	                        "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}", status,
+	                        "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}\n", status,
 	                        embd_error_code(code), embd_strerror(code));
 }
 

@@ -71,9 +71,11 @@ int embd_json_body(embd_resp *b, json_t *v)
 		return -ENOMEM;
 	size_t n = json_dumpb(v, NULL, 0, EMBD_JSON_FLAGS);
 	char *buf;
-	int rc = n == 0 ? -ENOMEM : embd_resp_buffer(b, n, (void **)&buf);
-	if (rc == 0)
+	int rc = n == 0 ? -ENOMEM : embd_resp_buffer(b, n + 1, (void **)&buf);
+	if (rc == 0) {
 		json_dumpb(v, buf, n, EMBD_JSON_FLAGS);
+		buf[n] = '\n'; /* a JSON body is a line: curl's output and `jq -c` habits expect the newline */
+	}
 	json_decref(v);
 	return rc;
 }

@@ -22,7 +22,8 @@ void embd_json_init(void);
 void embd_json_bind(embd_acct *a);
 
 /*
- * Append v, compact, as an owned buffer of b; steals v's reference (it is
+ * Append v, compact and ending in a newline (as every JSON body embd sends),
+ * as an owned buffer of b; steals v's reference (it is
  * freed either way). Errors: those of embd_acct_alloc, or -ENOMEM when v is
  * NULL (a jansson constructor that failed).
  */

@@ -367,39 +367,24 @@ static int json_batch(struct req *r, struct batch *b, embd_err *e)
 	return rc;
 }
 
-/* The batch of a POST body, by Content-Type. */
+/* The batch of a POST body, by Content-Type (or, without one, by ?id_dtype= or what the body is). */
 static int body_batch(struct req *r, struct batch *b, embd_err *e)
 {
 	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-	char type[64] = "";
-	if (ct != NULL) {
-		size_t n = strcspn(ct, "; ");
-		snprintf(type, sizeof type, "%.*s", (int)(n < 63 ? n : 63), ct);
-	}
-	const char *id_dtype = embd_arg(r, "id_dtype");
-	if (id_dtype != NULL && strcasecmp(type, "application/octet-stream") != 0)
-		return embd_err_set(e, EMBD_EBADPARAM, "id_dtype goes with an application/octet-stream body");
 	if (r->body_len == 0)
 		return embd_err_set(
 		    e, EMBD_EEMPTY,
 		    "the request body is empty; send {\"ids\": [...]}, {\"tokens\": [...]} or binary ids");
-	if (strcasecmp(type, "application/json") == 0)
+	embd_body_kind kind;
+	unsigned width;
+	int rc = embd_ids_body_kind(ct, embd_arg(r, "id_dtype"), r->body, r->body_len, &kind, &width, e);
+	if (rc != 0)
+		return rc;
+	if (kind == EMBD_BODY_JSON)
 		return json_batch(r, b, e);
-	if (strcasecmp(type, "application/x-npy") == 0)
+	if (kind == EMBD_BODY_NPY)
 		return embd_ids_from_npy(r->body, r->body_len, &b->ids, e);
-	if (strcasecmp(type, "application/octet-stream") == 0) {
-		unsigned width = 8;
-		if (id_dtype != NULL && strcmp(id_dtype, "int32") == 0)
-			width = 4;
-		else if (id_dtype != NULL && strcmp(id_dtype, "int64") != 0)
-			return embd_err_set(e, EMBD_EBADPARAM, "id_dtype '%.100s' is not int32 or int64", id_dtype);
-		return embd_ids_from_raw(r->body, r->body_len, width, &b->ids, e);
-	}
-	return embd_err_set(e, EMBD_EMEDIATYPE,
-	                    "Content-Type '%.100s' is not supported; send application/json {\"ids\": [...]} or "
-	                    "{\"tokens\": [...]}, application/x-npy or application/octet-stream (int64, or int32 with "
-	                    "?id_dtype=int32)",
-	                    ct != NULL ? ct : "(none)");
+	return embd_ids_from_raw(r->body, r->body_len, width, &b->ids, e);
 }
 
 /* Tokens to ids through the generation's vocabulary, by ?oov= (error, zero or skip). */

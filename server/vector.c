@@ -348,6 +348,7 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 	uint64_t per_hit = 64 + 6 * (uint64_t)(voc != NULL ? embd_vocab_max_token_bytes(voc) : 0);
 	if (skipped == NULL)
 		nall = nq;
+	/* 96: the fixed text at its longest is 58 bytes with its closing newline; 3 a query: its brackets and comma. */
 	uint64_t bound = 96 + 3 * (uint64_t)nall;
 	if (kk != 0 && (uint64_t)nq * kk > (UINT64_MAX - bound) / per_hit)
 		bound = UINT64_MAX;
@@ -508,7 +509,7 @@ static int topk_answer(struct req *r, struct vwork *v, embd_err *e)
 		p += embd_json_hits_write(p, hits, count, voc);
 		q++;
 	}
-	p += sprintf(p, "%s}", v->single ? "" : "]");
+	p += sprintf(p, "%s}\n", v->single ? "" : "]");
 	embd_resp_shrink_last(&r->resp, (size_t)(p - v->answer));
 	r->type = "application/json";
 	r->scratch = 1;
@@ -564,6 +565,10 @@ static int similar_get(struct req *r, embd_err *e)
 static int parse_body(struct req *r, unsigned allowed, int npy_ok, embd_vecreq *vq, embd_err *e)
 {
 	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (ct == NULL || *ct == '\0') { /* requests.post(url, data=...) sends none: a JSON or .npy body says itself */
+		embd_body_kind kind = embd_body_sniff(r->body, r->body_len);
+		ct = kind == EMBD_BODY_JSON ? "application/json" : kind == EMBD_BODY_NPY ? "application/x-npy" : NULL;
+	}
 	size_t n = ct != NULL ? strcspn(ct, "; ") : 0;
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	size_t max = (size_t)r->srv->cfg.max_ids;
@@ -708,6 +713,7 @@ static int similarity_answer(struct req *r, struct vwork *v, embd_err *e)
 		*p++ = ']';
 	}
 	*p++ = '}';
+	*p++ = '\n';
 	embd_resp_shrink_last(&r->resp, (size_t)(p - buf));
 	r->type = "application/json";
 	r->scratch = 1;

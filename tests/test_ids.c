@@ -270,6 +270,88 @@ static void raw_bodies(void **state)
 	assert_int_equal(embd_ids_from_raw(v, 0, 8, &ids, &e), EMBD_EEMPTY);
 }
 
+static void sniff_bodies(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *body;
+		size_t len;
+		embd_body_kind want;
+	} cases[] = {
+	    {"\x93NUMPY\x01\x00", 8, EMBD_BODY_NPY},
+	    {"\x93NUMPY", 6, EMBD_BODY_NPY},
+	    {"\x93NUMP", 5, EMBD_BODY_UNKNOWN}, /* the magic cut short */
+	    {"{\"ids\":[1]}", 11, EMBD_BODY_JSON},
+	    {" \r\n\t[1,2]", 9, EMBD_BODY_JSON},
+	    {"[", 1, EMBD_BODY_JSON}, /* JSON, malformed: the JSON parser says so */
+	    {"", 0, EMBD_BODY_UNKNOWN},
+	    {"   ", 3, EMBD_BODY_UNKNOWN},
+	    {"ids=1,2", 7, EMBD_BODY_UNKNOWN},
+	    {"\v{}", 3, EMBD_BODY_UNKNOWN}, /* not JSON whitespace */
+	    /* int64 id 123 is '{' and seven NULs: raw ids, not JSON */
+	    {"{\0\0\0\0\0\0\0", 8, EMBD_BODY_UNKNOWN},
+	    {"[1]\0", 4, EMBD_BODY_UNKNOWN},
+	    {"\x05\0\0\0\0\0\0\0", 8, EMBD_BODY_UNKNOWN},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (embd_body_sniff(cases[i].body, cases[i].len) != cases[i].want)
+			fail_msg("case %zu: got %d, want %d", i, (int)embd_body_sniff(cases[i].body, cases[i].len),
+			         (int)cases[i].want);
+}
+
+static void body_kinds(void **state)
+{
+	(void)state;
+	static const char npy_magic[] = "\x93NUMPY\x01\x00";
+	static const char raw[8] = {5, 0, 0, 0, 7, 0, 0, 0};
+	static const struct {
+		const char *ct, *id_dtype, *body;
+		size_t len;
+		int rc;
+		embd_body_kind kind;
+		unsigned width;
+		const char *msg;
+	} cases[] = {
+	    {"application/json", NULL, "{}", 2, 0, EMBD_BODY_JSON, 8, NULL},
+	    {"Application/JSON; charset=utf-8", NULL, "{}", 2, 0, EMBD_BODY_JSON, 8, NULL},
+	    {"application/x-npy", NULL, npy_magic, 8, 0, EMBD_BODY_NPY, 8, NULL},
+	    {"application/octet-stream", "int64", raw, 8, 0, EMBD_BODY_RAW, 8, NULL},
+	    {"application/octet-stream", "int32", raw, 8, 0, EMBD_BODY_RAW, 4, NULL},
+	    {NULL, "int32", raw, 8, 0, EMBD_BODY_RAW, 4, NULL},
+	    {NULL, "int64", "{}", 2, 0, EMBD_BODY_RAW, 8, NULL}, /* with id_dtype a body is raw, whatever it holds */
+	    {"", NULL, "[1]", 3, 0, EMBD_BODY_JSON, 8, NULL},
+	    {NULL, NULL, "{\"ids\":[1]}", 11, 0, EMBD_BODY_JSON, 8, NULL},
+	    {NULL, NULL, npy_magic, 8, 0, EMBD_BODY_NPY, 8, NULL},
+	    {"application/octet-stream", NULL, raw, 8, EMBD_EBADPARAM, EMBD_BODY_UNKNOWN, 8,
+	     "an application/octet-stream body of ids needs ?id_dtype=int64 or ?id_dtype=int32: raw bytes do not say "
+	     "their width (a .npy body, application/x-npy, says it itself)"},
+	    {NULL, NULL, raw, 8, EMBD_EMEDIATYPE, EMBD_BODY_UNKNOWN, 8,
+	     "the body has no Content-Type and is neither JSON nor .npy; send Content-Type: application/json "
+	     "({\"ids\": [...]} or {\"tokens\": [...]}) or application/x-npy, or raw little-endian ids with "
+	     "?id_dtype=int64 or ?id_dtype=int32"},
+	    {"application/octet-stream", "int16", raw, 8, EMBD_EBADPARAM, EMBD_BODY_UNKNOWN, 8,
+	     "id_dtype 'int16' is not int32 or int64"},
+	    {"application/json", "int32", "{}", 2, EMBD_EBADPARAM, EMBD_BODY_UNKNOWN, 8,
+	     "id_dtype goes with an application/octet-stream body (or one without a Content-Type)"},
+	    {"application/x-npy", "int64", npy_magic, 8, EMBD_EBADPARAM, EMBD_BODY_UNKNOWN, 8,
+	     "id_dtype goes with an application/octet-stream body (or one without a Content-Type)"},
+	    {"text/plain", NULL, "{}", 2, EMBD_EMEDIATYPE, EMBD_BODY_UNKNOWN, 8,
+	     "Content-Type 'text/plain' is not supported; send application/json {\"ids\": [...]} or {\"tokens\": "
+	     "[...]}, application/x-npy, or application/octet-stream with ?id_dtype=int64 or ?id_dtype=int32"},
+	    {"application/jsonx", NULL, "{}", 2, EMBD_EMEDIATYPE, EMBD_BODY_UNKNOWN, 8, NULL},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		embd_body_kind kind = EMBD_BODY_RAW;
+		unsigned width = 0;
+		embd_err e = {{0}};
+		int rc =
+		    embd_ids_body_kind(cases[i].ct, cases[i].id_dtype, cases[i].body, cases[i].len, &kind, &width, &e);
+		if (rc != cases[i].rc || kind != cases[i].kind || (rc == 0 && width != cases[i].width) ||
+		    (cases[i].msg != NULL && strcmp(e.msg, cases[i].msg) != 0))
+			fail_msg("case %zu: got %d kind %d width %u '%s'", i, rc, (int)kind, width, e.msg);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -283,6 +365,8 @@ int main(void)
 	    cmocka_unit_test(failures_zero_the_count),
 	    cmocka_unit_test(npy_bodies),
 	    cmocka_unit_test(raw_bodies),
+	    cmocka_unit_test(sniff_bodies),
+	    cmocka_unit_test(body_kinds),
 	};
 	return cmocka_run_group_tests_name("ids", tests, NULL, NULL);
 }

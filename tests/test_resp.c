@@ -134,7 +134,9 @@ static void json_is_shrunk_to_what_was_written(void **state)
 	embd_resp b;
 	embd_run run = {1, 2};
 	build(&b, &a, &run, 1, EMBD_WIRE_JSON, EMBD_F32);
-	const char *want = "{\"shape\":[2,4],\"dtype\":\"f32\",\"rows\":[[10,11,12,13],[20,21,22,23]]}";
+	const char *want =
+	    "{\"shape\":[2,4],\"dtype\":\"f32\",\"rows\":[[10,11,12,13],[20,21,22,23]]}\n"; /* every JSON body ends its
+	                                                                                       line */
 	assert_int_equal(b.len, strlen(want));
 	assert_int_equal(b.copied, b.len);
 	assert_memory_equal(b.segs[b.nsegs - 1].base, want, strlen(want));

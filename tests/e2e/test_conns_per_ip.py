@@ -62,7 +62,7 @@ def test_connections_past_the_per_ip_limit_are_answered_503_counted_and_logged(s
     assert [a[0] for a in answers] == [200] * LIMIT + [503] * n_over
     for status, headers, body in answers[LIMIT:]:
         assert body == (b'{"error":{"status":503,"code":"too_many_connections","message":"this address holds '
-                        b'limits.connections_per_ip (4) connections already; retry later, or on one of those"}}')
+                        b'limits.connections_per_ip (4) connections already; retry later, or on one of those"}}\n')
         assert headers["retry-after"] == "1"
         assert headers["connection"] == "close"
         assert headers["content-type"] == "application/json"

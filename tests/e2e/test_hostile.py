@@ -89,7 +89,7 @@ CASES = [
     (b"DELETE /v1/rows/1 HTTP/1.1\r\n" + H + b"\r\n", 405, "method_not_allowed"),
     (b"GET /../../etc/passwd HTTP/1.1\r\n" + H + b"\r\n", 404, "not_found"),
     (b"GET /v1/rows/1\xff HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_id"),
-    (b"GET /v1/info HTTP/1.1\r\n" + H + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", 431, None),
+    (b"GET /v1/info HTTP/1.1\r\n" + H + b"X-Big: " + b"a" * 40000 + b"\r\n\r\n", 431, None),
     (b"GET /v1/info HTTP/1.1\r\n" + H + b"".join(b"X-%d: y\r\n" % i for i in range(3000)) + b"\r\n", 431, None),
     (b"POST /v1/rows HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 5\r\n\r\n{\"ids\":[1]}",
      400, "bad_json"),

@@ -95,7 +95,7 @@ def test_healthz_and_metrics_answer_while_the_budget_is_exhausted(start, data):
     assert status == 503 and b'"code":"overloaded"' in body and headers["retry-after"] == "1", (
         body, len(held), m["embd_connections"], m["embd_inflight_accounted_bytes"])
     status, _, body = d.get("/healthz")
-    assert status == 200 and body == b'{"status":"ok","generation":1}', body
+    assert status == 200 and body == b'{"status":"ok","generation":1}\n', body
     status, _, body = d.get("/metrics")
     assert status == 200 and b"embd_inflight_budget_bytes 4194304" in body
     for c in held:

@@ -124,14 +124,14 @@ def test_post_json_npy_and_raw_ids(f32d, data):
         np.save(buf, np.array(ids, dtype=dt))
         s, h, b = f32d.request("POST", "/v1/rows", buf.getvalue(), {"Content-Type": "application/x-npy", **BIN})
         assert s == 200 and b == want, b
-    s, h, b = f32d.request("POST", "/v1/rows", np.array(ids, dtype=np.int64).tobytes(),
+    s, h, b = f32d.request("POST", "/v1/rows?id_dtype=int64", np.array(ids, dtype=np.int64).tobytes(),
                            {"Content-Type": "application/octet-stream", **BIN})
     assert s == 200 and b == want
     s, h, b = f32d.request("POST", "/v1/rows?id_dtype=int32", np.array(ids, dtype=np.int32).tobytes(),
                            {"Content-Type": "application/octet-stream", **NPY})
     assert s == 200 and np.load(io.BytesIO(b)).tobytes() == want
     # JSON responses to binary id bodies still name the ids.
-    s, h, b = f32d.request("POST", "/v1/rows", np.array(ids, dtype=np.int64).tobytes(),
+    s, h, b = f32d.request("POST", "/v1/rows?id_dtype=int64", np.array(ids, dtype=np.int64).tobytes(),
                            {"Content-Type": "application/octet-stream"})
     doc, rows = rows_of(b)
     assert doc["ids"] == ids and rows.tobytes() == want

@@ -283,7 +283,7 @@ def test_edge_cases_exact(start, edge):
     s, h, b = d.get("/v1/similar?id=0")
     assert s == 200 and b == (b'{"k":10,"metric":"cosine","results":[{"id":1,"token":"b","score":1},'
                               b'{"id":6,"token":"g","score":1},{"id":4,"token":"e","score":0.70710677},'
-                              b'{"id":2,"token":"c","score":0},{"id":5,"token":"f","score":-1}]}')
+                              b'{"id":2,"token":"c","score":0},{"id":5,"token":"f","score":-1}]}\n')
     assert h["content-type"] == "application/json" and int(h["x-embd-accounted-bytes"]) > 0
     one = lambda q: get(d, "/v1/similar?" + q)[2]  # noqa: E731
     # Ties lower id first; include_self keeps the row itself, in its place among the ties.

@@ -15,22 +15,22 @@ def test_post_similar_oov_skip_answers_an_empty_list_for_an_unknown_token(start,
     for q in ("?k=2", "?k=2&oov=error"):
         s, _, b = d.request("POST", "/v1/similar" + q, body, JSON)
         assert (s, b) == (404, b'{"error":{"status":404,"code":"token_not_found","message":"2 tokens are not in the '
-                               b'vocabulary: \'zz\', \'yy\'"}}')
+                               b'vocabulary: \'zz\', \'yy\'"}}\n')
     # oov=skip: an empty list in the unknown tokens' places, the others answered as before.
     s, h, b = d.request("POST", "/v1/similar?k=2&oov=skip", body, JSON)
     assert (s, b) == (200, b'{"k":2,"metric":"cosine","results":[[{"id":0,"token":"a","score":1},'
                            b'{"id":1,"token":"b","score":1}],[],[{"id":1,"token":"b","score":1},'
-                           b'{"id":6,"token":"g","score":1}],[]]}')
+                           b'{"id":6,"token":"g","score":1}],[]]}\n')
     # Every token unknown: every list empty, nothing searched.
     s, _, b = d.request("POST", "/v1/similar?oov=skip", b'{"tokens": ["zz"], "k": 3}', JSON)
-    assert (s, b) == (200, b'{"k":3,"metric":"cosine","results":[[]]}')
+    assert (s, b) == (200, b'{"k":3,"metric":"cosine","results":[[]]}\n')
     # oov is error or skip, and goes with a list of tokens only, as on /v1/rows.
     s, _, b = d.request("POST", "/v1/similar?oov=zero", body, JSON)
     assert (s, b) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"oov \'zero\' is not error '
-                           b'or skip"}}')
+                           b'or skip"}}\n')
     s, _, b = d.request("POST", "/v1/similar?oov=skip", b'{"ids": [1]}', JSON)
     assert (s, b) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"oov goes with {\\"tokens\\": '
-                           b'[...]}; this body names no tokens list"}}')
+                           b'[...]}; this body names no tokens list"}}\n')
     assert err(400, "bad_parameter", post(d, "/v1/similar?oov=skip", {"positive": ["a", "zz"]}))
     assert err(400, "bad_parameter", d.get("/v1/similar?token=a&oov=skip")[:2] + (json.loads(
         d.get("/v1/similar?token=a&oov=skip")[2]),))
@@ -66,10 +66,10 @@ def test_pool_pre_normalize_is_gensims_get_mean_vector_default(start, glove):  #
     # Given twice, it must agree; it is a boolean (or 0, 1).
     s, _, b = d.request("POST", "/v1/pool?pre_normalize=0", b'{"ids": [1], "pre_normalize": true}', JSON)
     assert (s, b) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"pre_normalize is 0 in the '
-                           b'query and 1 in the body: give it once"}}')
+                           b'query and 1 in the body: give it once"}}\n')
     s, _, b = d.request("POST", "/v1/pool", b'{"ids": [1], "pre_normalize": 2}', JSON)
     assert (s, b) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"\\"pre_normalize\\" is 2; it '
-                           b'is true or false (or 1 or 0)"}}')
+                           b'is true or false (or 1 or 0)"}}\n')
     assert err(400, "bad_parameter", post(d, "/v1/pool?pre_normalize=yes", {"ids": [1]}))
     assert d.settled()["embd_inflight_accounted_bytes"] == 0
 

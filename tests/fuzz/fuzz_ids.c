@@ -1,4 +1,4 @@
-/* libFuzzer target: id lists from query strings and JSON bodies, both passes, as the server runs them. */
+/* libFuzzer target: id lists from query strings and JSON bodies, both passes, as the server runs them; body sniffing. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,5 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	embd_ids raw;
 	(void)embd_ids_from_raw(data, size, 4, &raw, &e);
+	/* A body without a Content-Type: what the server reads it as must be what the sniffer says. */
+	embd_body_kind kind, sniffed = embd_body_sniff(data, size);
+	unsigned width;
+	int rc = embd_ids_body_kind(NULL, NULL, data, size, &kind, &width, &e);
+	if ((rc == 0) != (sniffed != EMBD_BODY_UNKNOWN) || (rc == 0 && kind != sniffed) || sniffed == EMBD_BODY_RAW)
+		abort();
 	return 0;
 }
