@@ -127,6 +127,8 @@ EXPECT = {
         run(200, check=lambda out, d: len(json.loads(out)["scores"]) == 2),
         run(200, check=lambda out, d: isinstance(json.loads(out)["score"], float)),
         run(200, check=file_npy("pooled.npy", (1, 100))),
+        run(200, check=json_shape([1, 100])),
+        run(200, check=lambda out, d: [len(r) for r in json.loads(out)["results"]] == [2, 0]),
     ]),
     "health": ("demo", [
         run(200),
@@ -137,6 +139,8 @@ EXPECT = {
         run(200),
         run(200, check=lambda out, d: json.loads(out)["generation"] == 3),
         run(200, check=lambda out, d: json.loads(out)["generation"] == 4),
+        run(200, check=lambda out, d: json.loads(out)["message"].endswith("vocabulary: 400000 tokens")),
+        run(200, check=lambda out, d: json.loads(out)["message"].endswith("vocabulary: none")),
         run(),
     ]),
     "errors": ("demo", [run(400, check=status_is(400, "id_out_of_range"))]),
@@ -173,6 +177,8 @@ def make_files(d):
     sparse_npy(os.path.join(d, "vectors.npy"), (400000, 300))
     os.mkdir(os.path.join(d, "data"))
     sparse_npy(os.path.join(d, "data", "vectors-v2.npy"), (400000, 300))
+    with open(os.path.join(d, "data", "vectors-v2.vocab"), "w") as f:
+        f.write("".join("v%d\n" % i for i in range(400000)))
     rng.standard_normal((10, 768)).astype(np.float32).tofile(os.path.join(d, "data", "syn768.f32"))
     # A language model's embedding table and one more tensor, in BF16; the data is a hole.
     n = 32000 * 4096 * 2
