@@ -45,7 +45,7 @@
 enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT, CONN_SENDING };
 
 /* The most of a request's query string its access line shows (a longer one ends in "..."). */
-#define EMBD_ACCESS_QUERY_BYTES 512
+#define EMBD_ACCESS_QUERY_BYTES 256
 
 struct conn_slot {
 	int fd;                    /* valid while used; under the table's lock */
