@@ -66,9 +66,14 @@ deps-test:
 deps-bench:
 	@sh scripts/deps.sh bench
 
+# `make run PORT=9000 FILE=vectors.npy ARGS='--vocab words.txt'`: config/embd.json, with these over it (each empty by
+# default: the file's port 8080 and the demo matrix).
+PORT ?=
+FILE ?=
+ARGS ?=
 run: deps
 	@$(MAKE) --no-print-directory all
-	./embd serve --config config/embd.json
+	./embd serve --config config/embd.json $(if $(FILE),'$(FILE)') $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # Every test: plain, under AddressSanitizer + UBSan (+ LeakSanitizer), under ThreadSanitizer; then the fuzz
 # corpora as regression tests.

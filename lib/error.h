@@ -49,7 +49,9 @@
 	X(EMBD_EDEADLINE, 42, 503, "deadline_exceeded", "the work did not finish within compute.timeout_s")            \
 	X(EMBD_ESHUTDOWN, 43, 503, "shutting_down", "the server is shutting down")                                     \
 	X(EMBD_ECANCELED, 44, 499, "client_closed", "the client closed the connection")                                \
-	X(EMBD_ETOOMANYCONNS, 45, 503, "too_many_connections", "too many connections from this address")
+	X(EMBD_ETOOMANYCONNS, 45, 503, "too_many_connections", "too many connections from this address")               \
+	X(EMBD_ENOTAPPLICABLE, 50, 400, "not_applicable", "an option the file's format does not use was given")        \
+	X(EMBD_ELOADING, 51, 503, "loading", "the matrix is still loading")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

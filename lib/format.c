@@ -212,14 +212,14 @@ static int layout_demo(struct embd_matrix *m, const embd_matrix_spec *spec, embd
 
 /* Every format embd reads, in the order auto-detection tries them. A new format is one row here. */
 static const embd_format_ops formats[] = {
-    {EMBD_FORMAT_NPY, "npy", 1, sniff_npy, layout_npy, EMBD_TEXTVEC_NONE, ".npy"},
-    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, sniff_safetensors, layout_safetensors, EMBD_TEXTVEC_NONE,
-     ".safetensors"},
-    {EMBD_FORMAT_RAW, "raw", 1, sniff_raw, layout_raw, EMBD_TEXTVEC_NONE, ""},
-    {EMBD_FORMAT_GLOVE, "glove", 1, sniff_glove, NULL, EMBD_TEXTVEC_GLOVE, ".txt"},
-    {EMBD_FORMAT_WORD2VEC, "word2vec", 1, sniff_word2vec, NULL, EMBD_TEXTVEC_W2V_TEXT, ".vec"},
-    {EMBD_FORMAT_WORD2VEC_BIN, "word2vec_bin", 1, sniff_word2vec_bin, NULL, EMBD_TEXTVEC_W2V_BIN, ".bin"},
-    {EMBD_FORMAT_DEMO, "demo", 0, NULL, layout_demo, EMBD_TEXTVEC_NONE, ""},
+    {EMBD_FORMAT_NPY, "npy", 1, EMBD_USES_VOCAB, sniff_npy, layout_npy, EMBD_TEXTVEC_NONE, ".npy"},
+    {EMBD_FORMAT_SAFETENSORS, "safetensors", 1, EMBD_USES_TENSOR | EMBD_USES_VOCAB, sniff_safetensors,
+     layout_safetensors, EMBD_TEXTVEC_NONE, ".safetensors"},
+    {EMBD_FORMAT_RAW, "raw", 1, EMBD_USES_SHAPE | EMBD_USES_VOCAB, sniff_raw, layout_raw, EMBD_TEXTVEC_NONE, ""},
+    {EMBD_FORMAT_GLOVE, "glove", 1, 0, sniff_glove, NULL, EMBD_TEXTVEC_GLOVE, ".txt"},
+    {EMBD_FORMAT_WORD2VEC, "word2vec", 1, 0, sniff_word2vec, NULL, EMBD_TEXTVEC_W2V_TEXT, ".vec"},
+    {EMBD_FORMAT_WORD2VEC_BIN, "word2vec_bin", 1, 0, sniff_word2vec_bin, NULL, EMBD_TEXTVEC_W2V_BIN, ".bin"},
+    {EMBD_FORMAT_DEMO, "demo", 0, EMBD_USES_VOCAB, NULL, layout_demo, EMBD_TEXTVEC_NONE, ""},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 

@@ -72,12 +72,13 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, embd_gen_list *
 		free(g);
 		return rc;
 	}
-	/* The vocabulary comes with the file (GloVe, word2vec) or from spec->vocab, never from both. */
+	/* The vocabulary comes with the file (GloVe, word2vec) or from spec->vocab, never from both (embd_matrix_open
+	 * refuses a vocabulary file for a format that carries its words; this holds whatever a format row says). */
 	g->vocab = embd_matrix_take_vocab(g->matrix);
 	if (spec->vocab != NULL && spec->vocab[0] != '\0') {
 		const embd_matrix_info *i = embd_matrix_info_get(g->matrix);
 		if (g->vocab != NULL)
-			rc = embd_err_set(e, EMBD_ECONFIG,
+			rc = embd_err_set(e, EMBD_ENOTAPPLICABLE,
 			                  "%s: a %s file names its rows itself; a vocabulary file (%s) is for npy, "
 			                  "safetensors and raw matrices",
 			                  i->source, embd_format_name(i->format), spec->vocab);
@@ -116,6 +117,8 @@ int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, embd_gen_list *
 
 embd_gen *embd_gen_retain(embd_gen *g)
 {
+	if (g == NULL)
+		return NULL;
 	atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
 	return g;
 }
@@ -151,7 +154,7 @@ void embd_gen_release(embd_gen *g)
 
 uint64_t embd_gen_number(const embd_gen *g)
 {
-	return g->number;
+	return g != NULL ? g->number : 0;
 }
 
 const embd_matrix_info *embd_gen_matrix(const embd_gen *g)

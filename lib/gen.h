@@ -62,13 +62,13 @@ size_t embd_gen_list_stats(embd_gen_list *l, embd_gen_stat *out, size_t cap);
  */
 int embd_gen_open(const embd_matrix_spec *spec, uint64_t number, embd_gen_list *list, embd_gen **out, embd_err *e);
 
-/* Another reference; returns g. Thread-safe (atomic). */
+/* Another reference; returns g (NULL: NULL). Thread-safe (atomic). */
 embd_gen *embd_gen_retain(embd_gen *g);
 
 /* Drop a reference; the last one closes the matrix and frees. NULL is a no-op. Thread-safe. */
 void embd_gen_release(embd_gen *g);
 
-/* The generation's number, and its matrix's facts; borrowed, valid while a reference is held. */
+/* The generation's number (0 for NULL), and its matrix's facts; borrowed, valid while a reference is held. */
 uint64_t embd_gen_number(const embd_gen *g);
 const embd_matrix_info *embd_gen_matrix(const embd_gen *g);
 /* The vocabulary naming the rows, or NULL; borrowed, finished (thread-safe to read) while a reference is held. */
@@ -115,8 +115,9 @@ typedef struct embd_gen_current {
 	pthread_mutex_t swap_lock; /* swaps are serialised; readers never take it */
 } embd_gen_current;
 
-void embd_gen_current_init(embd_gen_current *s, embd_gen *g); /* steals g's reference */
-/* A new reference to the current generation. Lock-free; thread-safe against swap(). */
+/* Steals g's reference. g may be NULL: none is current until the first swap (a daemon still loading its table). */
+void embd_gen_current_init(embd_gen_current *s, embd_gen *g);
+/* A new reference to the current generation, or NULL while none is. Lock-free; thread-safe against swap(). */
 embd_gen *embd_gen_current_acquire(embd_gen_current *s);
 /* Make g current (steals its reference) and drop the holder's reference to the old one. Thread-safe. */
 void embd_gen_current_swap(embd_gen_current *s, embd_gen *g);

@@ -36,10 +36,18 @@ struct embd_matrix {
  * has no layout but its textvec kind: matrix.c reads the file, parses it
  * and builds its vocabulary.
  */
+/* What of a spec a format reads besides the path (embd_format_ops.uses); a field it does not read is refused. */
+enum {
+	EMBD_USES_SHAPE = 1,  /* rows, dim, dtype, offset: a raw file has no header to carry them */
+	EMBD_USES_TENSOR = 2, /* tensor: only safetensors files hold named tensors */
+	EMBD_USES_VOCAB = 4,  /* vocab: a vocabulary file; the text formats carry their own words */
+};
+
 typedef struct embd_format_ops {
 	embd_format id;
 	const char *name;
 	int needs_file; /* 0: the format makes its own data (demo) */
+	unsigned uses;  /* EMBD_USES_* */
 	int (*sniff)(const unsigned char *head, size_t len, const char *path, const embd_matrix_spec *spec);
 	int (*layout)(struct embd_matrix *m, const embd_matrix_spec *spec, embd_err *e); /* NULL for text */
 	embd_textvec_kind text; /* EMBD_TEXTVEC_NONE, or the text format it is */

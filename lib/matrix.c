@@ -130,6 +130,69 @@ static int load_text(embd_matrix *m, const embd_matrix_spec *spec, embd_textvec_
 	return 0;
 }
 
+/*
+ * Refuse what the spec names that the file's format does not use, before a
+ * row is read: a flag that does not apply is a mistake to say, not to ignore
+ * (an .npy served with --dim 99 --dtype bf16 would otherwise serve its own
+ * shape without a word). Each field is named as its flag and its config key.
+ */
+static int check_uses(const embd_matrix *m, const embd_matrix_spec *spec, const embd_format_ops *ops, embd_err *e)
+{
+	const struct {
+		const char *name;
+		unsigned use;
+		int given;
+	} fields[] = {
+	    {"rows", EMBD_USES_SHAPE, spec->rows != 0},
+	    {"dim", EMBD_USES_SHAPE, spec->dim != 0},
+	    {"dtype", EMBD_USES_SHAPE, spec->dtype_given},
+	    {"offset", EMBD_USES_SHAPE, spec->offset != 0},
+	    {"tensor", EMBD_USES_TENSOR, spec->tensor != NULL && spec->tensor[0] != '\0'},
+	    {"vocab", EMBD_USES_VOCAB, spec->vocab != NULL && spec->vocab[0] != '\0'},
+	};
+	const size_t nfields = sizeof fields / sizeof fields[0];
+	/* The first kind of field given and not used; every field of that kind given, named as flags and as keys. */
+	unsigned use = 0;
+	for (size_t i = 0; i < nfields && use == 0; i++)
+		if (fields[i].given && (ops->uses & fields[i].use) == 0)
+			use = fields[i].use;
+	if (use == 0)
+		return 0;
+	char flags[128] = "", keys[128] = "";
+	size_t nflags = 0;
+	for (size_t i = 0; i < nfields; i++) {
+		if (!fields[i].given || fields[i].use != use)
+			continue;
+		size_t f = strlen(flags), k = strlen(keys);
+		snprintf(flags + f, sizeof flags - f, "%s--%s", nflags ? ", " : "", fields[i].name);
+		snprintf(keys + k, sizeof keys - k, "%smatrix.%s", nflags ? ", " : "", fields[i].name);
+		nflags++;
+	}
+	char what[96];
+	if (!ops->needs_file)
+		snprintf(what, sizeof what, "the %s matrix", ops->name);
+	else
+		snprintf(what, sizeof what, "a %s file", ops->name);
+	const char *verb = nflags > 1 ? "do" : "does";
+	if (use == EMBD_USES_SHAPE)
+		return embd_err_set(
+		    e, EMBD_ENOTAPPLICABLE,
+		    "%s: %s carries its own shape and dtype: %s (%s) %s not apply; rows, dim, dtype and "
+		    "offset describe a raw matrix (--format raw)",
+		    m->source, what, flags, keys, verb);
+	if (use == EMBD_USES_TENSOR)
+		return embd_err_set(
+		    e, EMBD_ENOTAPPLICABLE,
+		    "%s: %s holds no named tensors: %s (%s) %s not apply (a tensor, %.200s, is named; only "
+		    "safetensors files hold named tensors)",
+		    m->source, what, flags, keys, verb, spec->tensor);
+	return embd_err_set(
+	    e, EMBD_ENOTAPPLICABLE,
+	    "%s: %s names its rows itself: %s (%s) %s not apply; a vocabulary file (%.200s) is for npy, "
+	    "safetensors and raw matrices",
+	    m->source, what, flags, keys, verb, spec->vocab);
+}
+
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e)
 {
 	uint64_t t0 = embd_now_ns();
@@ -153,13 +216,8 @@ int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *
 		if (ops == NULL && (rc = embd_format_detect(m, spec, &ops, e)) != 0)
 			goto fail;
 	}
-	if (spec->tensor != NULL && spec->tensor[0] != '\0' && ops != NULL && ops->id != EMBD_FORMAT_SAFETENSORS) {
-		rc = embd_err_set(e, EMBD_ECONFIG,
-		                  "%s: a tensor (%.200s) is named, but this is a %s file; only safetensors "
-		                  "files hold named tensors",
-		                  m->source, spec->tensor, ops->name);
+	if (ops != NULL && (rc = check_uses(m, spec, ops, e)) != 0)
 		goto fail;
-	}
 	/* detect found one, or failed above */
 	rc = ops == NULL                      ? EMBD_EINTERNAL
 	     : ops->text != EMBD_TEXTVEC_NONE ? load_text(m, spec, ops->text, e)

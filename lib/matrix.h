@@ -35,6 +35,7 @@ typedef struct embd_matrix_spec {
 	uint64_t rows;
 	uint64_t dim;
 	embd_dtype dtype;
+	int dtype_given; /* dtype was named (not the f32 a raw file takes by default): refused for any other format */
 	uint64_t offset; /* raw only: bytes to skip before the first row */
 	int populate;    /* prefault every page at open (MAP_POPULATE) */
 	int lock;        /* mlock the mapping */
@@ -80,8 +81,11 @@ typedef struct embd_matrix embd_matrix;
  * a directory) is refused without blocking. Errors: -errno (open, fstat,
  * mmap), EMBD_EFORMAT, EMBD_ETRUNC, EMBD_EDTYPE, EMBD_EOVERFLOW, EMBD_ECONFIG
  * (a spec that cannot describe a matrix), EMBD_EUNKNOWNFORMAT (AUTO, and no
- * format recognises the file); e says why in one line that names
- * the file. Thread-safe.
+ * format recognises the file), EMBD_ENOTAPPLICABLE (the spec names what
+ * the file's format does not use: rows, dim, dtype or offset for anything
+ * but raw, a tensor for anything but safetensors, a vocabulary file for a
+ * format that carries its words; checked before the rows are read); e says
+ * why in one line that names the file. Thread-safe.
  */
 int embd_matrix_open(const embd_matrix_spec *spec, embd_matrix **out, embd_err *e);
 

@@ -114,13 +114,20 @@ def ensure_glove():
 
 
 def wait_port(port, proc, timeout=30):
+    """Until the server on port answers: embd listens before its table has loaded and answers 503 meanwhile, so
+    a connection alone is not enough (a peer answers /healthz 404, or 200: either means it serves)."""
     end = time.time() + timeout
     while time.time() < end:
         if proc.poll() is not None:
             raise RuntimeError("server on port %d exited with %d" % (port, proc.returncode))
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as r:
+                r.read()
             return
+        except urllib.error.HTTPError as e:
+            if e.code != 503:
+                return
+            time.sleep(0.01)
         except OSError:
             time.sleep(0.01)
     raise RuntimeError("nothing listens on port %d" % port)

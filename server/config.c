@@ -74,7 +74,7 @@ static const struct key keys[] = {
         "safetensors: the name of the tensor to serve; empty: the file's only 2-D tensor"),
     INT("matrix.rows", "rows", matrix_rows, "0", 0, INT64_MAX, "raw only: rows; 0: as many as the file holds"),
     INT("matrix.dim", "dim", matrix_dim, "0", 0, INT64_MAX, "raw only: elements per row"),
-    STR("matrix.dtype", "dtype", matrix_dtype, "f32", "raw only: f32 | f16 | bf16"),
+    STR("matrix.dtype", "dtype", matrix_dtype, "", "raw only: f32 | f16 | bf16; empty: f32"),
     SIZE("matrix.offset", "offset", matrix_offset, "0", 0, "raw only: bytes to skip before row 0"),
     BOOL("matrix.populate", "populate", matrix_populate, "false",
          "fault every page in at start-up (MAP_POPULATE) instead of on first use"),
@@ -99,8 +99,9 @@ static const struct key keys[] = {
          "between requests, and over 32KiB it is mmap'd afresh for every connection"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.request_timeout_s", NULL, request_timeout_s, "20", 0, 86400,
-        "a request (line, headers, body) must arrive within this many seconds of its first line (slowloris): "
-        "a late body is answered 408 and closed, late headers are closed; 0: no limit"),
+        "a request (line, headers, body) must arrive within this many seconds of its first line (slowloris), or "
+        "its connection is closed without an answer (libmicrohttpd can queue none while a body arrives; nginx "
+        "too closes without a word), logged and counted as a 408; 0: no limit"),
     INT("limits.retry_after_s", NULL, retry_after_s, "1", 0, 3600, "Retry-After on 503 answers, seconds"),
     INT("limits.shutdown_s", NULL, shutdown_s, "10", 0, 3600,
         "on SIGTERM/SIGINT: seconds to let requests in flight finish before closing them"),

@@ -54,6 +54,9 @@
  */
 enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT, CONN_SENDING };
 
+/* The most of a request's query string its access line shows (a longer one ends in "..."). */
+#define EMBD_ACCESS_QUERY_BYTES 256
+
 struct conn_slot {
 	int fd;      /* valid while used; under the table's lock */
 	int used;    /* under the table's lock */
@@ -67,6 +70,9 @@ struct conn_slot {
 	_Atomic uint64_t gen;      /* the generation its request holds; 0: none */
 	/* The send-rate window (the sweep's own, under the table's lock): which response, since when, acked then. */
 	uint64_t rate_since, rate_t0, rate_acked0;
+	/* The query string of the request arriving, as sent (cut to fit), for its access line; written on its first
+	 * line, read once its headers are in, on the connection's thread. */
+	char query[EMBD_ACCESS_QUERY_BYTES];
 };
 
 typedef struct embd_conns {

@@ -30,6 +30,21 @@ static enum method parse_method(const char *m)
 	return M_OTHER;
 }
 
+/* The access line's client address and query string (as on_uri kept it), while the connection is the request's. */
+static void access_fields(struct req *r)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+	snprintf(r->client, sizeof r->client, "-");
+	if (sa != NULL && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->client,
+		          sizeof r->client);
+	else if (sa != NULL && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->client,
+		          sizeof r->client);
+	embd_log_safe(r->query, sizeof r->query, r->slot != NULL && r->slot->query[0] != '\0' ? r->slot->query : "-");
+}
+
 static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char *url, const char *method)
 {
 	struct req *r = calloc(1, sizeof *r);
@@ -57,8 +72,10 @@ static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char 
 		return NULL;
 	}
 	embd_resp_init(&r->resp, &r->acct);
-	r->gen = embd_gen_current_acquire(&s->current);
+	r->gen = embd_gen_current_acquire(&s->current); /* NULL while the first table loads: answered 503 loading */
 	embd_conn_generation(r->slot, embd_gen_number(r->gen)); /* a reload past limits.generations may close it */
+	if (s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO))
+		access_fields(r);
 	atomic_fetch_add(&s->requests_live, 1);
 	return r;
 }
@@ -94,9 +111,10 @@ static void req_finish(struct req *r)
 		const char *end = r->termination >= 0 && r->termination <= 5 ? endings[r->termination] : "-";
 		embd_log(EMBD_LOG_INFO,
 		         "access %s %s %d %" PRIu64 " path=%s copied=%" PRIu64 " accounted=%" PRIu64 " gen=%" PRIu64
-		         " %.3fms %s",
+		         " %.3fms %s client=%s query=%s",
 		         method, url, status, r->body_bytes, r->path_taken ? r->path_taken : "-", r->copied, peak,
-		         answer_gen(r), (double)dur / 1e6, end);
+		         answer_gen(r), (double)dur / 1e6, end, r->client[0] != '\0' ? r->client : "-",
+		         r->query[0] != '\0' ? r->query : "-");
 	}
 	embd_gen_release(r->gen);
 	free(r);
@@ -457,6 +475,8 @@ static int body_coming(struct req *r)
 static int admit(struct req *r, const char *version, embd_err *e)
 {
 	embd_server *s = r->srv;
+	if (r->gen == NULL) /* the first table is still loading: a balancer's readiness check sees 503 */
+		return embd_err_set(e, EMBD_ELOADING, "the matrix is still loading; retry later");
 	int hosts = 0;
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_host, &hosts);
 	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && hosts != 1)
@@ -545,12 +565,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	return dispatch(r);
 }
 
-/* The request line has arrived: the request's deadline starts. */
+/*
+ * The request line has arrived: the request's deadline starts. uri is the
+ * target as sent: its query string is kept for the access line (libmicrohttpd
+ * hands the handler only the unescaped arguments).
+ */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 {
-	(void)cls;
-	(void)uri;
-	embd_conn_receiving(embd_conn_slot(c), embd_now_ns());
+	embd_server *s = cls;
+	struct conn_slot *slot = embd_conn_slot(c);
+	embd_conn_receiving(slot, embd_now_ns());
+	if (slot != NULL && s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO)) {
+		const char *q = strchr(uri, '?');
+		size_t n = q != NULL ? strlen(q + 1) : 0, cap = sizeof slot->query;
+		if (n < cap)
+			memcpy(slot->query, q != NULL ? q + 1 : "", n + 1);
+		else
+			snprintf(slot->query, cap, "%.*s...", (int)(cap - 4), q + 1);
+	}
 	return NULL;
 }
 
@@ -605,6 +637,48 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	embd_log(EMBD_LOG_WARN, "libmicrohttpd: %s", line);
 }
 
+/*
+ * The listening socket, bound here rather than by libmicrohttpd, before the
+ * matrix loads: a port in use is one error naming it at once (not, after a
+ * table took seconds to load, libmicrohttpd's line about "port 0"), and the
+ * port bound (listen.port 0: a free one) is known for the start-up line. As
+ * libmicrohttpd would: SO_REUSEADDR (a restart binds while old connections
+ * are in TIME_WAIT), IPv6 only on an IPv6 address, non-blocking (every
+ * thread of the pool accepts), the system's largest backlog. The descriptor,
+ * or -1 with msg.
+ */
+static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, embd_server *s, char *msg, size_t cap)
+{
+	const embd_config *cfg = &s->cfg;
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(msg, cap, "cannot listen on %s port %" PRId64 ": socket: %s", cfg->listen_address,
+		         cfg->listen_port, strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ss->ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	struct sockaddr_storage bound;
+	memset(&bound, 0, sizeof bound);
+	socklen_t bound_len = sizeof bound;
+	if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, SOMAXCONN) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&bound, &bound_len) != 0) {
+		int err = errno;
+		snprintf(msg, cap, "cannot listen on %s port %" PRId64 ": %s%s", cfg->listen_address, cfg->listen_port,
+		         strerror(err),
+		         err == EADDRINUSE      ? " (another process listens there: stop it, or choose --port)"
+		         : err == EADDRNOTAVAIL ? " (not an address of this host)"
+		                                : "");
+		close(fd);
+		return -1;
+	}
+	s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+	                                            : ((struct sockaddr_in *)&bound)->sin_port);
+	return fd;
+}
+
 int embd_http_start(embd_server *s, char *msg, size_t cap)
 {
 	embd_config *cfg = &s->cfg;
@@ -656,15 +730,24 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	socklen_t ss_len;
 	if (inet_pton(AF_INET, cfg->listen_address, &v4->sin_addr) == 1) {
 		v4->sin_family = AF_INET;
 		v4->sin_port = htons((uint16_t)cfg->listen_port);
+		ss_len = sizeof *v4;
 	} else if (inet_pton(AF_INET6, cfg->listen_address, &v6->sin6_addr) == 1) {
 		v6->sin6_family = AF_INET6;
 		v6->sin6_port = htons((uint16_t)cfg->listen_port);
+		ss_len = sizeof *v6;
 		flags |= MHD_USE_IPv6;
 	} else {
 		snprintf(msg, cap, "listen.address: '%s' is not an IPv4 or IPv6 address", cfg->listen_address);
+		embd_conns_destroy(&s->conns);
+		return -1;
+	}
+	int fd = listen_socket(&ss, ss_len, s, msg, cap);
+	if (fd < 0) {
+		embd_conns_destroy(&s->conns);
 		return -1;
 	}
 	unsigned threads = (unsigned)cfg->threads;
@@ -673,20 +756,19 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		threads = n > 0 ? (unsigned)n : 1;
 	}
 	s->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-	    (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+	    (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 	    MHD_OPTION_CONNECTION_LIMIT, accepted, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
 	    NULL, MHD_OPTION_NOTIFY_CONNECTION, embd_conns_notify, &s->conns, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
 	    MHD_OPTION_END);
 	if (s->daemon == NULL) {
-		snprintf(msg, cap, "cannot listen on %s port %" PRId64 " (in use, or not an address of this host?)",
-		         cfg->listen_address, cfg->listen_port);
+		/* The socket is not closed here: libmicrohttpd may have closed it already (the process exits anyway).
+		 */
+		snprintf(msg, cap, "cannot start libmicrohttpd on %s port %u", cfg->listen_address, s->port);
 		embd_conns_destroy(&s->conns);
 		return -1;
 	}
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	s->port = info != NULL ? info->port : (uint16_t)cfg->listen_port;
 	return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 static int log_fd = 2;
+static char log_path[4096]; /* empty: standard error */
 static enum embd_log_level log_level = EMBD_LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "notice", "info"};
 
@@ -17,11 +18,28 @@ int embd_log_open(const char *path)
 {
 	if (path == NULL || *path == '\0')
 		return 0;
+	if (strlen(path) >= sizeof log_path)
+		return -ENAMETOOLONG;
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
 	log_fd = fd;
+	memcpy(log_path, path, strlen(path) + 1);
 	return 0;
+}
+
+int embd_log_reopen(void)
+{
+	if (log_path[0] == '\0')
+		return 0;
+	int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	/* dup3 swaps the file under the descriptor number at once: a line written meanwhile goes to one or the other.
+	 */
+	int rc = dup3(fd, log_fd, O_CLOEXEC) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
 }
 
 int embd_log_level_parse(const char *name, enum embd_log_level *out)

@@ -10,6 +10,14 @@ enum embd_log_level { EMBD_LOG_ERROR, EMBD_LOG_WARN, EMBD_LOG_NOTICE, EMBD_LOG_I
 /* Send logs to path (NULL or "": standard error). Returns 0 or -errno. Not thread-safe: call before serving. */
 int embd_log_open(const char *path);
 
+/*
+ * Open the log file again by its name (SIGUSR1, after logrotate has moved
+ * it): lines go to the new file from now on. No-op when logging to standard
+ * error. 0 or -errno (the old file is kept then). Thread-safe against
+ * embd_log; call from one thread at a time.
+ */
+int embd_log_reopen(void);
+
 /* "error", "warn", "notice" or "info" -> level. 0, or -1 for any other name. */
 int embd_log_level_parse(const char *name, enum embd_log_level *out);
 

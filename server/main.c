@@ -139,26 +139,29 @@ static int read_token(const char *path, char *out, size_t cap)
 }
 
 /*
- * Signals. Every thread may take SIGHUP, SIGTERM or SIGINT, including threads
+ * Signals. Every thread may take SIGHUP, SIGUSR1, SIGTERM or SIGINT, including threads
  * we did not create (OpenBLAS starts its workers in a constructor, before
  * main, with every signal unblocked), so none of them may be left at the
  * default action, which kills the process. A handler notes the signal and
  * writes a byte to a self-pipe, whichever thread it runs on; the main thread
- * polls the pipe and acts.
+ * polls the pipe and acts. SIGHUP reloads the matrix; SIGUSR1 reopens the
+ * log file (after logrotate moved it), as nginx does on SIGUSR1.
  */
-static atomic_int caught_hup, caught_stop, serving;
+static atomic_int caught_hup, caught_usr1, caught_stop, serving;
 static int sig_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
 {
 	int saved = errno; /* the interrupted code may be about to read it */
-	if (sig != SIGHUP && !atomic_load(&serving)) {
+	if (sig != SIGHUP && sig != SIGUSR1 && !atomic_load(&serving)) {
 		/* Still starting (a long first load): stop at once, as before the handlers, by the default action. */
 		signal(sig, SIG_DFL);
 		raise(sig);
 	}
 	if (sig == SIGHUP)
 		atomic_store(&caught_hup, 1);
+	else if (sig == SIGUSR1)
+		atomic_store(&caught_usr1, 1);
 	else
 		atomic_store(&caught_stop, sig);
 	char b = 0;
@@ -167,7 +170,7 @@ static void on_signal(int sig)
 	errno = saved;
 }
 
-static const int handled_signals[] = {SIGHUP, SIGTERM, SIGINT};
+static const int handled_signals[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
 
 /* The handlers and their pipe; 0, or -1 with a message printed. */
 static int signals_install(void)
@@ -223,6 +226,16 @@ static int serve_loop(embd_server *s)
 		int stop = atomic_exchange(&caught_stop, 0);
 		if (stop != 0)
 			return stop;
+		if (atomic_exchange(&caught_usr1, 0)) {
+			/* The line before goes to the old file (logrotate's copy), the one after to the new one. */
+			embd_log(EMBD_LOG_NOTICE, "SIGUSR1: reopening the log file");
+			int rc = embd_log_reopen();
+			if (rc != 0)
+				embd_log(EMBD_LOG_ERROR, "SIGUSR1: cannot reopen %s: %s; still writing to the old file",
+				         s->cfg.log_file, strerror(-rc));
+			else
+				embd_log(EMBD_LOG_NOTICE, "SIGUSR1: log file reopened");
+		}
 		if (atomic_exchange(&caught_hup, 0)) {
 			/* Any number of SIGHUPs during a load make at most one more load. */
 			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
@@ -267,16 +280,8 @@ static int cmd_serve(int argc, char **argv)
 	if (signals_install() != 0)
 		return 1;
 	embd_metrics_init(&s->metrics);
-	embd_gen *g;
-	embd_err e;
-	uint64_t t0 = embd_now_ns();
-	if (embd_gen_open(&spec, 1, &s->metrics.generations_live, &g, &e) != 0) {
-		fprintf(stderr, "embd: %s\n", e.msg);
-		return 1;
-	}
-	uint64_t t1 = embd_now_ns();
-	atomic_store(&s->metrics.generation, 1);
-	embd_gen_current_init(&s->current, g);
+	/* No generation until the table has loaded: meanwhile every request is answered 503 loading. */
+	embd_gen_current_init(&s->current, NULL);
 	embd_budget_init(&s->budget, (uint64_t)s->cfg.inflight_bytes);
 	embd_pool_init(&s->pool, (uint64_t)s->cfg.pool_bytes);
 	s->plan.iov_max_segments = (size_t)s->cfg.iov_max_segments;
@@ -289,13 +294,15 @@ static int cmd_serve(int argc, char **argv)
 	 * thread, which the handler copes with too).
 	 */
 	signals_mask(SIG_BLOCK);
-	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
-	embd_gen *first = embd_gen_current_acquire(&s->current);
-	/* The reloader first: a request thread may queue an admin reload as soon as the daemon listens. */
+	/*
+	 * The reloader first, with the spec the first generation is being loaded
+	 * with: no request reaches it before that generation is current (until
+	 * then every request is answered 503 loading), and a SIGHUP is acted on
+	 * only once serving.
+	 */
 	int err = embd_reloader_start(&s->reloader, s, 1, &spec);
 	if (err != 0) {
 		fprintf(stderr, "embd: cannot start the reload thread: %s\n", strerror(err));
-		embd_gen_release(first);
 		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
@@ -305,20 +312,40 @@ static int cmd_serve(int argc, char **argv)
 	if (err != 0) {
 		fprintf(stderr, "embd: cannot start the compute pool: %s\n", strerror(-err));
 		(void)embd_reloader_stop(&s->reloader, embd_now_ns());
-		embd_gen_release(first);
 		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
+	/*
+	 * Bind first, load after: a port in use is one clear error at once, not
+	 * one found after a table took seconds to load, and a balancer's
+	 * readiness check sees 503 loading while it loads.
+	 */
 	if (embd_http_start(s, msg, sizeof msg) != 0) {
 		fprintf(stderr, "embd: %s\n", msg);
 		embd_compute_destroy(&s->compute);
 		(void)embd_reloader_stop(&s->reloader, embd_now_ns()); /* idle: nothing to abandon */
-		embd_gen_release(first);
 		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
-	atomic_store(&serving, 1); /* from now on, SIGTERM and SIGINT stop gracefully */
 	signals_mask(SIG_UNBLOCK);
+	embd_gen *g;
+	embd_err e;
+	uint64_t t0 = embd_now_ns();
+	int rc_open = embd_gen_open(&spec, 1, &s->metrics.generations_live, &g, &e);
+	if (rc_open != 0) {
+		fprintf(stderr, "embd: %s\n", e.msg);
+		(void)embd_http_stop(s, 0); /* answers 503 loading to whoever asked meanwhile, and stops the reloader */
+		embd_compute_destroy(&s->compute);
+		embd_gen_current_destroy(&s->current);
+		embd_pool_destroy(&s->pool);
+		return rc_open == EMBD_ENOTAPPLICABLE ? 2 : 1; /* a flag that does not apply is a usage error */
+	}
+	uint64_t t1 = embd_now_ns();
+	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
+	embd_gen *first = embd_gen_retain(g);
+	embd_gen_current_swap(&s->current, g);
+	atomic_store(&s->metrics.generation, 1);
+	atomic_store(&serving, 1); /* from now on, SIGTERM and SIGINT stop gracefully */
 	const embd_matrix_info *info = embd_gen_matrix(first);
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
@@ -428,6 +455,10 @@ static int cmd_info(int argc, char **argv)
 	embd_matrix *m;
 	embd_err e;
 	if ((rc = embd_matrix_open(&spec, &m, &e)) != 0) {
+		if (rc == EMBD_ENOTAPPLICABLE) { /* a flag that does not apply is a usage error */
+			fprintf(stderr, "embd: %s\n", e.msg);
+			return 2;
+		}
 		/* A model file with many 2-D tensors and no --tensor: its tensors are what the user needs to see. */
 		embd_safetensors *st;
 		embd_err se;

@@ -22,7 +22,9 @@ int embd_spec_from_config(const embd_config *cfg, embd_matrix_spec *spec, char *
 		snprintf(msg, cap, "matrix.format: '%s' is not one of %s", cfg->matrix_format, names);
 		return -1;
 	}
-	if (embd_dtype_parse(cfg->matrix_dtype, &spec->dtype) != 0) {
+	/* Empty: not given (a raw file's rows are then f32); given, it must apply (embd_matrix_open checks). */
+	spec->dtype_given = cfg->matrix_dtype[0] != '\0';
+	if (spec->dtype_given && embd_dtype_parse(cfg->matrix_dtype, &spec->dtype) != 0) {
 		snprintf(msg, cap, "matrix.dtype: '%s' is not f32, f16 or bf16", cfg->matrix_dtype);
 		return -1;
 	}
@@ -91,6 +93,7 @@ static int next_spec(embd_reloader *rl, const embd_reload_job *j, char *msg, siz
 		m.rows = j->rows;
 		m.dim = j->dim;
 		m.dtype = j->dtype;
+		m.dtype_given = j->dim != 0; /* the request gives dim and dtype together or neither */
 		m.offset = j->offset;
 		m.tensor = "";
 		m.vocab = "";
@@ -265,6 +268,8 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 			    "and offset= or rows= when needed), or name the format with format=",
 			    path);
 		} else if (rc != 0) {
+			if (rc == EMBD_ENOTAPPLICABLE) /* the request named what the file does not use: its fault */
+				err = rc;
 			snprintf(msg, sizeof msg, "%s", e.msg);
 		}
 		if (rc != 0)

@@ -573,11 +573,15 @@ static int h_reload(struct req *r, embd_err *e)
 	if (j != NULL) { /* resumed: the reload is done; the request holds the generation current now */
 		r->gen = embd_gen_current_acquire(&s->current);
 		embd_conn_generation(r->slot, embd_gen_number(r->gen));
-		/* The request's fault (a file named without its format or its vocabulary) is 400; the rest 500. */
+		/* The request's fault (a file named without its format or its vocabulary, an option its format does not
+		 * use) is 400; the rest 500. */
 		if (j->rc != 0)
-			return embd_err_set(
-			    e, j->err == EMBD_EUNKNOWNFORMAT || j->err == EMBD_EBADPARAM ? j->err : EMBD_ERELOAD, "%s",
-			    j->msg);
+			return embd_err_set(e,
+			                    j->err == EMBD_EUNKNOWNFORMAT || j->err == EMBD_EBADPARAM ||
+			                            j->err == EMBD_ENOTAPPLICABLE
+			                        ? j->err
+			                        : EMBD_ERELOAD,
+			                    "%s", j->msg);
 		r->answer_gen = j->generation; /* the answer is about the generation it loaded, not the one it held */
 		return route_json_answer(r,
 		                         json_pack("{s:I,s:o}", "generation", (json_int_t)j->generation, "message",

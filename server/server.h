@@ -92,6 +92,9 @@ struct req {
 	 * X-Embd-Generation and the access log name it.
 	 */
 	uint64_t answer_gen;
+	/* For the access line (filled only when it is written): the client's address and the query string as sent. */
+	char client[46]; /* INET6_ADDRSTRLEN */
+	char query[EMBD_ACCESS_QUERY_BYTES];
 };
 
 /*

@@ -239,7 +239,7 @@ static void vocabulary(void **state)
 	char glove[64];
 	snprintf(glove, sizeof glove, "%s", fixture_file(2, "x 1 2\ny 3 4\n", 12));
 	spec = (embd_matrix_spec){.path = glove, .vocab = words};
-	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), EMBD_ECONFIG);
+	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), EMBD_ENOTAPPLICABLE);
 	assert_non_null(strstr(e.msg, "a glove file names its rows itself"));
 	spec.vocab = NULL;
 	assert_int_equal(embd_gen_open(&spec, 1, &live, &g, &e), 0);

@@ -164,6 +164,56 @@ static void raw_files(void **state)
 	unlink(p);
 }
 
+/* A spec field the file's format does not read is refused before a row is read, naming every such flag. */
+static void refuses_what_the_format_does_not_use(void **state)
+{
+	(void)state;
+	float data[6] = {1, 2, 3, 4, 5, 6};
+	const char *npy = npy_file(4, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data, sizeof data);
+	static const char glove[] = "a 1 2\nb 3 4\n";
+	const char *txt = fixture_file(5, glove, sizeof glove - 1);
+	embd_matrix *m;
+	embd_err e;
+	embd_matrix_spec spec = {.path = npy, .dim = 99, .dtype = EMBD_BF16, .dtype_given = 1, .rows = 5};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	char want[512];
+	snprintf(want, sizeof want,
+	         "%s: a npy file carries its own shape and dtype: --rows, --dim, --dtype (matrix.rows, matrix.dim, "
+	         "matrix.dtype) do not apply; rows, dim, dtype and offset describe a raw matrix (--format raw)",
+	         npy);
+	assert_string_equal(e.msg, want);
+	/* dtype alone counts when named, even as the f32 a raw file takes by default. */
+	spec = (embd_matrix_spec){.path = npy, .dtype = EMBD_F32, .dtype_given = 1};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	assert_non_null(strstr(e.msg, ": --dtype (matrix.dtype) does not apply;"));
+	spec = (embd_matrix_spec){.path = npy, .offset = 8, .format = EMBD_FORMAT_NPY};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	assert_non_null(strstr(e.msg, ": --offset (matrix.offset) does not apply;"));
+	/* A vocabulary file applies to npy; a tensor does not. */
+	spec = (embd_matrix_spec){.path = npy, .vocab = "words.txt"};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	embd_matrix_close(m);
+	spec = (embd_matrix_spec){.path = npy, .tensor = "w"};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	assert_non_null(strstr(e.msg, "a npy file holds no named tensors: --tensor (matrix.tensor) does not apply"));
+	/* A text format reads none of them, a vocabulary file included; header_only (embd info) checks too. */
+	spec = (embd_matrix_spec){.path = txt, .vocab = "words.txt", .header_only = 1};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	assert_non_null(strstr(e.msg, "a glove file names its rows itself: --vocab (matrix.vocab) does not apply"));
+	spec = (embd_matrix_spec){.path = txt, .dim = 2};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	/* The demo matrix has its own shape; raw reads them all. */
+	spec = (embd_matrix_spec){.dim = 2};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), EMBD_ENOTAPPLICABLE);
+	assert_non_null(strstr(e.msg, "builtin:demo: the demo matrix carries its own shape and dtype"));
+	spec = (embd_matrix_spec){
+	    .path = npy, .format = EMBD_FORMAT_RAW, .dim = 2, .dtype_given = 1, .rows = 1, .offset = 8, .vocab = "w"};
+	assert_int_equal(embd_matrix_open(&spec, &m, &e), 0);
+	embd_matrix_close(m);
+	unlink(npy);
+	unlink(txt);
+}
+
 static void demo_matrix(void **state)
 {
 	(void)state;
@@ -383,6 +433,7 @@ int main(void)
 	    cmocka_unit_test(truncated_inside_header),
 	    cmocka_unit_test(missing_file_is_errno),
 	    cmocka_unit_test(raw_files),
+	    cmocka_unit_test(refuses_what_the_format_does_not_use),
 	    cmocka_unit_test(demo_matrix),
 	    cmocka_unit_test(refuses_special_files),
 	    cmocka_unit_test(format_table),

@@ -83,9 +83,9 @@ def test_info_lists_the_tensors_of_a_model_with_many(tmp_path):
 
 def test_a_tensor_named_for_a_file_without_tensors_is_an_error(start, data, tmp_path):
     rc, out, err = embd("serve", data["f32_path"], "--tensor", "x", "--port", "0")
-    assert rc == 1
-    assert err == ("embd: %s: a tensor (x) is named, but this is a npy file; only safetensors files hold named "
-                   "tensors\n" % data["f32_path"])
+    assert rc == 2
+    assert err == ("embd: %s: a npy file holds no named tensors: --tensor (matrix.tensor) does not apply (a tensor, "
+                   "x, is named; only safetensors files hold named tensors)\n" % data["f32_path"])
 
 
 def test_a_nul_in_a_get_token_is_a_bad_token_and_percent_2500_is_the_text(start, tmp_path):

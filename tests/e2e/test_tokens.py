@@ -348,10 +348,10 @@ def test_startup_errors_are_one_line(fx, tmp_path):
         assert startup(str(tmp_path / "t.txt")) == (1, "", "embd: %s: %s\n" % (tmp_path / "t.txt", msg))
     glove = fx["glove.txt"][0]
     assert startup(glove, "--vocab", str(fx["dir"] / "m.vocab")) == (
-        1, "", "embd: %s: a glove file names its rows itself; a vocabulary file (%s) is for npy, safetensors and "
-               "raw matrices\n" % (glove, fx["dir"] / "m.vocab"))
+        2, "", "embd: %s: a glove file names its rows itself: --vocab (matrix.vocab) does not apply; a vocabulary "
+               "file (%s) is for npy, safetensors and raw matrices\n" % (glove, fx["dir"] / "m.vocab"))
     rc, so, se = startup(fx["w2v.vec"][0], "--vocab", str(fx["dir"] / "m.vocab"))
-    assert rc == 1 and se.startswith("embd: %s: a word2vec file names its rows itself" % fx["w2v.vec"][0])
+    assert rc == 2 and se.startswith("embd: %s: a word2vec file names its rows itself" % fx["w2v.vec"][0])
     # Forced the wrong way: the first line that does not fit, by number.
     assert startup(fx["w2v.vec"][0], "--format", "glove") == (
         1, "", "embd: %s: line 2: 24 numbers after the word, expected 1\n" % fx["w2v.vec"][0])
@@ -451,7 +451,7 @@ def test_reload_keeps_the_vocabulary_coherent(start, fx, tmp_path):
     assert (s, j["error"]["message"]) == (
         500, "%s: the vocabulary has 2 lines but the matrix has 300 rows" % (tmp_path / "short.vocab"))
     s, j = reload(d, "?path=%s&vocab=%s" % (glove, tmp_path / "b.vocab"))
-    assert (s, j["error"]["code"]) == (500, "reload_failed")
+    assert (s, j["error"]["code"]) == (400, "not_applicable")  # the request's fault
     assert j["error"]["message"].startswith("%s: a glove file names its rows itself" % glove)
     assert rows(["beta5"]) == (200, 4, b[5].tobytes())
     info = d.json("/v1/info")
