@@ -144,7 +144,7 @@ def test_a_reload_naming_what_the_new_file_does_not_use_is_400(start, files):
         "status": 400, "code": "not_applicable",
         "message": refusal(npy, "a npy file", "tensor", ["tensor"], tensor="t")}})
     assert d.json("/healthz")["generation"] == 1  # the failed reloads left generation 1 serving
-    s, body = reload("?path=%s&dim=3&dtype=f32&rows=2" % (files / "w.f32"))
+    s, body = reload("?path=%s&dim=3&dtype=f32&rows=2&vocab=none" % (files / "w.f32"))
     assert s == 200 and body["generation"] == 2, body
 
 

@@ -472,7 +472,9 @@ def test_format_auto_is_what_the_config_table_says(tmp_path):
     noise = bytes(range(256)) * 4  # no magic, and not a line of text
     glove = b"a 1 2 3 4\nb 5 6 7 8\n"
     assert fmt("g.dat", glove) == "glove"  # the first line
-    assert fmt("g.dat", glove, "--dim", "4") == "glove"  # the first line wins over dim
+    # The first line wins over dim: the file is GloVe, and a dim given for it is refused as not applying.
+    assert "a glove file carries its own shape and dtype: --dim (matrix.dim) does not apply" in fmt(
+        "g.dat", glove, "--dim", "4")
     assert fmt("n.txt", noise, "--dim", "4", "--dtype", "f32") == "raw"  # dim wins over .txt
     assert fmt("n.bin", noise, "--dim", "4", "--dtype", "f32") == "raw"  # and over .bin
     npy = fmt("n.npy", noise, "--dim", "4", "--dtype", "f32")
