@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """make bench: embd side by side with nginx (Range requests), a Flask/NumPy server under gunicorn, and gensim.
 
-Makes its data, starts every server on a loopback port, runs each workload against each peer with the same wrk
-settings in interleaved rounds, stops what it started, and writes loadtest/results/RESULTS.md, raw JSON and plots.
+Makes its data, starts every server on a free loopback port (embd on port 0, its real port read from its start-up
+line; each peer on a port found free just before it starts), runs each workload against each peer with the same wrk
+settings in interleaved rounds, stops what it started, and writes RESULTS.md, raw JSON and plots into the output
+directory: OUT (default build/bench), or loadtest/results, the committed results, with SAVE=1.
 QUICK=1 runs a short version (a few minutes). Only 127.0.0.1 is ever a target; every loop is bounded.
+`bench.py --only rows` runs the throughput and latency rows alone (WORKLOADS=gather_256,gather_4096 picks some);
 `bench.py --only convert` runs the convert row alone (embd convert vs gensim on the 400k x 100 GloVe text) and
-updates its section of RESULTS.md; `bench.py --only similar` likewise runs the nearest-neighbours row (embd
+updates its section of RESULTS.md (the output directory's; a copy of the committed one if it has none); `bench.py --only similar` likewise runs the nearest-neighbours row (embd
 /v1/similar vs gensim most_similar on the 400k x 100 GloVe-sized matrix).
 """
 import json
@@ -26,14 +29,17 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATA = os.path.join(HERE, "data")
-RESULTS = os.path.join(HERE, "results")
+COMMITTED = os.path.join(HERE, "results")
+# Where this run writes: the committed results only when asked (SAVE=1), else OUT or build/bench.
+RESULTS = COMMITTED if os.environ.get("SAVE", "") not in ("", "0") else os.path.abspath(
+    os.environ.get("OUT") or os.path.join(ROOT, "build", "bench"))
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 ROWS, DIM = 200_000, 768
 ROW_BYTES = DIM * 4
 DUR = 2 if QUICK else 5
 ROUNDS = 3 if QUICK else 5
 CONNS, THREADS = 32, 2
-PORTS = {"embd": 18301, "nginx": 18302, "flask": 18303}
+PEERS = ("embd", "nginx", "flask")
 NPY = os.path.join(DATA, "matrix.npy")
 RAW = os.path.join(DATA, "matrix.raw")
 GLOVE = os.path.join(DATA, "glove-400k-100d-words.txt")
@@ -60,13 +66,17 @@ def log(*a):
 
 
 def ensure_data():
+    ensure_matrix()
+    if not QUICK:
+        ensure_glove()
+
+
+def ensure_matrix():
     os.makedirs(DATA, exist_ok=True)
     if not (os.path.exists(NPY) and os.path.exists(RAW)):
         log("making the %d x %d float32 matrix (seeded), .npy and raw" % (ROWS, DIM))
         subprocess.run([sys.executable, os.path.join(HERE, "make_matrix.py"), NPY, str(ROWS), str(DIM), RAW],
                        check=True)
-    if not QUICK:
-        ensure_glove()
 
 
 def glove_words(rng, n):
@@ -133,22 +143,56 @@ def wait_port(port, proc, timeout=30):
     raise RuntimeError("nothing listens on port %d" % port)
 
 
+def free_port():
+    """A loopback port that nothing listens on now (the kernel's pick), for a peer started right after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def embd_port(proc, log_path, timeout=60):
+    """The port an `embd serve --port 0` listens on: from its start-up line `... on http://127.0.0.1:PORT/`."""
+    end = time.time() + timeout
+    while time.time() < end:
+        with open(log_path, errors="replace") as f:
+            m = re.search(r"on http://127\.0\.0\.1:(\d+)/", f.read())
+        if m:
+            return int(m.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError("embd exited with %d: %s" % (proc.returncode, open(log_path).read()[-2000:]))
+        time.sleep(0.002)
+    raise RuntimeError("embd printed no start-up line in %d s" % timeout)
+
+
+def start_embd(args, log_path, env=None):
+    """`embd serve --port 0 ARGS` in a session of its own, its log in log_path: (process, port), once it listens."""
+    log_file = open(log_path, "w")
+    p = subprocess.Popen([EMBD_BIN, "serve", "--port", "0"] + args, env=env,
+                         stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
+    log_file.close()
+    try:
+        port = embd_port(p, log_path)
+        wait_port(port, p)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    return p, port
+
+
 class Servers:
     def __init__(self):
         self.procs = {}
+        self.ports = {}
         self.run = tempfile.mkdtemp(prefix="embd-bench-")
 
     def start(self, name):
-        port = PORTS[name]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            raise RuntimeError("port %d is already in use: stop what listens there first" % port)
-        except OSError:
-            pass
         if name == "embd":
-            cmd = [os.path.join(ROOT, "embd"), "serve", NPY, "--port", str(port), "--access-log=false"]
-            env = None
-        elif name == "nginx":
+            p, self.ports[name] = start_embd([NPY, "--access-log=false"], os.path.join(self.run, "embd.log"))
+            self.procs[name] = p
+            return p
+        port = self.ports[name] = free_port()
+        if name == "nginx":
             conf = open(os.path.join(HERE, "peers", "nginx.conf.in")).read()
             conf = conf.replace("@RUN@", self.run).replace("@PORT@", str(port)).replace("@DATA@", DATA)
             path = os.path.join(self.run, "nginx.conf")
@@ -210,32 +254,32 @@ def run_wrk(port, env, duration, conns, threads=THREADS):
     out = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True,
                          timeout=duration + 60).stdout
     m = re.search(r"RESULT duration_us=(\d+) requests=(\d+) bytes=(\d+) errors_status=(\d+) errors_other=(\d+) "
-                  r"p50_us=(\d+) p99_us=(\d+)", out)
+                  r"p50_us=(\d+) p99_us=(\d+) max_us=(\d+)", out)
     if not m:
         raise RuntimeError("wrk printed no result:\n" + out)
-    d_us, reqs, nbytes, est, eoth, p50, p99 = map(int, m.groups())
+    d_us, reqs, nbytes, est, eoth, p50, p99, mx = map(int, m.groups())
     secs = d_us / 1e6
     return {"rps": reqs / secs, "MBps": nbytes / secs / 1e6, "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-            "errors": est + eoth, "requests": reqs}
+            "max_ms": mx / 1000, "errors": est + eoth, "requests": reqs}
 
 
-def wrk(peer, env, duration=DUR, conns=CONNS):
+def wrk(port, peer, env, duration=DUR, conns=CONNS):
     wait_idle()
-    return run_wrk(PORTS[peer], dict(PEER=peer, ROWS=str(ROWS), DIM=str(DIM), SEED="7", **env), duration, conns)
+    return run_wrk(port, dict(PEER=peer, ROWS=str(ROWS), DIM=str(DIM), SEED="7", **env), duration, conns)
 
 
-def first_response_s(start_cmd, url, env=None):
-    """Seconds from exec to the first successful answer of url."""
-    port = int(url.split(":")[2].split("/")[0])
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        raise RuntimeError("port %d is already in use: the measurement would time someone else" % port)
-    except OSError:
-        pass
+def first_response_s(start_cmd, path, port=None, env=None):
+    """Seconds from exec to the first successful answer of path: on port (a free port the command was given), or,
+    without one, on the port an `embd serve --port 0` command names in its start-up line."""
+    log_path = os.path.join(tempfile.gettempdir(), "embd-bench-first-%d.log" % os.getpid())
+    log_file = open(log_path, "w")
     t0 = time.perf_counter()
-    p = subprocess.Popen(start_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = subprocess.Popen(start_cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
+    log_file.close()
     try:
+        if port is None:
+            port = embd_port(p, log_path)
+        url = "http://127.0.0.1:%d%s" % (port, path)
         end = time.time() + 60
         while time.time() < end:
             try:
@@ -248,17 +292,20 @@ def first_response_s(start_cmd, url, env=None):
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait()
+        os.unlink(log_path)
 
 
 def startup():
     out = {}
-    embd = [os.path.join(ROOT, "embd"), "serve", NPY, "--port", str(PORTS["embd"]), "--access-log=false"]
-    out["embd"] = statistics.median(first_response_s(embd, "http://127.0.0.1:%d/v1/rows/0" % PORTS["embd"])
-                                    for _ in range(5))
-    gun = ["gunicorn", "-k", "gthread", "-w", "2", "-b", "127.0.0.1:%d" % PORTS["flask"], "--chdir",
-           os.path.join(HERE, "peers"), "flask_app:app"]
-    out["flask"] = statistics.median(first_response_s(gun, "http://127.0.0.1:%d/rows/0" % PORTS["flask"],
-                                                      env=dict(os.environ, MATRIX=NPY)) for _ in range(3))
+    embd = [os.path.join(ROOT, "embd"), "serve", NPY, "--port", "0", "--access-log=false"]
+    out["embd"] = statistics.median(first_response_s(embd, "/v1/rows/0") for _ in range(5))
+    flask = []
+    for _ in range(3):
+        port = free_port()
+        gun = ["gunicorn", "-k", "gthread", "-w", "2", "-b", "127.0.0.1:%d" % port, "--chdir",
+               os.path.join(HERE, "peers"), "flask_app:app"]
+        flask.append(first_response_s(gun, "/rows/0", port, env=dict(os.environ, MATRIX=NPY)))
+    out["flask"] = statistics.median(flask)
     code = ("import time, numpy as np; from gensim.models import KeyedVectors; t=time.perf_counter(); "
             "E=np.load(%r, mmap_mode='r'); kv=KeyedVectors(%d); kv.add_vectors([str(i) for i in range(%d)], E); "
             "kv[ '0' ]; print(time.perf_counter()-t)" % (NPY, DIM, ROWS))
@@ -315,27 +362,25 @@ def convert_bench(rounds=3, gensim_rounds=2):
 def serve_converted(npy, vocab, word, rounds=5):
     """Exec to the first by-token answer of `embd serve` on the converted pair (an mmap and a vocabulary), and
     of `embd serve` on the GloVe text itself (a parse), with the parse time the daemon reports in /v1/info."""
-    port = PORTS["embd"]
-    url = "http://127.0.0.1:%d/v1/rows?tokens=%s" % (port, urllib.parse.quote(word))
-    base = [os.path.join(ROOT, "embd"), "serve", "--port", str(port), "--access-log=false"]
+    path = "/v1/rows?tokens=%s" % urllib.parse.quote(word)
+    base = [os.path.join(ROOT, "embd"), "serve", "--port", "0", "--access-log=false"]
     pair = []
     for _ in range(rounds):
         wait_idle(5.0)
-        pair.append(first_response_s(base + [npy, "--vocab", vocab], url))
+        pair.append(first_response_s(base + [npy, "--vocab", vocab], path))
     log("serve the converted pair: first token answer %s s" % " ".join("%.3f" % x for x in pair))
     text, parse_ms = [], []
     for _ in range(3):
         wait_idle(5.0)
-        text.append(first_response_s(base + [GLOVE], url))
-        p = subprocess.Popen(base + [GLOVE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+        text.append(first_response_s(base + [GLOVE], path))
+        log_path = os.path.join(tempfile.gettempdir(), "embd-bench-glove-%d.log" % os.getpid())
+        p, port = start_embd([GLOVE, "--access-log=false"], log_path)
         try:
-            wait_port(port, p, timeout=120)
-            with urllib.request.urlopen("http://127.0.0.1:%d/v1/info" % port, timeout=5) as r:
-                parse_ms.append(json.loads(r.read())["load_ms"])
+            parse_ms.append(json.loads(Client(port).call("GET", "/v1/info", ready_s=120))["load_ms"])
         finally:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait()
+            os.unlink(log_path)
     log("serve the GloVe text: first token answer %s s, parse %s ms" % (
         " ".join("%.3f" % x for x in text), " ".join("%.0f" % x for x in parse_ms)))
     return {"pair_s": pair, "text_s": text, "text_parse_ms": parse_ms}
@@ -381,8 +426,7 @@ def gensim_version():
 
 def splice_convert(section):
     """Put the convert section into RESULTS.md in place of the one there (or before the physical limits)."""
-    path = os.path.join(RESULTS, "RESULTS.md")
-    text = open(path).read() if os.path.exists(path) else "# embd benchmark results\n\n"
+    text, path = results_text()
     text = text.replace("\n`embd convert` (text formats to .npy) does not exist yet, so there is no embd figure for "
                         "the GloVe text.\n", "\n")
     m = re.search(r"## embd convert vs gensim\n.*?(?=\n## |\Z)", text, re.S)
@@ -410,7 +454,7 @@ def metrics(port):
 
 def soak(servers, seconds):
     """Mixed load from many connections; RSS and in-flight accounted bytes sampled every 0.5 s."""
-    port = PORTS["embd"]
+    port = servers.ports["embd"]
     procs = []
     for env, c in (({"MODE": "row", "FMT": "json", "N": "1"}, 24), ({"MODE": "gather", "N": "256"}, 24),
                    ({"MODE": "slice", "N": "256"}, 16), ({"MODE": "gather", "N": "4096"}, 4)):
@@ -438,6 +482,56 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def rows_bench(servers, workloads):
+    """Every workload against each of its peers, ROUNDS interleaved rounds: the wrk figures of each run."""
+    for name in PEERS:
+        if any(name in peers for _, _, peers in workloads):
+            servers.start(name)
+    runs = []
+    for rnd in range(ROUNDS):
+        for wname, env, peers in workloads:
+            for peer in peers:
+                r = wrk(servers.ports[peer], peer, env)
+                r.update(round=rnd, workload=wname, peer=peer)
+                runs.append(r)
+                log("round %d %-12s %-6s %9.0f req/s %8.1f MB/s p50 %.2f ms p99 %.2f ms max %.2f ms errors %d" % (
+                    rnd, wname, peer, r["rps"], r["MBps"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["errors"]))
+    return runs
+
+
+def chosen_workloads():
+    """WORKLOADS=gather_256,gather_4096 (environment): those rows only; all of them without it."""
+    names = [w for w in os.environ.get("WORKLOADS", "").split(",") if w]
+    unknown = set(names) - {w[0] for w in WORKLOADS}
+    if unknown:
+        sys.exit("bench: no workload %s (there are %s)" % (", ".join(sorted(unknown)),
+                                                           ", ".join(w[0] for w in WORKLOADS)))
+    return [w for w in WORKLOADS if not names or w[0] in names]
+
+
+def only_rows():
+    """`bench.py --only rows`: the throughput and latency rows alone (WORKLOADS picks some)."""
+    os.makedirs(RESULTS, exist_ok=True)
+    ensure_matrix()
+    for f in (NPY, RAW):
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    workloads = chosen_workloads()
+    servers = Servers()
+    try:
+        runs = rows_bench(servers, workloads)
+    finally:
+        servers.stop_all()
+    json.dump({"runs": runs, "quick": QUICK}, open(os.path.join(RESULTS, "rows.json"), "w"), indent=1)
+    section = rows_section(runs, workloads, "`make bench ONLY=rows%s%s` on %s UTC" % (
+        " QUICK=1" if QUICK else "", " WORKLOADS=" + os.environ["WORKLOADS"] if os.environ.get("WORKLOADS") else "",
+        time.strftime("%Y-%m-%d %H:%M")))
+    splice_section("Throughput and latency", section)
+    print(section)
+    log("updated", os.path.join(RESULTS, "RESULTS.md"))
+
+
 def main():
     os.makedirs(RESULTS, exist_ok=True)
     t_start = time.time()
@@ -448,18 +542,8 @@ def main():
             while fh.read(1 << 24):
                 pass
     servers = Servers()
-    runs = []
     try:
-        for name in PORTS:
-            servers.start(name)
-        for rnd in range(ROUNDS):
-            for wname, env, peers in WORKLOADS:
-                for peer in peers:
-                    r = wrk(peer, env)
-                    r.update(round=rnd, workload=wname, peer=peer)
-                    runs.append(r)
-                    log("round %d %-12s %-6s %9.0f req/s %8.1f MB/s p50 %.2f ms p99 %.2f ms errors %d" % (
-                        rnd, wname, peer, r["rps"], r["MBps"], r["p50_ms"], r["p99_ms"], r["errors"]))
+        runs = rows_bench(servers, WORKLOADS)
         servers.stop("nginx")
         servers.stop("flask")
         lim = limits()
@@ -475,6 +559,37 @@ def main():
     finally:
         servers.stop_all()
     report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv, sim, iso)
+
+
+def rows_section(runs, workloads, made_by=None):
+    """The throughput and latency table (medians over rounds), and the gather rows' tails against their targets."""
+    L = ["## Throughput and latency\n"]
+    if made_by:
+        L.append("Made by %s: wrk -t%d -c%d, %d s per run, %d interleaved rounds, medians over rounds.\n" % (
+            made_by, THREADS, CONNS, DUR, ROUNDS))
+    L.append("| workload | peer | req/s | MB/s | p50 ms | p99 ms | max ms | errors |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    med = lambda w, p, k: median([r[k] for r in runs if r["workload"] == w and r["peer"] == p])  # noqa: E731
+    for wname, _, peers in workloads:
+        for p in peers:
+            L.append("| %s | %s | %.0f | %.1f | %.2f | %.2f | %.2f | %d |" % (
+                wname, p, med(wname, p, "rps"), med(wname, p, "MBps"), med(wname, p, "p50_ms"),
+                med(wname, p, "p99_ms"), med(wname, p, "max_ms"),
+                sum(r["errors"] for r in runs if r["workload"] == wname and r["peer"] == p)))
+    # The big gathers: answers of at least limits.large_response_bytes (4 MiB), the ones that take turns.
+    tails = [(w, peers) for w, env, peers in workloads
+             if env["MODE"] == "gather" and int(env["N"]) * ROW_BYTES >= 4 << 20 and "flask" in peers]
+    if tails:
+        L.append("\nTails of the big gathers (answers of 4 MiB or more, issue 16): embd's p99 at most 3 x its own "
+                 "p50, and below Flask's p99 (medians over rounds).\n")
+        L.append("| workload | embd p99 / p50 | embd p99 ms | Flask p99 ms | met |")
+        L.append("| --- | ---: | ---: | ---: | :---: |")
+        for w, _ in tails:
+            p50, p99, fl = med(w, "embd", "p50_ms"), med(w, "embd", "p99_ms"), med(w, "flask", "p99_ms")
+            L.append("| %s | %.2f | %.2f | %.2f | %s |" % (w, p99 / p50, p99, fl,
+                                                          "yes" if p99 <= 3 * p50 and p99 < fl else "**no**"))
+    L.append("")
+    return "\n".join(L)
 
 
 def ratio_stats(runs, w, a, b, key="rps", wb=None):
@@ -511,15 +626,7 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
              "Flask + NumPy under gunicorn (gthread, 2 workers x 4 threads): `np.load(mmap_mode='r')`, `np.take`, "
              "`tobytes`, `json` (`loadtest/peers/`).\n" % (ROWS, DIM, subprocess.run(
                  ["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]))
-    L.append("## Throughput and latency\n")
-    L.append("| workload | peer | req/s | MB/s | p50 ms | p99 ms | errors |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for wname, _, peers in WORKLOADS:
-        for p in peers:
-            rs = [r for r in runs if r["workload"] == wname and r["peer"] == p]
-            L.append("| %s | %s | %.0f | %.1f | %.2f | %.2f | %d |" % (
-                wname, p, median([r["rps"] for r in rs]), median([r["MBps"] for r in rs]),
-                median([r["p50_ms"] for r in rs]), median([r["p99_ms"] for r in rs]), sum(r["errors"] for r in rs)))
+    L.append(rows_section(runs, WORKLOADS))
     L.append("\n## Ratios (embd / peer, run by run)\n")
     L.append("| workload | vs | median ratio | per round |")
     L.append("| --- | --- | ---: | --- |")
@@ -586,7 +693,8 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
     L.append("| in-flight accounted bytes after the load | %d |" % int(soak_end["embd_inflight_accounted_bytes"]))
     L.append("| embd_accounted_bytes_peak | %.1f MB |" % (soak_end["embd_accounted_bytes_peak"] / 1e6))
     L.append("\n![throughput against batch size](throughput.png)\n")
-    L.append("Raw figures of every run: `loadtest/results/raw.json`. Re-run: `make bench` (or `make bench QUICK=1`).")
+    L.append("Raw figures of every run: `raw.json` beside this file. Re-run: `make bench` (or `make bench QUICK=1`); "
+             "`make bench SAVE=1` writes the committed loadtest/results/.")
     open(os.path.join(RESULTS, "RESULTS.md"), "w").write("\n".join(L) + "\n")
     plots(runs, samples)
     log("wrote", os.path.join(RESULTS, "RESULTS.md"))
@@ -697,10 +805,17 @@ class Client:
         import http.client
         self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
-    def call(self, method, path, body=None):
-        self.c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
-        r = self.c.getresponse()
-        b = r.read()
+    def call(self, method, path, body=None, ready_s=0.0):
+        """The body of a 200 answer; with ready_s, 503s (a daemon still loading its table) are asked again for up
+        to that many seconds."""
+        end = time.time() + ready_s
+        while True:
+            self.c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+            r = self.c.getresponse()
+            b = r.read()
+            if r.status != 503 or time.time() >= end:
+                break
+            time.sleep(0.01)
         if r.status != 200:
             raise RuntimeError("%s %s: %d %s" % (method, path, r.status, b[:300]))
         return b
@@ -765,8 +880,8 @@ def similar_bench(rounds=5):
     keys = open(SIM_VOCAB, encoding="utf-8").read().split("\n")[:400_000]
     rng = np.random.default_rng(11)
     words = [keys[i] for i in rng.choice(len(keys), SIM_WORDS, replace=False)]
-    port = PORTS["embd"]
     out = {"get_s": [], "batch_s": [], "gensim_s": [], "gensim1_s": [], "threads": {}}
+    log_path = os.path.join(tempfile.gettempdir(), "embd-bench-similar-%d.log" % os.getpid())
     gensims = {}
     p = None
     try:
@@ -777,10 +892,8 @@ def similar_bench(rounds=5):
             gensims[name] = g
             out[name + "_mem"] = json.loads(g.stdout.readline())
         log("similar: gensim ready", out["gensim_mem"])
-        cmd = [EMBD_BIN, "serve", SIM_NPY, "--vocab", SIM_VOCAB, "--port", str(port),
-               "--access-log=false"]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_port(port, p)
+        args = [SIM_NPY, "--vocab", SIM_VOCAB, "--access-log=false"]
+        p, port = start_embd(args, log_path)
         info = lambda: json.loads(Client(port).call("GET", "/v1/info"))  # noqa: E731
         out["embd_norms_before"] = info()["norms_bytes"]
         Client(port).call("GET", "/v1/similar?k=10&token=" + urllib.parse.quote(words[0]))
@@ -821,9 +934,7 @@ def similar_bench(rounds=5):
         for blas in (1, 2):
             env = None if blas == 1 else dict(os.environ, LD_PRELOAD=shim, OPENBLAS_NUM_THREADS=str(blas))
             wait_idle(5.0)
-            p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
-            wait_port(port, p)
+            p, port = start_embd(args, log_path, env=env)
             Client(port).call("GET", "/v1/similar?k=10&token=" + urllib.parse.quote(words[0]))
             for clients in (1, 2):
                 qps = []
@@ -842,6 +953,8 @@ def similar_bench(rounds=5):
         if p is not None and p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(timeout=30)
+        if os.path.exists(log_path):
+            os.unlink(log_path)
     out["ratio_get"] = median([a / b for a, b in zip(out["get_s"], out["gensim_s"])])
     out["ratio_batch"] = median([a / b for a, b in zip(out["batch_s"], out["gensim_s"])])
     out["ratio_get1"] = median([a / b for a, b in zip(out["get_s"], out["gensim1_s"])])
@@ -903,10 +1016,19 @@ def similar_section(s):
     return "\n".join(L)
 
 
+def results_text():
+    """The output directory's RESULTS.md and its path; a copy of the committed one when the directory has none yet,
+    so that a row run alone updates its own section of a whole page."""
+    path = os.path.join(RESULTS, "RESULTS.md")
+    for src in (path, os.path.join(COMMITTED, "RESULTS.md")):
+        if os.path.exists(src):
+            return open(src).read(), path
+    return "# embd benchmark results\n\n", path
+
+
 def splice_section(title, section):
     """Put a section into RESULTS.md in place of the one with the same title (or before the physical limits)."""
-    path = os.path.join(RESULTS, "RESULTS.md")
-    text = open(path).read() if os.path.exists(path) else "# embd benchmark results\n\n"
+    text, path = results_text()
     m = re.search(r"## %s\n.*?(?=\n## |\Z)" % re.escape(title), text, re.S)
     if m:
         text = text[:m.start()] + section.rstrip("\n") + "\n" + text[m.end():]
@@ -1007,12 +1129,10 @@ def isolation_bench():
     """Single rows alone vs beside 2 clients sending 1,024-id similar batches, interleaved rounds, same run; and the
     similar batch throughput alone (2 clients, no row load)."""
     ensure_similar_data()
-    port = PORTS["embd"]
-    cmd = [EMBD_BIN, "serve", SIM_NPY, "--vocab", SIM_VOCAB, "--port", str(port), "--access-log=false"]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log_path = os.path.join(tempfile.gettempdir(), "embd-bench-isolation-%d.log" % os.getpid())
+    p, port = start_embd([SIM_NPY, "--vocab", SIM_VOCAB, "--access-log=false"], log_path)
     out = {"alone": [], "beside": [], "similar_alone_bps": []}
     try:
-        wait_port(port, p)
         with open(SIM_NPY, "rb") as fh:  # warm: page cache, and the norms (first cosine query)
             while fh.read(1 << 24):
                 pass
@@ -1035,6 +1155,7 @@ def isolation_bench():
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=30)
+        os.unlink(log_path)
     out["ratio"] = median([b["rps"] / a["rps"] for a, b in zip(out["alone"], out["beside"])])
     out["p99_beside"] = median([b["p99_ms"] for b in out["beside"]])
     out["healthz_p99_beside"] = median([b["healthz_p99_ms"] for b in out["beside"]])
@@ -1084,7 +1205,11 @@ if __name__ == "__main__":
                  "Nearest neighbours: embd /v1/similar vs gensim most_similar")
     elif sys.argv[1:] == ["--only", "isolation"]:
         only_row(isolation_bench, isolation_section, "isolation", "Isolation: lookups beside heavy vector operations")
+    elif sys.argv[1:] == ["--only", "rows"]:
+        only_rows()
     elif sys.argv[1:]:
-        sys.exit("usage: bench.py [--only convert|similar|isolation]  (QUICK=1 for the short full run)")
+        sys.exit("usage: bench.py [--only rows|convert|similar|isolation]  (QUICK=1 for the short full run; OUT=dir, "
+                 "or SAVE=1 for loadtest/results; WORKLOADS=a,b with rows)")
     else:
         main()
+    print("bench: results in %s" % RESULTS)

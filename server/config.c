@@ -132,6 +132,11 @@ static const struct key keys[] = {
          "its connection is closed; 0: no minimum"),
     INT("limits.send_rate_window_s", NULL, send_rate_window_s, "30", 1, 3600,
         "the window limits.min_send_rate is averaged over, seconds"),
+    INT("limits.large_responses", NULL, large_responses, "8", 0, 1000000,
+        "large responses sent at once; the others wait in line, first come first served, so that none "
+        "overtakes another (a turn held past 0.25 s goes to the next in line); 0: all at once"),
+    SIZE("limits.large_response_bytes", NULL, large_response_bytes, "4MiB", 1,
+         "from this many body bytes, a response is large (limits.large_responses)"),
     INT("plan.iov_max_segments", NULL, iov_max_segments, "256", 1, 1024,
         "scattered runs sent zero-copy as an I/O vector at most; more runs are gathered "
         "(loadtest/results/iov_threshold.md)"),

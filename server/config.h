@@ -37,6 +37,8 @@ typedef struct embd_config {
 	int64_t generation_drain_s;
 	int64_t min_send_rate;
 	int64_t send_rate_window_s;
+	int64_t large_responses;
+	int64_t large_response_bytes;
 
 	int64_t compute_threads;
 	int64_t compute_queue;

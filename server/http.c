@@ -144,12 +144,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		return;
 	*con_cls = NULL;
 	r->termination = (int)toe;
+	if (r->turn_resp != NULL) { /* ended while its answer waited for a turn: the answer goes, and its place */
+		struct MHD_Response *resp = r->turn_resp;
+		r->turn_resp = NULL;
+		MHD_destroy_response(resp);
+	}
 	req_unref(r);
 }
 
 static void response_done(void *cls)
 {
-	req_unref(cls);
+	struct req *r = cls;
+	if (r->turn_len != 0) /* a large answer: its turn goes to the next in line */
+		embd_turns_give(&r->srv->turns, r);
+	req_unref(r);
 }
 
 const char *embd_arg(struct req *r, const char *name)
@@ -234,6 +242,15 @@ static enum MHD_Result reply_body(struct req *r)
 		char v[32];
 		snprintf(v, sizeof v, "%" PRIu64, r->acct.peak);
 		MHD_add_response_header(resp, "X-Embd-Accounted-Bytes", v);
+	}
+	/* A large answer may wait for its turn, its connection suspended: kept, and queued on resume. */
+	embd_turns *t = &r->srv->turns;
+	if (t->limit != 0 && b->len >= t->min_bytes) {
+		r->turn_resp = resp;
+		r->turn_len = b->len;
+		if (!embd_turns_take(t, r, b->len))
+			return MHD_YES;
+		r->turn_resp = NULL;
 	}
 	return queue(r, 200, resp, b->len);
 }
@@ -560,6 +577,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (r->turn_resp != NULL) { /* resumed: its answer's turn has come */
+		struct MHD_Response *resp = r->turn_resp;
+		r->turn_resp = NULL;
+		return queue(r, 200, resp, r->turn_len);
+	}
 	if (r->refused != 0)
 		return answer(r, r->refused, &r->why);
 	return dispatch(r);
@@ -598,6 +620,7 @@ void embd_http_sweep(embd_server *s)
 	if (k != 0) {
 		embd_log(EMBD_LOG_WARN, "%u request(s) still arriving after limits.request_timeout_s: closed", k);
 	}
+	embd_turns_sweep(&s->turns, embd_now_ns());
 }
 
 /*
@@ -711,6 +734,12 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		snprintf(msg, cap, "out of memory for %u connection slots", accepted);
 		return -1;
 	}
+	if (embd_turns_init(&s->turns, (unsigned)cfg->large_responses, (uint64_t)cfg->large_response_bytes,
+	                    EMBD_TURN_SLICE_NS) != 0) {
+		snprintf(msg, cap, "out of memory for %" PRId64 " large-response turns", cfg->large_responses);
+		embd_conns_destroy(&s->conns);
+		return -1;
+	}
 	/*
 	 * poll(2), not epoll, in libmicrohttpd 0.9.75: its epoll loop takes at
 	 * most 128 events per epoll_wait and, when it gets all 128, waits again
@@ -742,11 +771,13 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		flags |= MHD_USE_IPv6;
 	} else {
 		snprintf(msg, cap, "listen.address: '%s' is not an IPv4 or IPv6 address", cfg->listen_address);
+		embd_turns_destroy(&s->turns);
 		embd_conns_destroy(&s->conns);
 		return -1;
 	}
 	int fd = listen_socket(&ss, ss_len, s, msg, cap);
 	if (fd < 0) {
+		embd_turns_destroy(&s->turns);
 		embd_conns_destroy(&s->conns);
 		return -1;
 	}
@@ -766,6 +797,7 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		/* The socket is not closed here: libmicrohttpd may have closed it already (the process exits anyway).
 		 */
 		snprintf(msg, cap, "cannot start libmicrohttpd on %s port %u", cfg->listen_address, s->port);
+		embd_turns_destroy(&s->turns);
 		embd_conns_destroy(&s->conns);
 		return -1;
 	}
@@ -802,6 +834,7 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 	 * suspended before it returns.
 	 */
 	embd_compute_stop(&s->compute);
+	embd_turns_stop(&s->turns); /* answers waiting for a turn are sent during the drain */
 	/* The request deadlines hold during the drain too: a body that stalls is cut at its deadline, not at ours. */
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
 		embd_http_sweep(s);
@@ -816,6 +849,7 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 	if (listen_fd != MHD_INVALID_SOCKET)
 		close(listen_fd);
 	s->daemon = NULL;
+	embd_turns_destroy(&s->turns);
 	embd_conns_destroy(&s->conns);
 	return rc;
 }

@@ -249,3 +249,19 @@ size_t embd_metrics_render_compute(const embd_compute *cc, char *buf, size_t cap
 	    atomic_load(&c->cancelled_total[2]));
 	return o.overflow ? 0 : o.len;
 }
+
+size_t embd_metrics_render_turns(const embd_turns *t, char *buf, size_t cap)
+{
+	struct out o = {buf, cap, 0, 0};
+	embd_turns *tt = (embd_turns *)t;
+	put(&o,
+	    "# HELP embd_large_responses_waited_total Large responses that waited in line for their turn "
+	    "(limits.large_responses).\n"
+	    "# TYPE embd_large_responses_waited_total counter\n"
+	    "embd_large_responses_waited_total %llu\n"
+	    "# HELP embd_large_responses_waiting Large responses waiting in line now.\n"
+	    "# TYPE embd_large_responses_waiting gauge\n"
+	    "embd_large_responses_waiting %u\n",
+	    (unsigned long long)atomic_load(&tt->waited), atomic_load(&tt->waiting));
+	return o.overflow ? 0 : o.len;
+}

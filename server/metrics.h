@@ -10,6 +10,7 @@
 #include "compute.h"
 #include "gen.h"
 #include "routes.h"
+#include "turns.h"
 
 enum reject_reason {
 	REJ_REQUEST_BYTES,
@@ -79,7 +80,10 @@ size_t embd_metrics_render(const embd_metrics *m, const embd_budget *budget, con
 /* The compute pool's gauges and counters, appended after embd_metrics_render's. Returns the length, or 0. */
 size_t embd_metrics_render_compute(const embd_compute *c, char *buf, size_t cap);
 
-/* Bytes embd_metrics_render and embd_metrics_render_compute can need at most, together. */
+/* The large responses' line (turns.h): how many waited, how many wait now. Returns the length, or 0. */
+size_t embd_metrics_render_turns(const embd_turns *t, char *buf, size_t cap);
+
+/* Bytes embd_metrics_render, embd_metrics_render_compute and embd_metrics_render_turns need at most, together. */
 size_t embd_metrics_bound(void);
 
 #endif

@@ -126,9 +126,10 @@ static int h_metrics(struct req *r, embd_err *e)
 	size_t n =
 	    embd_metrics_render(&r->srv->metrics, &r->srv->budget, &r->srv->pool, r->gen, r->acct.held, buf, cap);
 	size_t nc = n != 0 ? embd_metrics_render_compute(&r->srv->compute, buf + n, cap - n) : 0;
-	if (n == 0 || nc == 0)
+	size_t nt = nc != 0 ? embd_metrics_render_turns(&r->srv->turns, buf + n + nc, cap - n - nc) : 0;
+	if (n == 0 || nc == 0 || nt == 0)
 		return embd_err_set(e, EMBD_EINTERNAL, "the metrics page outgrew its buffer");
-	embd_resp_shrink_last(&r->resp, n + nc);
+	embd_resp_shrink_last(&r->resp, n + nc + nt);
 	r->type = "text/plain; version=0.0.4";
 	return 0;
 }

@@ -20,6 +20,7 @@
 #include "resp.h"
 #include "routes.h"
 #include "reload.h"
+#include "turns.h"
 
 #define EMBD_VERSION "0.1.0"
 
@@ -37,6 +38,7 @@ typedef struct embd_server {
 	embd_compute compute;      /* the pool every vector operation runs on */
 	embd_reloader reloader;    /* the thread every reload runs on */
 	embd_conns conns;
+	embd_turns turns; /* large responses take turns (limits.large_responses) */
 } embd_server;
 
 /*
@@ -95,6 +97,11 @@ struct req {
 	/* For the access line (filled only when it is written): the client's address and the query string as sent. */
 	char client[46]; /* INET6_ADDRSTRLEN */
 	char query[EMBD_ACCESS_QUERY_BYTES];
+	/* A large answer waiting for its turn (turns.h): kept here, queued when the connection is resumed. */
+	struct MHD_Response *turn_resp;
+	uint64_t turn_len;
+	struct turn *turn;     /* the turn it holds, under the turns' lock */
+	struct req *turn_next; /* the next in line */
 };
 
 /*

@@ -1,0 +1,49 @@
+"""make bench's harness: free ports (embd on port 0, its port read from its start-up line), and results written where
+the user asks, the committed loadtest/results only with SAVE=1."""
+import importlib
+import os
+import signal
+import socket
+import sys
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "loadtest"))
+
+
+def bench(monkeypatch, **env):
+    for k in ("SAVE", "OUT", "QUICK"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import bench as b
+    return importlib.reload(b)
+
+
+def test_results_go_to_build_bench_or_out_and_the_committed_ones_only_with_save(monkeypatch, tmp_path):
+    assert bench(monkeypatch).RESULTS == os.path.join(ROOT, "build", "bench")
+    assert bench(monkeypatch, OUT=str(tmp_path)).RESULTS == str(tmp_path)
+    assert bench(monkeypatch, OUT=str(tmp_path), SAVE="1").RESULTS == os.path.join(ROOT, "loadtest", "results")
+    assert bench(monkeypatch, SAVE="0").RESULTS == os.path.join(ROOT, "build", "bench")
+
+
+def test_embd_starts_on_port_0_and_its_port_is_read_from_its_start_up_line(monkeypatch, tmp_path, data):
+    b = bench(monkeypatch)
+    p, port = b.start_embd([data["f32_path"], "--access-log=false"], str(tmp_path / "embd.log"))
+    try:
+        assert port != 0
+        with urllib.request.urlopen("http://127.0.0.1:%d/v1/info" % port, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+
+
+def test_a_peer_gets_a_port_nothing_listens_on(monkeypatch):
+    port = bench(monkeypatch).free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free: binding it works
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
