@@ -152,11 +152,27 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	req_unref(r);
 }
 
+/*
+ * A large answer's wait for its turn (turns.h) is its connection's suspension:
+ * the turns suspend it under their lock before it is in line, and resume it
+ * when its turn comes, and the handler, called again, queues the answer kept
+ * in r->turn_resp.
+ */
+static void turn_suspend(void *arg)
+{
+	MHD_suspend_connection(((struct req *)arg)->conn);
+}
+
+static void turn_resume(void *arg)
+{
+	MHD_resume_connection(((struct req *)arg)->conn);
+}
+
 static void response_done(void *cls)
 {
 	struct req *r = cls;
 	if (r->turn_len != 0) /* a large answer: its turn goes to the next in line */
-		embd_turns_give(&r->srv->turns, r);
+		embd_turns_give(&r->srv->turns, &r->turn);
 	req_unref(r);
 }
 
@@ -245,10 +261,11 @@ static enum MHD_Result reply_body(struct req *r)
 	}
 	/* A large answer may wait for its turn, its connection suspended: kept, and queued on resume. */
 	embd_turns *t = &r->srv->turns;
-	if (t->limit != 0 && b->len >= t->min_bytes) {
+	if (embd_turns_large(t, b->len)) {
 		r->turn_resp = resp;
 		r->turn_len = b->len;
-		if (!embd_turns_take(t, r, b->len))
+		r->turn.arg = r;
+		if (!embd_turns_take(t, &r->turn, b->len))
 			return MHD_YES;
 		r->turn_resp = NULL;
 	}
@@ -735,7 +752,7 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		return -1;
 	}
 	if (embd_turns_init(&s->turns, (unsigned)cfg->large_responses, (uint64_t)cfg->large_response_bytes,
-	                    EMBD_TURN_SLICE_NS) != 0) {
+	                    EMBD_TURN_SLICE_NS, turn_suspend, turn_resume) != 0) {
 		snprintf(msg, cap, "out of memory for %" PRId64 " large-response turns", cfg->large_responses);
 		embd_conns_destroy(&s->conns);
 		return -1;

@@ -100,8 +100,7 @@ struct req {
 	/* A large answer waiting for its turn (turns.h): kept here, queued when the connection is resumed. */
 	struct MHD_Response *turn_resp;
 	uint64_t turn_len;
-	struct turn *turn;     /* the turn it holds, under the turns' lock */
-	struct req *turn_next; /* the next in line */
+	embd_turn_waiter turn; /* its place in line or its turn (arg: this record) */
 };
 
 /*
