@@ -833,6 +833,19 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 		shutdown(listen_fd, SHUT_RDWR);
 	uint64_t end = embd_now_ns() + (uint64_t)deadline_s * 1000000000u;
 	/*
+	 * Vector operations stop between blocks (each is answered 503
+	 * shutting_down, or dropped if its client has gone), so that none holds
+	 * the drain for longer than a block; the pool resumes every connection it
+	 * suspended before it returns.
+	 */
+	embd_compute_stop(&s->compute);
+	/*
+	 * Answers waiting for a turn are sent during the drain. Both stop before
+	 * the wait for a reload below, which may last the whole deadline: a
+	 * waiting answer must not wait it out behind a stalled reader's turn.
+	 */
+	embd_turns_stop(&s->turns);
+	/*
 	 * The reloader resumes the suspended connection of the admin reload it
 	 * answers: once it has stopped (or given up on a load stuck past the
 	 * deadline, answering its client), nothing resumes a connection of this
@@ -844,14 +857,6 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 		         "shutdown deadline (%u s) passed with a reload still opening its file: "
 		         "abandoned it",
 		         deadline_s);
-	/*
-	 * Vector operations stop between blocks (each is answered 503
-	 * shutting_down, or dropped if its client has gone), so that none holds
-	 * the drain for longer than a block; the pool resumes every connection it
-	 * suspended before it returns.
-	 */
-	embd_compute_stop(&s->compute);
-	embd_turns_stop(&s->turns); /* answers waiting for a turn are sent during the drain */
 	/* The request deadlines hold during the drain too: a body that stalls is cut at its deadline, not at ours. */
 	while (atomic_load(&s->requests_live) > 0 && embd_now_ns() < end) {
 		embd_http_sweep(s);

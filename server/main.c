@@ -492,6 +492,13 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/*
+	 * SIGUSR1 is the log-reopening signal a logrotate rule sends to the
+	 * server, by a name (pidof embd) that also finds `embd info` and `embd
+	 * convert`: they have no log to reopen, and must not die of it (the
+	 * default action). `embd serve` installs its handler over this.
+	 */
+	signal(SIGUSR1, SIG_IGN);
 	const char *cmd = argv[1];
 	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
 		printf("embd %s\n", EMBD_VERSION);

@@ -202,3 +202,36 @@ def test_gensim_textvec_script():
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     assert " 0 differences" in p.stdout and p.stdout.rstrip().endswith("PASS"), p.stdout
+
+
+def test_sigusr1_the_logrotate_signal_does_not_kill_a_convert(tmp_path, kv):
+    """The README's logrotate rule sends SIGUSR1 to `pidof embd`, which finds `embd convert` too: a convert ignores
+    it and finishes (its default action would kill it, leaving its temporary file). The convert is held at its
+    rename by the output directory's lock, as a load holds it, so the signal surely comes while it runs."""
+    import fcntl
+    import glob
+    import signal
+    import time
+    src = tmp_path / "g.txt"
+    src.write_bytes(glove_text(kv))
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        p = subprocess.Popen([EMBD, "convert", str(src), "-o", str(out / "w.npy")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        for _ in range(1000):
+            if glob.glob(str(out / "*.tmp")) or p.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert glob.glob(str(out / "*.tmp")), p.communicate()
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+        assert p.poll() is None  # still running (held by the lock), not killed
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert sorted(os.listdir(out)) == ["w.npy", "w.vocab"]

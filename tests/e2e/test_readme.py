@@ -135,7 +135,8 @@ EXPECT = {
         run(200, check=contains("embd_requests_total")),
     ]),
     "reload": (None, [
-        None,  # ./embd serve vectors.npy --admin.token_file token &
+        run(),  # head -c 24 /dev/urandom | base64 > token
+        None,  # ./embd serve vectors.npy --admin.token_file token &  (on its own line: %1 is embd in a real shell)
         run(200),
         run(200, check=lambda out, d: json.loads(out)["generation"] == 3),
         run(200, check=lambda out, d: json.loads(out)["generation"] == 4),
@@ -213,7 +214,9 @@ def blocks(text):
 
 
 def is_tested(lang, body):
-    return (lang in ("sh", "bash") and re.search(r"\bcurl\b", body)) or lang == "python"
+    """Every block that asks the daemon something, whatever its fence says (```console, ```shell or none): a block
+    the test would not run must not be able to hide a curl."""
+    return re.search(r"\bcurl\b|\b(localhost|127\.0\.0\.1):8080/", body) is not None or lang == "python"
 
 
 def split_comment(line):
@@ -416,6 +419,8 @@ def test_every_curl_block_is_marked_and_expected():
     seen = []
     for bid, lang, line, body in readme_blocks():
         if is_tested(lang, body):
+            assert lang in ("sh", "bash", "python"), "README.md:%d: a block with curl is fenced ```%s: fence it " \
+                "```sh, as the test runs it" % (line, lang)
             assert bid is not None, "README.md:%d: a %s block with curl has no <!-- readme-test: id=... --> " \
                 "before it" % (line, lang)
             assert bid in EXPECT, "README.md:%d: block %s is not in EXPECT" % (line, bid)

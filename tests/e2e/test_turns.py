@@ -1,8 +1,13 @@
 """Large responses take turns (limits.large_responses): a few are sent at once, the others wait in line, first come
-first served; a client that does not read holds its turn a quarter of a second at most; small answers never wait."""
+first served; a client that does not read holds its turn 0.25 to 0.5 s (the slice, checked at the sweep's tick); small answers never wait."""
+import fcntl
+import os
 import signal
 import socket
+import threading
 import time
+
+import numpy as np
 
 import pytest
 
@@ -47,7 +52,8 @@ def test_large_answers_wait_their_turn_and_a_stalled_reader_holds_it_a_slice(sta
     head = stalled.recv(64)
     assert head.startswith(b"HTTP/1.1 200")
     second = ask(d.port, SLICE)
-    assert wait_for(lambda: d.metrics().get("embd_large_responses_waiting") == 1), d.metrics()
+    # The counter, not the gauge: the gauge reads 1 only until the stalled turn's slice ends (0.25-0.5 s).
+    assert wait_for(lambda: d.metrics().get("embd_large_responses_waited_total") == 1), d.metrics()
     # Small answers never wait, whatever the line.
     status, _, body = d.get("/v1/rows/7?format=bin")
     assert (status, body) == (200, a[7].tobytes())
@@ -86,7 +92,7 @@ def test_an_answer_waiting_in_line_is_released(start, big, how):
     stalled = ask(d.port, SLICE, rcvbuf=4096)
     head = stalled.recv(64)
     waiting = ask(d.port, SLICE)
-    assert wait_for(lambda: d.metrics().get("embd_large_responses_waiting") == 1)
+    assert wait_for(lambda: d.metrics().get("embd_large_responses_waited_total") == 1)
     if how == "client_leaves":
         waiting.close()
         # Its turn comes after the stalled reader's slice; the answer to nobody is dropped.
@@ -99,4 +105,43 @@ def test_an_answer_waiting_in_line_is_released(start, big, how):
         assert answer(stalled, head) == (200, a[:4096].tobytes())
         d.proc.wait(timeout=30)  # the fixture's stop then checks its exit status and log
         waiting.close()
+    stalled.close()
+
+
+def test_a_shutdown_waiting_on_a_stuck_reload_still_sends_the_answers_in_line(start, big, tmp_path):
+    """SIGTERM while an admin reload is stuck opening its file (its pair's directory locked, as `embd convert` locks
+    it) and an answer waits behind a stalled reader's turn: the drain may wait the whole limits.shutdown_s for the
+    reload, but the waiting answer is sent whole meanwhile, not cut at the deadline."""
+    path, a = big
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    np.save(pair / "w.npy", np.ones((2, 3), np.float32))
+    (pair / "words").write_text("a\nb\n")
+    token = "t0k3n-for-the-turns-test-0123456789abcdef"
+    (tmp_path / "token").write_text(token + "\n")
+    os.chmod(tmp_path / "token", 0o600)
+    d = start(path, "--limits.large_responses", "1", "--limits.large_response_bytes", "1MiB",
+              "--limits.shutdown_s", "3", "--admin.token_file", str(tmp_path / "token"))
+    fd = os.open(pair, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        def reload():
+            d.request("POST", "/v1/admin/reload?path=%s&vocab=%s" % (pair / "w.npy", pair / "words"),
+                      b"", {"Authorization": "Bearer " + token})
+
+        threading.Thread(target=reload, daemon=True).start()
+        assert wait_for(lambda: "reload: opening" in d.output())
+        stalled = ask(d.port, SLICE, rcvbuf=4096)
+        head = stalled.recv(64)
+        waiting = ask(d.port, SLICE)
+        assert wait_for(lambda: d.metrics().get("embd_large_responses_waited_total") == 1)
+        d.proc.send_signal(signal.SIGTERM)
+        assert answer(waiting) == (200, a[:4096].tobytes())
+        assert answer(stalled, head) == (200, a[:4096].tobytes())
+        fcntl.flock(fd, fcntl.LOCK_UN)  # within the deadline: the reload ends (its answer and the exit status 0)
+        d.proc.wait(timeout=30)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    waiting.close()
     stalled.close()
