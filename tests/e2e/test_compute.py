@@ -55,7 +55,9 @@ def test_client_closing_mid_search_frees_it_at_once(start, wide):
     assert wait_for(lambda: metric(d, "embd_inflight_accounted_bytes") == 0, timeout=5)
     settled_ms = (time.monotonic() - t0) * 1000
     print("in-flight bytes back to 0 %.1f ms after the client closed" % settled_ms)
-    assert settled_ms < (1000 if SANITIZED else 100)
+    # The whole search takes seconds: a bound well under it shows the cancel, and stays clear of a busy 2-core
+    # machine's scheduling (100 ms was once missed at 254 ms while other builds ran).
+    assert settled_ms < (3000 if SANITIZED else 1000)
     m = d.metrics()
     assert m['embd_compute_cancelled_total{reason="client_closed"}'] == 1
     assert m["embd_compute_admitted"] == 0 and m["embd_compute_running"] == 0
