@@ -107,6 +107,15 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 /* The connection's slot (NULL if it has none: the table was full). */
 struct conn_slot *embd_conn_slot(struct MHD_Connection *c);
 
+/*
+ * A request has arrived on the connection: whether it is still past
+ * limits.connections_per_ip (1: log it; it is to be answered 503
+ * too_many_connections) or not (0). A connection refused when it opened is
+ * checked again here, and given a slot within the limit if its address's
+ * other connections have closed since and there is one.
+ */
+int embd_conn_admit_ip(embd_conns *t, struct conn_slot *slot);
+
 /* A request's first line has arrived: its clock starts. */
 void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns);
 

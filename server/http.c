@@ -505,7 +505,7 @@ static int admit(struct req *r, const char *version, embd_err *e)
 	r->route = r->handler->id;
 	if (!(r->handler->methods & (1u << r->method)))
 		return embd_err_set(e, EMBD_EMETHOD, "%.20s is not allowed on %.200s", r->method_name, r->url);
-	if (r->slot != NULL && r->slot->over_ip) /* counted and logged when it connected (conns.c) */
+	if (embd_conn_admit_ip(&s->conns, r->slot)) /* logged there, counted when it closes (conns.c) */
 		return embd_err_set(e, EMBD_ETOOMANYCONNS,
 		                    "this address holds limits.connections_per_ip (%" PRId64
 		                    ") connections already; retry later, or on one of those",
