@@ -121,3 +121,27 @@ def test_similarity_and_a_lone_similar_query_give_the_same_score_and_a_batch_sta
                         assert delta <= bound, (w, h, got[h["id"]], bound)
     assert differ > 0  # the batch does round differently: the bound is tested, not vacuous
     assert worst <= bound
+
+
+def test_vector_bodies_read_the_content_type_as_rows_does(start, edge):  # noqa: F811
+    """One parser of Content-Type (lib/ids.c's): a tab before the parameters is accepted on the vector endpoints as
+    on /v1/rows, and a body without one that is neither JSON nor .npy gets the same wording."""
+    d = start(edge[0], "--vocab", edge[1])
+    ct = {"Content-Type": "application/json\t; charset=utf-8"}
+    s, _, b = d.request("POST", "/v1/rows?format=json", b'{"ids": [6]}', ct)
+    assert s == 200, b
+    s, _, b = d.request("POST", "/v1/similar?k=1", b'{"ids": [0]}', ct)
+    assert (s, b) == (200, b'{"k":1,"metric":"cosine","results":[[{"id":1,"token":"b","score":1}]]}\n')
+    s, _, b = d.request("POST", "/v1/pool", b'{"ids": [6]}', ct)
+    assert (s, b) == (200, b'{"shape":[1,3],"dtype":"f32","rows":[[2,0,0]]}\n')
+    # No Content-Type, and bytes that are neither JSON nor .npy.
+    s, _, b = d.request("POST", "/v1/similar", b"\x01\x00\x00\x00")
+    assert (s, b) == (415, b'{"error":{"status":415,"code":"unsupported_media_type","message":"the body has no '
+                           b'Content-Type and is neither JSON nor .npy; send Content-Type: application/json or '
+                           b'application/x-npy (query vectors)"}}\n')
+    s, _, b = d.request("POST", "/v1/pool", b"\x01\x00\x00\x00")
+    assert (s, b) == (415, b'{"error":{"status":415,"code":"unsupported_media_type","message":"the body has no '
+                           b'Content-Type and is not JSON; send Content-Type: application/json"}}\n')
+    s, _, b = d.request("POST", "/v1/pool", b'{"ids": [6]}', {"Content-Type": "text/plain"})
+    assert (s, b) == (415, b'{"error":{"status":415,"code":"unsupported_media_type","message":"Content-Type '
+                           b'\'text/plain\' is not supported; send application/json"}}\n')
