@@ -124,6 +124,7 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 				s->used = 1;
 				s->fd = ci->connect_fd;
 				s->over_ip = refused;
+				s->uri_refused = 0;
 				s->surplus = refused || t->held >= t->limit;
 				if (s->surplus)
 					t->extra++;

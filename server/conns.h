@@ -58,11 +58,12 @@ enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT, CONN_SEN
 #define EMBD_ACCESS_QUERY_BYTES 256
 
 struct conn_slot {
-	int fd;      /* valid while used; under the table's lock */
-	int used;    /* under the table's lock */
-	int surplus; /* past limits.connections: answered 503; set before the connection is seen */
-	int over_ip; /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
-	int family;  /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
+	int fd;          /* valid while used; under the table's lock */
+	int used;        /* under the table's lock */
+	int surplus;     /* past limits.connections: answered 503; set before the connection is seen */
+	int over_ip;     /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
+	int family;      /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
+	int uri_refused; /* its request target was answered 414 before its headers (http.c): close, answer nothing */
 	unsigned char addr[16];
 	atomic_int state;          /* enum conn_state */
 	_Atomic uint64_t since_ns; /* when the state began */
