@@ -29,13 +29,13 @@
  *
  * limits.connections_per_ip is counted here too (not by libmicrohttpd, which
  * closes the excess without a word): a connection from an address that
- * already holds that many is a surplus connection, answered 503
- * too_many_connections with Connection: close, counted and logged (a line a
- * second at most). It never takes one of the limits.connections slots, so a
- * host flooding past its share leaves the others theirs; and the surplus is
- * bounded (a flood connection finding it full is shut at once), so the
- * sockets open never pass limits.connections plus the surplus, and the
- * flood cannot push the others' connections into libmicrohttpd's own limit.
+ * already holds that many is a surplus connection; when its request arrives
+ * the count is taken again (embd_conn_admit_ip), and a request still past
+ * the share is answered 503 too_many_connections with Connection: close,
+ * logged (a line a second at most) and counted when the connection closes. It never takes one of the limits.connections
+ * slots, so a host flooding past its share leaves the others theirs; and the surplus is bounded (a flood connection
+ * finding it full is shut at once), so the sockets open never pass limits.connections plus the surplus, and the flood
+ * cannot push the others' connections into libmicrohttpd's own limit.
  */
 #ifndef EMBD_CONNS_H
 #define EMBD_CONNS_H
