@@ -51,7 +51,8 @@
 	X(EMBD_ECANCELED, 44, 499, "client_closed", "the client closed the connection")                                \
 	X(EMBD_ETOOMANYCONNS, 45, 503, "too_many_connections", "too many connections from this address")               \
 	X(EMBD_ENOTAPPLICABLE, 50, 400, "not_applicable", "an option the file's format does not use was given")        \
-	X(EMBD_ELOADING, 51, 503, "loading", "the matrix is still loading")
+	X(EMBD_ELOADING, 51, 503, "loading", "the matrix is still loading")                                            \
+	X(EMBD_EURITOOLONG, 56, 414, "uri_too_long", "the request target does not fit in limits.connection_memory")
 
 /* Codes start above every errno value so that -errno passes through unambiguously. */
 #define EMBD_EBASE 10000

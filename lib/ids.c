@@ -327,12 +327,26 @@ static int media_is(const char *header, size_t n, const char *type)
 	return n == strlen(type) && strncasecmp(header, type, n) == 0;
 }
 
+embd_body_kind embd_media_kind(const char *content_type, size_t *n)
+{
+	const char *ct = content_type != NULL ? content_type : "";
+	*n = strcspn(ct, "; \t");
+	if (media_is(ct, *n, "application/json"))
+		return EMBD_BODY_JSON;
+	if (media_is(ct, *n, "application/x-npy"))
+		return EMBD_BODY_NPY;
+	if (media_is(ct, *n, "application/octet-stream"))
+		return EMBD_BODY_RAW;
+	return EMBD_BODY_UNKNOWN;
+}
+
 int embd_ids_body_kind(const char *content_type, const char *id_dtype, const void *body, size_t len,
                        embd_body_kind *kind, unsigned *width, embd_err *e)
 {
 	const char *ct = content_type != NULL ? content_type : "";
-	size_t n = strcspn(ct, "; \t");
-	int raw = n == 0 || media_is(ct, n, "application/octet-stream");
+	size_t n;
+	embd_body_kind media = embd_media_kind(ct, &n);
+	int raw = n == 0 || media == EMBD_BODY_RAW;
 	*kind = EMBD_BODY_UNKNOWN;
 	*width = 8;
 	if (id_dtype != NULL && !raw)
@@ -346,10 +360,8 @@ int embd_ids_body_kind(const char *content_type, const char *id_dtype, const voi
 		*width = strcmp(id_dtype, "int32") == 0 ? 4 : 8;
 		return 0;
 	}
-	if (media_is(ct, n, "application/json"))
-		*kind = EMBD_BODY_JSON;
-	else if (media_is(ct, n, "application/x-npy"))
-		*kind = EMBD_BODY_NPY;
+	if (media == EMBD_BODY_JSON || media == EMBD_BODY_NPY)
+		*kind = media;
 	else if (n == 0)
 		*kind = embd_body_sniff(body, len);
 	else if (raw)

@@ -98,6 +98,17 @@ typedef enum embd_body_kind {
 embd_body_kind embd_body_sniff(const void *body, size_t len);
 
 /*
+ * The media type a Content-Type header names, the one parser of it for every
+ * POST body: what comes before ';', a space or a tab, case aside.
+ * content_type NULL or "" (or only parameters) is none: *n 0 and
+ * EMBD_BODY_UNKNOWN. Else *n is the media type's length and the result
+ * EMBD_BODY_JSON (application/json), EMBD_BODY_NPY (application/x-npy),
+ * EMBD_BODY_RAW (application/octet-stream) or EMBD_BODY_UNKNOWN (another).
+ * Thread-safe.
+ */
+embd_body_kind embd_media_kind(const char *content_type, size_t *n);
+
+/*
  * How to read a POST body of ids: content_type is the request's header
  * (NULL or "" when it has none; parameters after ';' are ignored) and id_dtype
  * its ?id_dtype= (NULL when absent). application/json and application/x-npy

@@ -169,7 +169,8 @@ int embd_pooling_parse(const char *name, embd_pooling *out);
  * row divided by its norm in float32 first, as gensim's
  * get_vector(key, norm=True) and so get_mean_vector(pre_normalize=True),
  * gensim's default, do (a row of norm 0 stays 0, where gensim makes NaN);
- * NULL pools the rows as they are (get_mean_vector(pre_normalize=False)).
+ * NULL pools the rows as they are (get_mean_vector(pre_normalize=False) for
+ * non-negative weights: gensim divides by the sum of |w_i|, this by sum(w_i)).
  */
 int embd_vecops_pool(const embd_matrix_info *m, const uint64_t *ids, const double *weights, size_t n, embd_pooling op,
                      const float *norms, embd_acct *a, float *out, embd_err *e);

@@ -94,8 +94,9 @@ static const struct key keys[] = {
         "concurrent connections from one IP address, so that one client cannot take them all (the excess is "
         "answered 503 too_many_connections and closed); 0: no limit"),
     SIZE("limits.connection_memory", NULL, connection_memory, "32KiB", 8192,
-         "libmicrohttpd's per-connection buffer: the request line and headers must fit (32KiB: ?ids= of 4,569 "
-         "six-digit ids; past it libmicrohttpd answers 414 or 431 itself: POST larger batches); it is zeroed "
+         "libmicrohttpd's per-connection buffer: the request line, its headers and the answer's headers must "
+         "fit; a target longer than it less 2KiB is answered 414 uri_too_long (32KiB: ?ids= of at most 4,377 "
+         "six-digit ids: POST larger batches), past all of it libmicrohttpd answers 414 or 431 itself; it is zeroed "
          "between requests, and over 32KiB it is mmap'd afresh for every connection"),
     INT("limits.timeout_s", NULL, timeout_s, "30", 0, 86400, "idle connection timeout, seconds; 0: none"),
     INT("limits.request_timeout_s", NULL, request_timeout_s, "20", 0, 86400,

@@ -92,14 +92,16 @@ static void log_refusal(embd_conns *t, int family, const unsigned char *addr, in
 	embd_log(EMBD_LOG_WARN,
 	         "refused a connection from %s: it holds limits.connections_per_ip (%u) connections already (%s)%s",
 	         host, t->per_ip,
-	         shut_at_once ? "closed at once: the surplus is full" : "answered 503 too_many_connections", since);
+	         shut_at_once ? "closed at once: the surplus is full"
+	                      : "its request is answered 503 too_many_connections",
+	         since);
 }
 
 void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code)
 {
 	embd_conns *t = cls;
-	int refused = 0, shut_at_once = 0, family = 0;
+	int refused = 0, shut_at_once = 0, family = 0, counted = 0;
 	unsigned char addr[16];
 	if (code == MHD_CONNECTION_NOTIFY_STARTED)
 		client_address(c, &family, addr);
@@ -122,6 +124,7 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 				s->used = 1;
 				s->fd = ci->connect_fd;
 				s->over_ip = refused;
+				s->uri_refused = 0;
 				s->surplus = refused || t->held >= t->limit;
 				if (s->surplus)
 					t->extra++;
@@ -145,6 +148,8 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 		/* libmicrohttpd closes the socket after this returns, so the sweep never sees a reused fd. */
 		struct conn_slot *s = *socket_context;
 		if (s != NULL) {
+			counted = s->over_ip; /* refused to the end (answered 503, or shut sending nothing) */
+			s->over_ip = 0;
 			if (s->surplus)
 				t->extra--;
 			else
@@ -155,10 +160,35 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 		}
 	}
 	pthread_mutex_unlock(&t->lock);
-	if (refused) {
+	/*
+	 * A connection kept in the surplus is counted when it closes still
+	 * refused and logged when its request is refused (embd_conn_admit_ip):
+	 * the address's other connections may close first, and then its request
+	 * is served.
+	 */
+	if (counted || shut_at_once)
 		atomic_fetch_add(t->refused_per_ip, 1);
-		log_refusal(t, family, addr, shut_at_once);
+	if (shut_at_once)
+		log_refusal(t, family, addr, 1);
+}
+
+int embd_conn_admit_ip(embd_conns *t, struct conn_slot *s)
+{
+	if (s == NULL || !s->over_ip)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	int over = held_by(t, s->family, s->addr) >= t->per_ip;
+	if (!over && t->held < t->limit) { /* the address's other connections have closed since: a slot of its own */
+		s->over_ip = 0;
+		s->surplus = 0;
+		t->extra--;
+		t->held++;
 	}
+	over = s->over_ip;
+	pthread_mutex_unlock(&t->lock);
+	if (over)
+		log_refusal(t, s->family, s->addr, 0);
+	return over;
 }
 
 struct conn_slot *embd_conn_slot(struct MHD_Connection *c)

@@ -29,13 +29,13 @@
  *
  * limits.connections_per_ip is counted here too (not by libmicrohttpd, which
  * closes the excess without a word): a connection from an address that
- * already holds that many is a surplus connection, answered 503
- * too_many_connections with Connection: close, counted and logged (a line a
- * second at most). It never takes one of the limits.connections slots, so a
- * host flooding past its share leaves the others theirs; and the surplus is
- * bounded (a flood connection finding it full is shut at once), so the
- * sockets open never pass limits.connections plus the surplus, and the
- * flood cannot push the others' connections into libmicrohttpd's own limit.
+ * already holds that many is a surplus connection; when its request arrives
+ * the count is taken again (embd_conn_admit_ip), and a request still past
+ * the share is answered 503 too_many_connections with Connection: close,
+ * logged (a line a second at most) and counted when the connection closes. It never takes one of the limits.connections
+ * slots, so a host flooding past its share leaves the others theirs; and the surplus is bounded (a flood connection
+ * finding it full is shut at once), so the sockets open never pass limits.connections plus the surplus, and the flood
+ * cannot push the others' connections into libmicrohttpd's own limit.
  */
 #ifndef EMBD_CONNS_H
 #define EMBD_CONNS_H
@@ -58,11 +58,12 @@ enum conn_state { CONN_IDLE, CONN_RECEIVING, CONN_BUSY, CONN_TIMED_OUT, CONN_SEN
 #define EMBD_ACCESS_QUERY_BYTES 256
 
 struct conn_slot {
-	int fd;      /* valid while used; under the table's lock */
-	int used;    /* under the table's lock */
-	int surplus; /* past limits.connections: answered 503; set before the connection is seen */
-	int over_ip; /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
-	int family;  /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
+	int fd;          /* valid while used; under the table's lock */
+	int used;        /* under the table's lock */
+	int surplus;     /* past limits.connections: answered 503; set before the connection is seen */
+	int over_ip;     /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
+	int family;      /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
+	int uri_refused; /* its request target was answered 414 before its headers (http.c): close, answer nothing */
 	unsigned char addr[16];
 	atomic_int state;          /* enum conn_state */
 	_Atomic uint64_t since_ns; /* when the state began */
@@ -106,6 +107,15 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 
 /* The connection's slot (NULL if it has none: the table was full). */
 struct conn_slot *embd_conn_slot(struct MHD_Connection *c);
+
+/*
+ * A request has arrived on the connection: whether it is still past
+ * limits.connections_per_ip (1: log it; it is to be answered 503
+ * too_many_connections) or not (0). A connection refused when it opened is
+ * checked again here, and given a slot within the limit if its address's
+ * other connections have closed since and there is one.
+ */
+int embd_conn_admit_ip(embd_conns *t, struct conn_slot *slot);
 
 /* A request's first line has arrived: its clock starts. */
 void embd_conn_receiving(struct conn_slot *slot, uint64_t now_ns);

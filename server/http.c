@@ -522,7 +522,7 @@ static int admit(struct req *r, const char *version, embd_err *e)
 	r->route = r->handler->id;
 	if (!(r->handler->methods & (1u << r->method)))
 		return embd_err_set(e, EMBD_EMETHOD, "%.20s is not allowed on %.200s", r->method_name, r->url);
-	if (r->slot != NULL && r->slot->over_ip) /* counted and logged when it connected (conns.c) */
+	if (embd_conn_admit_ip(&s->conns, r->slot)) /* logged there, counted when it closes (conns.c) */
 		return embd_err_set(e, EMBD_ETOOMANYCONNS,
 		                    "this address holds limits.connections_per_ip (%" PRId64
 		                    ") connections already; retry later, or on one of those",
@@ -546,6 +546,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct req *r = *con_cls;
 	embd_err e;
 	if (r == NULL) {
+		const struct conn_slot *slot = embd_conn_slot(c);
+		if (slot != NULL && slot->uri_refused)
+			return MHD_NO; /* answered 414 already (refuse_uri): close */
 		r = req_new(s, c, origin_form(url), method);
 		if (r == NULL)
 			return MHD_NO; /* out of memory (or of reserve): drop the connection */
@@ -605,6 +608,87 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 /*
+ * A request target too long for limits.connection_memory (libmicrohttpd's
+ * per-connection pool). The request line, its headers, libmicrohttpd's record
+ * of each header and query argument and then the response's header block all
+ * come from that one pool: a target that leaves too little of it is read,
+ * handled, and then its answer's headers find no room, and libmicrohttpd
+ * closes the connection without a word ("failed to create response header"),
+ * the client seeing an empty reply after the whole gather was built. The
+ * reserve is what the rest needs, measured with libmicrohttpd 0.9.75 on a 32
+ * KiB pool: with curl's three headers the answers began to fail 605 bytes
+ * short of the pool's end, with python-requests' five 794 bytes short; 2 KiB
+ * leaves room for about 1 KiB of client headers besides embd's largest
+ * response header block (about 350 bytes, a rows answer's).
+ */
+#define URI_RESERVE 2048u
+/* What libmicrohttpd takes from the pool for each query argument's record (measured bound). */
+#define URI_ARG_COST 64u
+
+static int uri_too_long(const embd_server *s, const char *uri, size_t len)
+{
+	size_t args = 0;
+	for (const char *q = strchr(uri, '?'); q != NULL; q = strchr(q + 1, '&'))
+		args++;
+	uint64_t mem = (uint64_t)s->cfg.connection_memory;
+	return mem < URI_RESERVE || len + args * URI_ARG_COST > mem - URI_RESERVE;
+}
+
+/*
+ * Answer a request target too long 414 in embd's JSON, at once: written on
+ * the socket as the request line arrives (libmicrohttpd's pool may have no
+ * room left for any answer's headers, and its own answer to headers that no
+ * longer fit is a bare close), then the write side shut so that nothing
+ * libmicrohttpd might try later reaches the client. The handler then closes
+ * the connection without answering (on_request). Counted and logged here.
+ */
+static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, size_t len)
+{
+	char body[640], head[256];
+	int n = snprintf(body, sizeof body,
+	                 "{\"error\":{\"status\":414,\"code\":\"%s\",\"message\":\"the request target is %zu bytes; "
+	                 "limits.connection_memory (%" PRId64
+	                 " bytes) holds it only with %u bytes to spare for the headers: POST the ids in the body "
+	                 "instead ({\\\"ids\\\": [...]}, a .npy array, or raw ids with ?id_dtype=int64), or raise "
+	                 "limits.connection_memory\"}}\n",
+	                 embd_error_code(EMBD_EURITOOLONG), len, s->cfg.connection_memory, URI_RESERVE);
+	if (n < 0 || (size_t)n >= sizeof body)
+		n = 0;
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+	int h = snprintf(head, sizeof head,
+	                 "HTTP/1.1 414 URI Too Long\r\nDate: %s\r\nConnection: close\r\nContent-Type: "
+	                 "application/json\r\nContent-Length: %d\r\n\r\n",
+	                 date, n);
+	slot->uri_refused = 1;
+	/* A fresh connection's send buffer takes these few hundred bytes whole. */
+	if (h > 0 && (size_t)h < sizeof head && send(slot->fd, head, (size_t)h, MSG_NOSIGNAL | MSG_DONTWAIT) == h)
+		(void)send(slot->fd, body, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	shutdown(slot->fd, SHUT_WR);
+	char path[256] = "";
+	size_t plen = strcspn(uri, "?");
+	const struct route *rt = NULL;
+	if (plen < sizeof path) {
+		memcpy(path, uri, plen);
+		path[plen] = '\0';
+		rt = embd_route_find(path);
+	}
+	embd_metrics_request(&s->metrics, rt != NULL ? rt->id : R_OTHER, 414, 0);
+	if (s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO)) {
+		char host[INET6_ADDRSTRLEN] = "-", url[300];
+		if (slot->family != 0)
+			inet_ntop(slot->family, slot->addr, host, sizeof host);
+		embd_log_safe(url, sizeof url, plen < sizeof path ? path : "-");
+		embd_log(EMBD_LOG_INFO,
+		         "access - %s 414 %d path=- copied=0 accounted=0 gen=0 0.000ms uri-too-long client=%s "
+		         "query=(%zu bytes)",
+		         url, n, host, len - plen);
+	}
+}
+
+/*
  * The request line has arrived: the request's deadline starts. uri is the
  * target as sent: its query string is kept for the access line (libmicrohttpd
  * hands the handler only the unescaped arguments).
@@ -614,6 +698,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 	embd_server *s = cls;
 	struct conn_slot *slot = embd_conn_slot(c);
 	embd_conn_receiving(slot, embd_now_ns());
+	size_t len = strlen(uri);
+	if (slot != NULL && uri_too_long(s, uri, len)) {
+		refuse_uri(s, slot, uri, len);
+		return NULL;
+	}
 	if (slot != NULL && s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO)) {
 		const char *q = strchr(uri, '?');
 		size_t n = q != NULL ? strlen(q + 1) : 0, cap = sizeof slot->query;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 415, 431, 500, 503, 0};
+static const int statuses[METRICS_STATUSES] = {200, 400, 404, 405, 406, 408, 413, 414, 415, 431, 500, 503, 0};
 static const char *const reject_names[REJ_COUNT] = {
     "request_bytes", "inflight_bytes", "max_ids",       "max_body_bytes", "request_timeout",   "connections",
     "work",          "compute_queue",  "min_send_rate", "generations",    "connections_per_ip"};

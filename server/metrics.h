@@ -27,7 +27,7 @@ enum reject_reason {
 	REJ_COUNT
 };
 
-#define METRICS_STATUSES 12
+#define METRICS_STATUSES 13
 #define METRICS_BUCKETS  16
 
 typedef struct embd_metrics {

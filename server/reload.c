@@ -100,7 +100,7 @@ static int next_spec(embd_reloader *rl, const embd_reload_job *j, char *msg, siz
 	}
 	if (j != NULL && j->tensor != NULL)
 		m.tensor = j->tensor;
-	/* vocab=none (or vocab= empty): no vocabulary file. */
+	/* vocab=none: no vocabulary file (an empty vocab= is refused by the route). */
 	if (j != NULL && j->vocab != NULL)
 		m.vocab = strcmp(j->vocab, "none") == 0 ? "" : j->vocab;
 	load_spec_set(&rl->next, &m);
@@ -203,14 +203,16 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 	int err = EMBD_ERELOAD;
 	int new_file = j != NULL && j->path != NULL;
 	/*
-	 * A new path whose request says nothing of a vocabulary, while a
-	 * vocabulary file serves: the choice is the client's (the table's own
+	 * A new path whose request says nothing of a vocabulary, while the
+	 * table served has words (from a vocabulary file, or its file's own, as
+	 * GloVe and word2vec text carry them): the choice is the client's (the table's own
 	 * words, another file, or none), not one to make silently by dropping
 	 * the words in use. Read here: only this thread writes rl->last.
 	 */
-	int vocab_unsaid = new_file && j->vocab == NULL && rl->last.vocab[0] != '\0';
-	char vocab_in_use[sizeof rl->last.vocab];
+	int vocab_unsaid = new_file && j->vocab == NULL;
+	char vocab_in_use[sizeof rl->last.vocab], file_in_use[sizeof rl->last.path];
 	snprintf(vocab_in_use, sizeof vocab_in_use, "%s", rl->last.vocab);
+	snprintf(file_in_use, sizeof file_in_use, "%s", rl->last.path);
 	int rc = next_spec(rl, j, msg, sizeof msg);
 	uint64_t t0 = embd_now_ns();
 	if (rc == 0) {
@@ -223,6 +225,7 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 		 */
 		embd_gen *cur = embd_gen_current_acquire(&s->current);
 		int want_norms = embd_gen_norms_bytes(cur) != 0;
+		vocab_unsaid = vocab_unsaid && embd_gen_vocab(cur) != NULL;
 		embd_gen_release(cur);
 		rl->current = j;
 		rl->loading = 1;
@@ -235,12 +238,17 @@ static void load(embd_reloader *rl, embd_reload_job *j)
 			embd_gen_release(g);
 			g = NULL;
 			rc = EMBD_EBADPARAM;
+			char now[600];
+			if (vocab_in_use[0] != '\0')
+				snprintf(now, sizeof now, "is named by the vocabulary file %.200s", vocab_in_use);
+			else
+				snprintf(now, sizeof now, "has the words of its own file %.200s", file_in_use);
 			embd_err_set(
 			    &e, rc,
-			    "%.200s carries no words, and the table served now is named by the vocabulary file "
-			    "%.200s: say which vocabulary the new table has, vocab=FILE (a token-per-line file) "
-			    "or vocab=none (no vocabulary; token queries then answer 400 no_vocabulary)",
-			    path, vocab_in_use);
+			    "%.200s carries no words, and the table served now %s: say which vocabulary the new "
+			    "table has, vocab=FILE (a token-per-line file) or vocab=none (no vocabulary; token "
+			    "queries then answer 400 no_vocabulary)",
+			    path, now);
 		}
 		const float *norms;
 		embd_err ne;

@@ -614,7 +614,11 @@ static int h_reload(struct req *r, embd_err *e)
 			return embd_err_set(e, EMBD_EBADPARAM, "path is %zu bytes long; the limit is %zu", len,
 			                    sizeof s->cfg.matrix_path - 1);
 	}
-	/* Given empty, tensor and vocab mean none (the only 2-D tensor; no vocabulary file). */
+	/*
+	 * Given empty, tensor means none (the only 2-D tensor). An empty vocab is
+	 * refused: it is what a script's vocab=$VOCAB sends with the variable
+	 * unset, and taking it for none would drop the words in use.
+	 */
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "tensor", 6, &tensor, &len) == MHD_YES) {
 		if (tensor == NULL)
 			tensor = "";
@@ -623,8 +627,10 @@ static int h_reload(struct req *r, embd_err *e)
 			                    sizeof s->cfg.matrix_tensor - 1);
 	}
 	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "vocab", 5, &vocab, &len) == MHD_YES) {
-		if (vocab == NULL)
-			vocab = "";
+		if (vocab == NULL || len == 0)
+			return embd_err_set(e, EMBD_EBADPARAM,
+			                    "vocab is empty: name a vocabulary file with vocab=FILE, or say vocab=none "
+			                    "for a table without words");
 		if (len >= sizeof s->cfg.matrix_vocab)
 			return embd_err_set(e, EMBD_EBADPARAM, "vocab is %zu bytes long; the limit is %zu", len,
 			                    sizeof s->cfg.matrix_vocab - 1);

@@ -565,22 +565,26 @@ static int similar_get(struct req *r, embd_err *e)
 static int parse_body(struct req *r, unsigned allowed, int npy_ok, embd_vecreq *vq, embd_err *e)
 {
 	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-	if (ct == NULL || *ct == '\0') { /* requests.post(url, data=...) sends none: a JSON or .npy body says itself */
-		embd_body_kind kind = embd_body_sniff(r->body, r->body_len);
-		ct = kind == EMBD_BODY_JSON ? "application/json" : kind == EMBD_BODY_NPY ? "application/x-npy" : NULL;
-	}
-	size_t n = ct != NULL ? strcspn(ct, "; ") : 0;
+	size_t n;
+	embd_body_kind kind = embd_media_kind(ct, &n); /* lib/ids.c's parser, as for the ids of /v1/rows */
+	if (n == 0) /* requests.post(url, data=...) sends none: a JSON or .npy body says itself */
+		kind = embd_body_sniff(r->body, r->body_len);
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	size_t max = (size_t)r->srv->cfg.max_ids;
 	int rc;
-	if (ct != NULL && n == 16 && strncasecmp(ct, "application/json", n) == 0) {
+	if (kind == EMBD_BODY_JSON) {
 		rc = embd_vecreq_parse_json(r->body, r->body_len, allowed, m->dim, max, &r->acct, vq, e);
-	} else if (npy_ok && ct != NULL && n == 17 && strncasecmp(ct, "application/x-npy", n) == 0) {
+	} else if (npy_ok && kind == EMBD_BODY_NPY) {
 		rc = embd_vecreq_parse_npy(r->body, r->body_len, m->dim, max, &r->acct, vq, e);
+	} else if (n == 0) {
+		return embd_err_set(e, EMBD_EMEDIATYPE, "the body has no Content-Type and is %s; send Content-Type: %s",
+		                    npy_ok ? "neither JSON nor .npy" : "not JSON",
+		                    npy_ok ? "application/json or application/x-npy (query vectors)"
+		                           : "application/json");
 	} else {
 		return embd_err_set(e, EMBD_EMEDIATYPE,
-		                    "Content-Type '%.100s' is not supported; send application/json%s",
-		                    ct != NULL ? ct : "(none)", npy_ok ? " or application/x-npy (query vectors)" : "");
+		                    "Content-Type '%.100s' is not supported; send application/json%s", ct,
+		                    npy_ok ? " or application/x-npy (query vectors)" : "");
 	}
 	if (rc == EMBD_ETOOBIG || rc == EMBD_EBUSY || rc == -ENOMEM)
 		return embd_req_charge_error(r, rc, "the request body's values", e);

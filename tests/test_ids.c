@@ -299,6 +299,25 @@ static void sniff_bodies(void **state)
 			         (int)cases[i].want);
 }
 
+/* The one parser of a Content-Type's media type: parameters after ';', a space or a tab, case aside. */
+static void media_kinds(void **state)
+{
+	(void)state;
+	size_t n = 99;
+	assert_int_equal(embd_media_kind(NULL, &n), EMBD_BODY_UNKNOWN);
+	assert_int_equal(n, 0);
+	assert_int_equal(embd_media_kind("", &n), EMBD_BODY_UNKNOWN);
+	assert_int_equal(n, 0);
+	assert_int_equal(embd_media_kind("application/json\t; charset=utf-8", &n), EMBD_BODY_JSON);
+	assert_int_equal(n, 16);
+	assert_int_equal(embd_media_kind("Application/JSON;charset=utf-8", &n), EMBD_BODY_JSON);
+	assert_int_equal(embd_media_kind("application/x-npy ; x=1", &n), EMBD_BODY_NPY);
+	assert_int_equal(embd_media_kind("application/octet-stream", &n), EMBD_BODY_RAW);
+	assert_int_equal(embd_media_kind("application/jsonx", &n), EMBD_BODY_UNKNOWN);
+	assert_int_equal(n, 17);
+	assert_int_equal(embd_media_kind("text/plain", &n), EMBD_BODY_UNKNOWN);
+}
+
 static void body_kinds(void **state)
 {
 	(void)state;
@@ -366,6 +385,7 @@ int main(void)
 	    cmocka_unit_test(npy_bodies),
 	    cmocka_unit_test(raw_bodies),
 	    cmocka_unit_test(sniff_bodies),
+	    cmocka_unit_test(media_kinds),
 	    cmocka_unit_test(body_kinds),
 	};
 	return cmocka_run_group_tests_name("ids", tests, NULL, NULL);

@@ -520,6 +520,38 @@ static void pool_known(void **state)
 	}
 }
 
+/* Pooling unit rows (norms given, gensim's pre_normalize=True): a row of norm 0 stays 0 rather than NaN. */
+static void pool_unit_rows(void **state)
+{
+	(void)state;
+	const float v[] = {3, 4, 0, 0, 0, 2};
+	embd_err e;
+	for (int t = 0; t < EMBD_DTYPE_COUNT; t++) {
+		fx f;
+		fx_make(&f, v, 3, 2, (embd_dtype)t, 0);
+		float norms[3], out[2];
+		embd_vecops_norms(&f.m, 0, 3, norms);
+		const uint64_t ids[] = {0, 1, 2};
+		/* Unit rows (0.6, 0.8), (0, 0), (0, 1): the mean (0.2, 0.6), the sum (0.6, 1.8). */
+		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 3, EMBD_POOLING_MEAN, norms, &ac, out, &e), 0);
+		assert_float_equal(out[0], 0.2, 1e-7);
+		assert_float_equal(out[1], 0.6, 1e-7);
+		assert_int_equal(embd_vecops_pool(&f.m, ids, NULL, 3, EMBD_POOLING_SUM, norms, &ac, out, &e), 0);
+		assert_float_equal(out[0], 0.6, 1e-7);
+		assert_float_equal(out[1], 1.8, 1e-7);
+		/* Weighted (1, 1, 2): (0.6, 2.8) / 4; the zero row alone: 0, not NaN. */
+		assert_int_equal(
+		    embd_vecops_pool(&f.m, ids, (const double[]){1, 1, 2}, 3, EMBD_POOLING_MEAN, norms, &ac, out, &e),
+		    0);
+		assert_float_equal(out[0], 0.15, 1e-7);
+		assert_float_equal(out[1], 0.7, 1e-7);
+		assert_int_equal(
+		    embd_vecops_pool(&f.m, (const uint64_t[]){1}, NULL, 1, EMBD_POOLING_MEAN, norms, &ac, out, &e), 0);
+		assert_true(out[0] == 0 && out[1] == 0);
+		fx_free(&f);
+	}
+}
+
 static void pool_over_budget(void **state)
 {
 	(void)state;
@@ -609,6 +641,7 @@ int main(void)
 	    cmocka_unit_test(topk_over_budget),
 	    cmocka_unit_test(analogy_known),
 	    cmocka_unit_test_setup_teardown(pool_known, acct_setup, acct_teardown),
+	    cmocka_unit_test_setup_teardown(pool_unit_rows, acct_setup, acct_teardown),
 	    cmocka_unit_test(pool_over_budget),
 	    cmocka_unit_test_setup_teardown(similarity_known, acct_setup, acct_teardown),
 	    cmocka_unit_test(names),

@@ -44,6 +44,10 @@ def test_a_glove_daemon_reloads_an_npy_by_path(start, files, fmt):
     d = start(files["glove"], "--format", fmt, "--admin.token_file", files["token"])
     assert d.json("/v1/info")["format"] == "glove"
     s, h, body = reload(d, "?path=" + files["npy_path"])
+    assert (s, body["error"]["code"]) == (400, "bad_parameter"), body  # the GloVe words would go: vocab= says
+    assert ("the table served now has the words of its own file %s: say which vocabulary the new table has, "
+            "vocab=FILE" % files["glove"]) in body["error"]["message"]
+    s, h, body = reload(d, "?path=%s&vocab=none" % files["npy_path"])
     assert s == 200, body
     info = d.json("/v1/info")
     assert (info["format"], info["rows"], info["dim"], info["vocab"]) == ("npy", 500, 32, False)

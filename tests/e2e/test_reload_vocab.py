@@ -74,3 +74,39 @@ def test_a_reload_by_path_says_which_vocabulary_and_sighup_keeps_it(start, tmp_p
     assert row_of(d, "of") == (200, np.array([1.5, 0, 3], np.float32).tobytes())
     m = d.settled()
     assert m['embd_reloads_total{result="failed"}'] == 1 and m['embd_reloads_total{result="ok"}'] == 7
+
+
+def test_an_empty_vocab_is_refused_and_the_words_serve_on(start, tmp_path):
+    """vocab= empty (a script's vocab=$VOCAB with the variable unset) is 400, not vocab=none: the words stay."""
+    (tmp_path / "token").write_text(TOKEN)
+    np.save(tmp_path / "a.npy", np.arange(12, dtype=np.float32).reshape(4, 3))
+    (tmp_path / "a.vocab").write_text("the\nof\nand\nto\n")
+    pa, va = str(tmp_path / "a.npy"), str(tmp_path / "a.vocab")
+    d = start(pa, "--vocab", va, "--admin.token_file", str(tmp_path / "token"))
+    for query in ("?vocab=", "?path=%s&vocab=" % pa):
+        assert reload(d, query) == (400, b'{"error":{"status":400,"code":"bad_parameter","message":"vocab is empty: '
+                                         b'name a vocabulary file with vocab=FILE, or say vocab=none for a table '
+                                         b'without words"}}\n')
+    assert d.json("/healthz")["generation"] == 1
+    assert row_of(d, "of") == (200, np.array([3, 4, 5], np.float32).tobytes())
+
+
+def test_a_reload_by_path_of_a_glove_daemon_says_which_vocabulary(start, tmp_path):
+    """The served words come from the file itself (GloVe text, no vocabulary file): a path to a file without
+    words, without vocab=, is 400 naming the choice; the GloVe words serve on; vocab=none then drops them."""
+    (tmp_path / "token").write_text(TOKEN)
+    g = tmp_path / "g.txt"
+    g.write_text("the 1 2 3\nof 4 5 6\n")
+    np.save(tmp_path / "m2.npy", np.ones((2, 3), np.float32))
+    m2 = str(tmp_path / "m2.npy")
+    d = start(str(g), "--admin.token_file", str(tmp_path / "token"))
+    s, body = reload(d, "?path=" + m2)
+    assert (s, json.loads(body)) == (400, {"error": {"status": 400, "code": "bad_parameter", "message": (
+        "%s carries no words, and the table served now has the words of its own file %s: say which vocabulary "
+        "the new table has, vocab=FILE (a token-per-line file) or vocab=none (no vocabulary; token queries then "
+        "answer 400 no_vocabulary)" % (m2, g))}})
+    assert d.json("/healthz")["generation"] == 1
+    assert row_of(d, "of") == (200, np.array([4, 5, 6], np.float32).tobytes())
+    s, body = reload(d, "?path=%s&vocab=none" % m2)
+    assert s == 200, body
+    assert row_of(d, "of")[0] == 400

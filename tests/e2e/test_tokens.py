@@ -431,8 +431,15 @@ def test_reload_keeps_the_vocabulary_coherent(start, fx, tmp_path):
     assert rows(["köln", "the"]) == (200, 2, gvecs[[0, 3]].tobytes())
     assert error(d.get("/v1/rows?tokens=alpha7")) == (
         404, "token_not_found", "1 token is not in the vocabulary: 'alpha7'")
-    # Another .npy with no vocab: by token is no_vocabulary, by id works.
+    # Another .npy, which carries no words, without vocab=: refused (the GloVe file's words would go silently).
     s, j = reload(d, "?path=" + pb)
+    assert (s, j) == (400, {"error": {"status": 400, "code": "bad_parameter", "message": (
+        "%s carries no words, and the table served now has the words of its own file %s: say which vocabulary "
+        "the new table has, vocab=FILE (a token-per-line file) or vocab=none (no vocabulary; token queries then "
+        "answer 400 no_vocabulary)" % (pb, glove))}})
+    assert rows(["köln"]) == (200, 2, gvecs[[0]].tobytes())
+    # With vocab=none: by token is no_vocabulary, by id works.
+    s, j = reload(d, "?path=%s&vocab=none" % pb)
     assert s == 200 and j["message"].endswith("vocabulary: none"), j
     assert error(d.get("/v1/rows?tokens=the"))[:2] == (400, "no_vocabulary")
     assert d.get("/v1/rows?ids=299&format=bin")[2] == b[299].tobytes()
@@ -456,7 +463,7 @@ def test_reload_keeps_the_vocabulary_coherent(start, fx, tmp_path):
     assert rows(["beta5"]) == (200, 4, b[5].tobytes())
     info = d.json("/v1/info")
     assert (info["generation"], info["source"], info["vocabulary"]["tokens"]) == (4, pb, 300)
-    assert d.metrics()['embd_reloads_total{result="failed"}'] == 3
+    assert d.metrics()['embd_reloads_total{result="failed"}'] == 4  # with the path refused for want of vocab=
     # SIGHUP reloads what was loaded last (b.npy with b.vocab), not what failed.
     d.proc.send_signal(signal.SIGHUP)
     assert wait_for(lambda: d.json("/healthz")["generation"] == 5)
