@@ -15,6 +15,17 @@ import pytest
 EMBD = os.environ.get("EMBD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "embd"))
 
 
+LISTENING = re.compile(r"\S+ notice embd \S+: listening on http://127\.0\.0\.1:\d+/, loading [^\n]*\n")
+
+
+def after_listening(err):
+    """What a start-up that failed after the bind printed past its first line, the log's (notice) line naming the
+    port and the file being loaded: the start-up error must still be one line, the last, saying everything."""
+    m = LISTENING.match(err)
+    assert m, err
+    return err[m.end():]
+
+
 class KeepAlive:
     """One keep-alive client connection, as a data loader keeps it; after an error it reconnects."""
 
@@ -59,9 +70,29 @@ class Daemon:
             if self.proc.poll() is not None:
                 break
             threading.Event().wait(0.01)
+        # The port is bound (and logged) before the table loads, which answers 503 loading meanwhile: wait until
+        # /healthz answers 200, so that no test races the load.
+        if self.port is not None and not self.loaded():
+            self.port = None
         if self.port is None:
             self.proc.kill()
             raise RuntimeError("embd did not start: " + self.output())
+
+    def loaded(self, timeout=60.0):
+        """Whether /healthz answered 200 within timeout seconds (False once the daemon has exited)."""
+        end = time.time() + timeout
+        while time.time() < end and self.proc.poll() is None:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    return True
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                c.close()
+            time.sleep(0.01)
+        return False
 
     def output(self):
         with open(self.log_path, errors="replace") as f:
