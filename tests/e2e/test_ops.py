@@ -164,6 +164,8 @@ def test_sigusr1_reopens_the_log_file_and_the_access_line_names_client_and_query
     log = tmp_path / "embd.log"
     d = start(data["f32_path"], "--log-file", str(log))
     assert d.get("/v1/rows?ids=3,17&format=bin")[0] == 200
+    # The access line is written once the answer has gone out, a moment after the client has it.
+    assert wait_for(lambda: "query=ids=3,17&format=bin\n" in log.read_text())
     os.rename(log, tmp_path / "embd.log.1")
     d.proc.send_signal(signal.SIGUSR1)
     assert wait_for(lambda: log.exists() and "log file reopened" in log.read_text())
