@@ -151,7 +151,8 @@ def free_port():
 
 
 def embd_port(proc, log_path, timeout=60):
-    """The port an `embd serve --port 0` listens on: from its start-up line `... on http://127.0.0.1:PORT/`."""
+    """The port an `embd serve --port 0` listens on: from its first line, logged at the bind (`... listening on
+    http://127.0.0.1:PORT/, loading FILE`); start_embd then waits for /healthz to answer other than 503."""
     end = time.time() + timeout
     while time.time() < end:
         with open(log_path, errors="replace") as f:

@@ -144,29 +144,30 @@ static int read_token(const char *path, char *out, size_t cap)
  * main, with every signal unblocked), so none of them may be left at the
  * default action, which kills the process. A handler notes the signal and
  * writes a byte to a self-pipe, whichever thread it runs on; the main thread
- * polls the pipe and acts. SIGHUP reloads the matrix; SIGUSR1 reopens the
- * log file (after logrotate moved it), as nginx does on SIGUSR1.
+ * polls the pipe and acts, from the bind on, the first load included.
+ * SIGHUP reloads the matrix; SIGUSR1 reopens the log file (after logrotate
+ * moved it), as nginx does on SIGUSR1.
  */
-static atomic_int caught_hup, caught_usr1, caught_stop, serving;
+static atomic_int caught_hup, caught_usr1, caught_stop;
 static int sig_pipe[2] = {-1, -1};
+
+static void wake_main(void)
+{
+	char b = 0;
+	ssize_t n = write(sig_pipe[1], &b, 1); /* non-blocking: a full pipe already has a wake-up in it */
+	(void)n;
+}
 
 static void on_signal(int sig)
 {
 	int saved = errno; /* the interrupted code may be about to read it */
-	if (sig != SIGHUP && sig != SIGUSR1 && !atomic_load(&serving)) {
-		/* Still starting (a long first load): stop at once, as before the handlers, by the default action. */
-		signal(sig, SIG_DFL);
-		raise(sig);
-	}
 	if (sig == SIGHUP)
 		atomic_store(&caught_hup, 1);
 	else if (sig == SIGUSR1)
 		atomic_store(&caught_usr1, 1);
 	else
 		atomic_store(&caught_stop, sig);
-	char b = 0;
-	ssize_t n = write(sig_pipe[1], &b, 1); /* non-blocking: a full pipe already has a wake-up in it */
-	(void)n;
+	wake_main();
 	errno = saved;
 }
 
@@ -201,11 +202,57 @@ static void signals_mask(int how)
 }
 
 /*
- * The main thread's loop: act on signals, and between them enforce the request
- * deadline every 250 ms. It never loads a matrix (the reload thread does), so
- * neither the sweep nor SIGTERM ever waits for a file. Returns the stop signal.
+ * The first load, on a thread of its own: the main thread stays in serve_loop
+ * from the bind on, so the request deadlines and the signals are enforced
+ * while a large text file parses, as they are once serving.
  */
-static int serve_loop(embd_server *s)
+struct first_load {
+	embd_matrix_spec spec; /* its strings point into the server's configuration, which outlives the thread */
+	embd_gen_list *live;
+	pthread_t thread;
+	atomic_int done; /* set last, with release order: rc, g, e and t1 are then the thread's final word */
+	int rc;
+	embd_gen *g;
+	embd_err e;
+	uint64_t t0, t1;
+};
+
+static void *first_load_run(void *arg)
+{
+	struct first_load *f = arg;
+	f->rc = embd_gen_open(&f->spec, 1, f->live, &f->g, &f->e);
+	f->t1 = embd_now_ns();
+	atomic_store(&f->done, 1);
+	wake_main();
+	return NULL;
+}
+
+/* A failed SIGUSR1 reopen is said where an operator looks (standard error too, as the old file may be gone). */
+static void reopen_log(embd_server *s)
+{
+	/* The line before goes to the old file (logrotate's copy), the one after to the new one. */
+	embd_log(EMBD_LOG_NOTICE, "SIGUSR1: reopening the log file");
+	int rc = embd_log_reopen();
+	if (rc == 0) {
+		embd_log(EMBD_LOG_NOTICE, "SIGUSR1: log file reopened");
+		return;
+	}
+	atomic_fetch_add(&s->metrics.log_reopen_failures, 1);
+	embd_log(EMBD_LOG_ERROR, "SIGUSR1: cannot reopen %s: %s; still writing to the old file", s->cfg.log_file,
+	         strerror(-rc));
+	fprintf(stderr, "embd: SIGUSR1: cannot reopen %s: %s; still writing to the old file\n", s->cfg.log_file,
+	        strerror(-rc));
+}
+
+/*
+ * The main thread's loop: act on signals, and between them enforce the request
+ * deadline every 250 ms. It never loads a matrix (the first load has its
+ * thread, reloads the reload thread), so neither the sweep nor SIGTERM ever
+ * waits for a file. With first (the first load still running), it returns 0
+ * once that load has ended; a SIGHUP meanwhile sets *hup_after, to reload once
+ * serving. Otherwise, or on SIGTERM and SIGINT, it returns the stop signal.
+ */
+static int serve_loop(embd_server *s, struct first_load *first, int *hup_after)
 {
 	const uint64_t tick = 250000000u;
 	uint64_t next_sweep = embd_now_ns() + tick;
@@ -226,21 +273,23 @@ static int serve_loop(embd_server *s)
 		int stop = atomic_exchange(&caught_stop, 0);
 		if (stop != 0)
 			return stop;
-		if (atomic_exchange(&caught_usr1, 0)) {
-			/* The line before goes to the old file (logrotate's copy), the one after to the new one. */
-			embd_log(EMBD_LOG_NOTICE, "SIGUSR1: reopening the log file");
-			int rc = embd_log_reopen();
-			if (rc != 0)
-				embd_log(EMBD_LOG_ERROR, "SIGUSR1: cannot reopen %s: %s; still writing to the old file",
-				         s->cfg.log_file, strerror(-rc));
-			else
-				embd_log(EMBD_LOG_NOTICE, "SIGUSR1: log file reopened");
-		}
+		if (atomic_exchange(&caught_usr1, 0))
+			reopen_log(s);
 		if (atomic_exchange(&caught_hup, 0)) {
-			/* Any number of SIGHUPs during a load make at most one more load. */
-			embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
-			embd_reloader_signal(&s->reloader);
+			if (first != NULL) {
+				/* The file may have changed since the load began: load it again once this one is
+				 * served. */
+				embd_log(EMBD_LOG_NOTICE,
+				         "SIGHUP: the first load is still running; reloading once it is served");
+				*hup_after = 1;
+			} else {
+				/* Any number of SIGHUPs during a load make at most one more load. */
+				embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
+				embd_reloader_signal(&s->reloader);
+			}
 		}
+		if (first != NULL && atomic_load(&first->done))
+			return 0;
 	}
 }
 
@@ -276,7 +325,7 @@ static int cmd_serve(int argc, char **argv)
 	if (s->cfg.admin_token_file[0] != '\0' &&
 	    read_token(s->cfg.admin_token_file, s->admin_token, sizeof s->admin_token) != 0)
 		return 2;
-	/* Before the matrix loads: a SIGHUP during a long first load is acted on once serving. */
+	/* Before the bind: from then on the main thread acts on every signal, during the first load too. */
 	if (signals_install() != 0)
 		return 1;
 	embd_metrics_init(&s->metrics);
@@ -327,29 +376,61 @@ static int cmd_serve(int argc, char **argv)
 		embd_gen_current_destroy(&s->current);
 		return 1;
 	}
+	const char *addr = s->cfg.listen_address;
+	int v6 = strchr(addr, ':') != NULL;
+	/* The real port at once (with --port 0 nothing else names it until the table has loaded). */
+	embd_log(EMBD_LOG_NOTICE, "embd %s: listening on http://%s%s%s:%u/, loading %s", EMBD_VERSION, v6 ? "[" : "",
+	         addr, v6 ? "]" : "", s->port, s->cfg.matrix_path[0] != '\0' ? s->cfg.matrix_path : "the demo matrix");
+	/* The load thread inherits the blocked mask: a signal interrupts the main thread's poll, not the parse. */
+	static struct first_load first; /* outlives cmd_serve if a stop leaves the load running */
+	first.spec = spec;
+	first.live = &s->metrics.generations_live;
+	first.t0 = embd_now_ns();
+	err = pthread_create(&first.thread, NULL, first_load_run, &first);
 	signals_mask(SIG_UNBLOCK);
-	embd_gen *g;
-	embd_err e;
-	uint64_t t0 = embd_now_ns();
-	int rc_open = embd_gen_open(&spec, 1, &s->metrics.generations_live, &g, &e);
-	if (rc_open != 0) {
-		fprintf(stderr, "embd: %s\n", e.msg);
+	if (err != 0) {
+		fprintf(stderr, "embd: cannot start the load thread: %s\n", strerror(err));
+		(void)embd_http_stop(s, 0);
+		embd_compute_destroy(&s->compute);
+		embd_gen_current_destroy(&s->current);
+		embd_pool_destroy(&s->pool);
+		return 1;
+	}
+	int hup_after = 0;
+	int sig = serve_loop(s, &first, &hup_after);
+	if (sig != 0) {
+		/*
+		 * Stopped while the first table loads: a parse cannot be cancelled, so
+		 * the daemon stops answering (503 loading meanwhile) and exits without
+		 * waiting for it.
+		 */
+		const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+		embd_log(EMBD_LOG_NOTICE, "%s: stopping during the first load (not waiting for it)", name);
+		int abandoned = embd_http_stop(s, (unsigned)s->cfg.shutdown_s) != 0;
+		embd_compute_destroy(&s->compute);
+		uint64_t left = embd_budget_inflight(&s->budget);
+		embd_log(EMBD_LOG_NOTICE, "stopped during the first load; in-flight accounted bytes %" PRIu64 "%s",
+		         left, abandoned ? ", a reload abandoned" : "");
+		/* The load thread still uses the server's state: leave without tearing it down (exit would, at exit).
+		 */
+		_exit(left == 0 && !abandoned ? 0 : 1);
+	}
+	pthread_join(first.thread, NULL);
+	if (first.rc != 0) {
+		fprintf(stderr, "embd: %s\n", first.e.msg);
 		(void)embd_http_stop(s, 0); /* answers 503 loading to whoever asked meanwhile, and stops the reloader */
 		embd_compute_destroy(&s->compute);
 		embd_gen_current_destroy(&s->current);
 		embd_pool_destroy(&s->pool);
-		return rc_open == EMBD_ENOTAPPLICABLE ? 2 : 1; /* a flag that does not apply is a usage error */
+		return first.rc == EMBD_ENOTAPPLICABLE ? 2 : 1; /* a flag that does not apply is a usage error */
 	}
-	uint64_t t1 = embd_now_ns();
+	embd_gen *g = first.g;
 	/* Our own reference for the start-up line: once serving, a reload may retire the first generation. */
-	embd_gen *first = embd_gen_retain(g);
+	embd_gen *loaded = embd_gen_retain(g);
 	embd_gen_current_swap(&s->current, g);
 	atomic_store(&s->metrics.generation, 1);
-	atomic_store(&serving, 1); /* from now on, SIGTERM and SIGINT stop gracefully */
-	const embd_matrix_info *info = embd_gen_matrix(first);
-	const char *addr = s->cfg.listen_address;
-	int v6 = strchr(addr, ':') != NULL;
-	const embd_vocab *v = embd_gen_vocab(first);
+	const embd_matrix_info *info = embd_gen_matrix(loaded);
+	const embd_vocab *v = embd_gen_vocab(loaded);
 	/*
 	 * Each time under its own name, as /v1/info names it: the matrix's (load_ms) and the vocabulary's
 	 * (vocabulary.build_ms) apart, then the whole load, which a vocabulary file can make far longer than
@@ -364,10 +445,14 @@ static int cmd_serve(int argc, char **argv)
 	         "%s, loaded in %.3f ms in all) on http://%s%s%s:%u/",
 	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
 	         embd_dtype_name(info->dtype), info->data_bytes, info->heap_bytes != 0 ? "parsed" : "mapped",
-	         (double)info->load_ns / 1e6, words, (double)(t1 - t0) / 1e6, v6 ? "[" : "", addr, v6 ? "]" : "",
-	         s->port);
-	embd_gen_release(first);
-	int sig = serve_loop(s);
+	         (double)info->load_ns / 1e6, words, (double)(first.t1 - first.t0) / 1e6, v6 ? "[" : "", addr,
+	         v6 ? "]" : "", s->port);
+	embd_gen_release(loaded);
+	if (hup_after) {
+		embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");
+		embd_reloader_signal(&s->reloader);
+	}
+	sig = serve_loop(s, NULL, NULL);
 	embd_log(EMBD_LOG_NOTICE, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	int abandoned = embd_http_stop(s, (unsigned)s->cfg.shutdown_s) != 0;
 	embd_compute_destroy(&s->compute);

@@ -160,6 +160,11 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "# TYPE embd_reloads_total counter\n"
 	    "embd_reloads_total{result=\"ok\"} %llu\n"
 	    "embd_reloads_total{result=\"failed\"} %llu\n"
+	    "# HELP embd_log_reopen_failures_total SIGUSR1s that could not reopen log.file (the log goes on into the "
+	    "old "
+	    "file).\n"
+	    "# TYPE embd_log_reopen_failures_total counter\n"
+	    "embd_log_reopen_failures_total %llu\n"
 	    "# HELP embd_connections Open client connections.\n"
 	    "# TYPE embd_connections gauge\n"
 	    "embd_connections %ld\n"
@@ -175,8 +180,9 @@ size_t embd_metrics_render(const embd_metrics *cm, const embd_budget *budget, co
 	    "process_resident_memory_bytes %llu\n",
 	    (unsigned long long)atomic_load(&((embd_pool *)pool)->allocated_bytes),
 	    (unsigned long long)atomic_load(&m->reloads[0]), (unsigned long long)atomic_load(&m->reloads[1]),
-	    atomic_load(&m->connections), embd_gen_list_live(&m->generations_live),
-	    (unsigned long long)atomic_load(&m->generation), (unsigned long long)rss_bytes());
+	    (unsigned long long)atomic_load(&m->log_reopen_failures), atomic_load(&m->connections),
+	    embd_gen_list_live(&m->generations_live), (unsigned long long)atomic_load(&m->generation),
+	    (unsigned long long)rss_bytes());
 	struct metrics_gen gens[METRICS_GENERATIONS];
 	size_t ngens = embd_metrics_generations(m, gen, gens, METRICS_GENERATIONS);
 	put(&o, "# HELP embd_generation_bytes Bytes each live generation holds: its rows (mapped, or parsed into the "

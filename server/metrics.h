@@ -42,6 +42,8 @@ typedef struct embd_metrics {
 	embd_gen_list generations_live; /* the generations alive (lib/gen.h): the gauge and what each holds */
 	atomic_long connections;        /* open connections */
 	atomic_ullong generation;
+	/* SIGUSR1s that could not reopen log.file (the log goes on into the old file) */
+	atomic_ullong log_reopen_failures;
 } embd_metrics;
 
 void embd_metrics_init(embd_metrics *m);

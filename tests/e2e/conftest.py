@@ -15,6 +15,17 @@ import pytest
 EMBD = os.environ.get("EMBD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "embd"))
 
 
+LISTENING = re.compile(r"\S+ notice embd \S+: listening on http://127\.0\.0\.1:\d+/, loading [^\n]*\n")
+
+
+def after_listening(err):
+    """What a start-up that failed after the bind printed past its first line, the log's (notice) line naming the
+    port and the file being loaded: the start-up error must still be one line, the last, saying everything."""
+    m = LISTENING.match(err)
+    assert m, err
+    return err[m.end():]
+
+
 class KeepAlive:
     """One keep-alive client connection, as a data loader keeps it; after an error it reconnects."""
 
@@ -59,9 +70,26 @@ class Daemon:
             if self.proc.poll() is not None:
                 break
             threading.Event().wait(0.01)
+        # The port is bound (and logged) before the table loads, which answers 503 loading meanwhile: wait for the
+        # line logged once the table is served (from then on /healthz answers 200), so that no test races the load.
+        # The log, not /healthz probes: a probe's connection closes a moment after the client's close, and a test
+        # counting connections (or holding an address's share of them) would count it.
+        if self.port is not None and not self.loaded(started):
+            self.port = None
         if self.port is None:
             self.proc.kill()
             raise RuntimeError("embd did not start: " + self.output())
+
+    def loaded(self, log, timeout=60.0):
+        """Whether the daemon logged that it serves on its port within timeout seconds (False once it exited)."""
+        serving = re.compile(r" serving .* on http://127\.0\.0\.1:%d/\n" % self.port)
+        end = time.time() + timeout
+        while time.time() < end and self.proc.poll() is None:
+            with open(log, errors="replace") as f:
+                if serving.search(f.read()):
+                    return True
+            time.sleep(0.01)
+        return False
 
     def output(self):
         with open(self.log_path, errors="replace") as f:

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from conftest import EMBD, wait_for
+from conftest import EMBD, after_listening, wait_for
 from test_safetensors import safetensors
 
 
@@ -24,7 +24,7 @@ def test_a_header_whose_dim_disagrees_is_text_with_a_line_error(tmp_path):
     p = tmp_path / "wrongdim.vec"
     p.write_text("2 1\na 1 2\nb 3 4\n")
     rc, out, err = embd("serve", str(p), "--port", "0")
-    assert rc == 1 and err == "embd: %s: line 2: 2 numbers after the word, expected 1\n" % p
+    assert rc == 1 and after_listening(err) == "embd: %s: line 2: 2 numbers after the word, expected 1\n" % p
     rc, out, err = embd("info", str(p))
     assert rc == 0 and "format: word2vec\n" in out  # not word2vec_bin made of the digits
     rc, out, err = embd("convert", str(p), "-o", str(tmp_path / "w.npy"))
@@ -84,7 +84,7 @@ def test_info_lists_the_tensors_of_a_model_with_many(tmp_path):
 def test_a_tensor_named_for_a_file_without_tensors_is_an_error(start, data, tmp_path):
     rc, out, err = embd("serve", data["f32_path"], "--tensor", "x", "--port", "0")
     assert rc == 2
-    assert err == ("embd: %s: a npy file holds no named tensors: --tensor (matrix.tensor) does not apply (a tensor, "
+    assert after_listening(err) == ("embd: %s: a npy file holds no named tensors: --tensor (matrix.tensor) does not apply (a tensor, "
                    "x, is named; only safetensors files hold named tensors)\n" % data["f32_path"])
 
 

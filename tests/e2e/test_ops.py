@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import EMBD, wait_for
+from conftest import EMBD, after_listening, wait_for
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 TOKEN = "t0k3n-for-the-ops-tests-0123456789abcdef"
@@ -109,7 +109,8 @@ def test_a_flag_the_format_does_not_use_is_refused(files, name, what, bad, refus
     source = str(files / name) if name else "builtin:demo"
     kind, names = refused
     rc, out, err = run("serve", *path, *fmt(bad), "--port", "0")
-    assert (rc, out, err) == (2, "", "embd: %s\n" % refusal(source, what, kind, names, vocab=files / "words"))
+    assert (rc, out, after_listening(err)) == (2, "", "embd: %s\n" % refusal(source, what, kind, names,
+                                                                             vocab=files / "words"))
     if good:
         rc, out, err = run("info", *path, *fmt(good))
         assert rc == 0, err
@@ -119,7 +120,8 @@ def test_a_config_key_the_format_does_not_use_is_refused_as_its_flag_is(files):
     cfg = files / "c.json"
     cfg.write_text(json.dumps({"matrix": {"path": str(files / "w.npy"), "dim": 99, "dtype": "bf16"}}))
     rc, out, err = run("serve", "--config", str(cfg), "--port", "0")
-    assert (rc, err) == (2, "embd: %s\n" % refusal(str(files / "w.npy"), "a npy file", "shape", ["dim", "dtype"]))
+    assert (rc, after_listening(err)) == (2, "embd: %s\n" % refusal(str(files / "w.npy"), "a npy file", "shape",
+                                                                     ["dim", "dtype"]))
     # The shipped configuration (every key at its default) names none of them: any file serves with it.
     rc, out, err = run("info", str(files / "w.txt"), "--config", os.path.join(ROOT, "config", "embd.json"))
     assert rc == 0 and "format: glove\n" in out, err
@@ -162,6 +164,8 @@ def test_sigusr1_reopens_the_log_file_and_the_access_line_names_client_and_query
     log = tmp_path / "embd.log"
     d = start(data["f32_path"], "--log-file", str(log))
     assert d.get("/v1/rows?ids=3,17&format=bin")[0] == 200
+    # The access line is written once the answer has gone out, a moment after the client has it.
+    assert wait_for(lambda: "query=ids=3,17&format=bin\n" in log.read_text())
     os.rename(log, tmp_path / "embd.log.1")
     d.proc.send_signal(signal.SIGUSR1)
     assert wait_for(lambda: log.exists() and "log file reopened" in log.read_text())
@@ -228,8 +232,10 @@ def test_the_port_is_bound_before_the_table_loads_and_answers_503_loading_meanwh
     log.seek(0)
     out = log.read()
     assert rc == 0, out
-    # One start-up line with the real port, once loaded; the 503s were logged as requests.
-    assert len(re.findall(r"on http://127\.0\.0\.1:(\d+)/", out)) == 1, out
+    # The real port twice: once bound (what is loading), once loaded (what is served); the 503s were logged.
+    assert re.findall(r"(listening|serving) .*on http://127\.0\.0\.1:(\d+)/", out) == [
+        ("listening", str(port)), ("serving", str(port))], out
+    assert "listening on http://127.0.0.1:%d/, loading %s\n" % (port, args[0]) in out
     assert "on http://127.0.0.1:%d/\n" % port in out
     assert re.search(r" access GET /healthz 503 \d+ ", out)
 

@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 
-from conftest import EMBD
+from conftest import EMBD, after_listening
 
 
 def safetensors(path, tensors, pad=0, metadata=None):
@@ -91,4 +91,5 @@ def test_hostile_headers_are_one_line_errors(tmp_path):
     for name, raw in cases.items():
         p.write_bytes(raw)
         r = subprocess.run([EMBD, "serve", str(p), "--port", "0"], capture_output=True, text=True, timeout=30)
-        assert r.returncode == 1 and r.stderr.count("\n") == 1 and str(p) in r.stderr, (name, r.stderr)
+        err = after_listening(r.stderr)
+        assert r.returncode == 1 and err.count("\n") == 1 and str(p) in err, (name, r.stderr)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from conftest import EMBD, wait_for
+from conftest import EMBD, after_listening, wait_for
 from test_safetensors import bf16, safetensors
 
 TOKEN = "t0k3n-for-the-token-tests-0123456789"
@@ -310,8 +310,9 @@ def test_consecutive_tokens_are_zero_copy(start, fx, name):
 
 
 def startup(*args):
+    """(rc, stdout, stderr past the line logged at the bind) of a start-up whose load fails."""
     p = subprocess.run([EMBD, "serve", "--port", "0", *args], capture_output=True, text=True, timeout=30)
-    return p.returncode, p.stdout, p.stderr
+    return p.returncode, p.stdout, after_listening(p.stderr)
 
 
 def test_startup_errors_are_one_line(fx, tmp_path):
