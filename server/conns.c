@@ -103,8 +103,12 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 	embd_conns *t = cls;
 	int refused = 0, shut_at_once = 0, family = 0, counted = 0;
 	unsigned char addr[16];
-	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	char text[sizeof t->slots[0].client] = "-";
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		client_address(c, &family, addr);
+		if (family != 0)
+			inet_ntop(family, addr, text, sizeof text);
+	}
 	pthread_mutex_lock(&t->lock);
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		atomic_fetch_add(t->open, 1);
@@ -132,6 +136,7 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 					t->held++;
 				s->family = family;
 				memcpy(s->addr, addr, sizeof s->addr);
+				memcpy(s->client, text, sizeof s->client);
 				s->opened_ns = embd_now_ns();
 				atomic_store(&s->since_ns, s->opened_ns);
 				atomic_store(&s->state, CONN_IDLE);

@@ -65,7 +65,8 @@ struct conn_slot {
 	int family;      /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
 	int uri_refused; /* its request target was answered 414 before its headers (http.c): close, answer nothing */
 	unsigned char addr[16];
-	atomic_int state;          /* enum conn_state */
+	char client[46];  /* the address as text (INET6_ADDRSTRLEN), made once at connect for the access lines */
+	atomic_int state; /* enum conn_state */
 	_Atomic uint64_t since_ns; /* when the state began */
 	uint64_t opened_ns;        /* when the connection was accepted; under the table's lock */
 	_Atomic uint64_t gen;      /* the generation its request holds; 0: none */

@@ -33,6 +33,11 @@ static enum method parse_method(const char *m)
 /* The access line's client address and query string (as on_uri kept it), while the connection is the request's. */
 static void access_fields(struct req *r)
 {
+	if (r->slot != NULL) { /* the address as its connection made it, once (an inet_ntop per request costs) */
+		memcpy(r->client, r->slot->client, sizeof r->client);
+		embd_log_safe(r->query, sizeof r->query, r->slot->query[0] != '\0' ? r->slot->query : "-");
+		return;
+	}
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
 	snprintf(r->client, sizeof r->client, "-");
