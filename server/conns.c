@@ -183,11 +183,19 @@ int embd_conn_admit_ip(embd_conns *t, struct conn_slot *s)
 		return 0;
 	pthread_mutex_lock(&t->lock);
 	int over = held_by(t, s->family, s->addr) >= t->per_ip;
-	if (!over && t->held < t->limit) { /* the address's other connections have closed since: a slot of its own */
+	if (!over) {
+		/*
+		 * The address's other connections have closed since: the address
+		 * limit no longer refuses it. A slot of its own if the table has
+		 * one; if not, it stays in the surplus and is refused for the
+		 * table's limit (503 overloaded), not its address's.
+		 */
 		s->over_ip = 0;
-		s->surplus = 0;
-		t->extra--;
-		t->held++;
+		if (t->held < t->limit) {
+			s->surplus = 0;
+			t->extra--;
+			t->held++;
+		}
 	}
 	over = s->over_ip;
 	pthread_mutex_unlock(&t->lock);

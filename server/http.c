@@ -668,6 +668,7 @@ static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, 
 	                 "application/json\r\nContent-Length: %d\r\n\r\n",
 	                 date, n);
 	slot->uri_refused = 1;
+	embd_conn_claim(slot); /* answered: not a request still arriving, which the sweep would close and count 408 */
 	/* A fresh connection's send buffer takes these few hundred bytes whole. */
 	if (h > 0 && (size_t)h < sizeof head && send(slot->fd, head, (size_t)h, MSG_NOSIGNAL | MSG_DONTWAIT) == h)
 		(void)send(slot->fd, body, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -123,3 +123,24 @@ def test_long_targets_past_libmicrohttpds_own_limit_are_answered_too(start, big,
             seen.add("libmicrohttpd")
     assert seen == {"embd", "libmicrohttpd"}
     assert d.get("/healthz")[0] == 200
+
+
+def test_a_refused_target_whose_headers_never_end_is_not_also_a_timeout(start, big):
+    """The 414 goes out as the request line arrives; a client that then never ends its headers is not also counted
+    a request timed out (one request, one status)."""
+    import time
+    d = start(big, "--limits.request_timeout_s", "1")
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    target = "/v1/rows?ids=" + ",".join(str(100000 + i) for i in range(MOST + 1))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n" % target).encode())  # no blank line: the headers never end
+    got = b""
+    while b"}}\n" not in got:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 414 ")
+    time.sleep(2.5)  # past the request deadline, and the sweep's tick
+    s.close()
+    m = d.metrics()
+    assert m['embd_requests_total{route="rows",status="414"}'] == 1
+    assert m['embd_rejected_total{reason="request_timeout"}'] == 0
