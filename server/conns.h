@@ -63,7 +63,9 @@ struct conn_slot {
 	int surplus;     /* past limits.connections: answered 503; set before the connection is seen */
 	int over_ip;     /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
 	int family;      /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
-	int uri_refused; /* its request target was answered 414 before its headers (http.c): close, answer nothing */
+	int uri_refused; /* its request target is too long (http.c): 1 answered 414 already (close, answer nothing),
+	                  * 2 to be answered 414 by the handler (the socket had bytes pending) */
+	size_t uri_len;  /* that target's length, for the 414's message */
 	unsigned char addr[16];
 	char client[46];  /* the address as text (INET6_ADDRSTRLEN), made once at connect for the access lines */
 	atomic_int state; /* enum conn_state */

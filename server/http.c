@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +20,31 @@
 #include "log.h"
 #include "query.h"
 #include "server.h"
+
+/*
+ * A request target too long for limits.connection_memory (libmicrohttpd's
+ * per-connection pool). The request line, its headers, libmicrohttpd's record
+ * of each header and query argument and then the response's header block all
+ * come from that one pool: a target that leaves too little of it is read,
+ * handled, and then its answer's headers find no room, and libmicrohttpd
+ * closes the connection without a word ("failed to create response header"),
+ * the client seeing an empty reply after the whole gather was built. The
+ * reserve is what the rest needs, measured with libmicrohttpd 0.9.75 on a 32
+ * KiB pool: with curl's three headers the answers began to fail 605 bytes
+ * short of the pool's end, with python-requests' five 794 bytes short; 2 KiB
+ * leaves room for about 1 KiB of client headers besides embd's largest
+ * response header block (about 350 bytes, a rows answer's).
+ */
+#define URI_RESERVE 2048u
+/* What libmicrohttpd takes from the pool for each query argument's record (measured bound). */
+#define URI_ARG_COST 64u
+
+/* The 414's message (one text for both ways it is sent). */
+#define URI_MESSAGE_FMT                                                                                                \
+	"the request target is %zu bytes; limits.connection_memory (%" PRId64                                          \
+	" bytes) holds it only with %u bytes to "                                                                      \
+	"spare for the headers: POST the ids in the body instead ({\"ids\": [...]}, a .npy array, or raw ids with "    \
+	"?id_dtype=int64), or raise limits.connection_memory"
 
 static enum method parse_method(const char *m)
 {
@@ -206,8 +233,8 @@ static enum MHD_Result queue(struct req *r, int status, struct MHD_Response *res
 	char gen[24];
 	snprintf(gen, sizeof gen, "%" PRIu64, answer_gen(r));
 	MHD_add_response_header(resp, "X-Embd-Generation", gen);
-	/* A connection past limits.connections is answered, then closed. */
-	if (r->slot != NULL && r->slot->surplus)
+	/* A connection past limits.connections is answered, then closed; so is one whose target was too long. */
+	if (r->slot != NULL && (r->slot->surplus || r->slot->uri_refused != 0))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
@@ -514,6 +541,9 @@ static int body_coming(struct req *r)
 static int admit(struct req *r, const char *version, embd_err *e)
 {
 	embd_server *s = r->srv;
+	if (r->slot != NULL && r->slot->uri_refused == 2) /* too long a target, on a socket that had bytes pending */
+		return embd_err_set(e, EMBD_EURITOOLONG, URI_MESSAGE_FMT, r->slot->uri_len, s->cfg.connection_memory,
+		                    URI_RESERVE);
 	if (r->gen == NULL) /* the first table is still loading: a balancer's readiness check sees 503 */
 		return embd_err_set(e, EMBD_ELOADING, "the matrix is still loading; retry later");
 	int hosts = 0;
@@ -552,7 +582,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	embd_err e;
 	if (r == NULL) {
 		const struct conn_slot *slot = embd_conn_slot(c);
-		if (slot != NULL && slot->uri_refused)
+		if (slot != NULL && slot->uri_refused == 1)
 			return MHD_NO; /* answered 414 already (refuse_uri): close */
 		r = req_new(s, c, origin_form(url), method);
 		if (r == NULL)
@@ -612,24 +642,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	return dispatch(r);
 }
 
-/*
- * A request target too long for limits.connection_memory (libmicrohttpd's
- * per-connection pool). The request line, its headers, libmicrohttpd's record
- * of each header and query argument and then the response's header block all
- * come from that one pool: a target that leaves too little of it is read,
- * handled, and then its answer's headers find no room, and libmicrohttpd
- * closes the connection without a word ("failed to create response header"),
- * the client seeing an empty reply after the whole gather was built. The
- * reserve is what the rest needs, measured with libmicrohttpd 0.9.75 on a 32
- * KiB pool: with curl's three headers the answers began to fail 605 bytes
- * short of the pool's end, with python-requests' five 794 bytes short; 2 KiB
- * leaves room for about 1 KiB of client headers besides embd's largest
- * response header block (about 350 bytes, a rows answer's).
- */
-#define URI_RESERVE 2048u
-/* What libmicrohttpd takes from the pool for each query argument's record (measured bound). */
-#define URI_ARG_COST 64u
-
 static int uri_too_long(const embd_server *s, const char *uri, size_t len)
 {
 	size_t args = 0;
@@ -649,14 +661,28 @@ static int uri_too_long(const embd_server *s, const char *uri, size_t len)
  */
 static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, size_t len)
 {
-	char body[640], head[256];
-	int n = snprintf(body, sizeof body,
-	                 "{\"error\":{\"status\":414,\"code\":\"%s\",\"message\":\"the request target is %zu bytes; "
-	                 "limits.connection_memory (%" PRId64
-	                 " bytes) holds it only with %u bytes to spare for the headers: POST the ids in the body "
-	                 "instead ({\\\"ids\\\": [...]}, a .npy array, or raw ids with ?id_dtype=int64), or raise "
-	                 "limits.connection_memory\"}}\n",
-	                 embd_error_code(EMBD_EURITOOLONG), len, s->cfg.connection_memory, URI_RESERVE);
+	char body[640], head[256], msg[400], esc[480];
+	snprintf(msg, sizeof msg, URI_MESSAGE_FMT, len, s->cfg.connection_memory, URI_RESERVE);
+	size_t k = 0;
+	for (const char *m = msg; *m != '\0' && k + 2 < sizeof esc; m++) { /* JSON: the quotes escaped */
+		if (*m == '"')
+			esc[k++] = '\\';
+		esc[k++] = *m;
+	}
+	esc[k] = '\0';
+	slot->uri_len = len;
+	/*
+	 * Written here only on a socket with nothing still to send (a keep-alive
+	 * connection's previous answer may fill its send buffer, and these bytes
+	 * must go out whole): otherwise the handler answers it, as any refusal.
+	 */
+	int pending = 0;
+	if (ioctl(slot->fd, SIOCOUTQ, &pending) != 0 || pending != 0) {
+		slot->uri_refused = 2;
+		return;
+	}
+	int n = snprintf(body, sizeof body, "{\"error\":{\"status\":414,\"code\":\"%s\",\"message\":\"%s\"}}\n",
+	                 embd_error_code(EMBD_EURITOOLONG), esc);
 	if (n < 0 || (size_t)n >= sizeof body)
 		n = 0;
 	char date[64];

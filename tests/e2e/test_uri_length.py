@@ -144,3 +144,36 @@ def test_a_refused_target_whose_headers_never_end_is_not_also_a_timeout(start, b
     m = d.metrics()
     assert m['embd_requests_total{route="rows",status="414"}'] == 1
     assert m['embd_rejected_total{reason="request_timeout"}'] == 0
+
+
+def test_a_too_long_target_pipelined_behind_a_big_answer_gets_its_414_whole(start, big):
+    """Pipelined behind an answer the client has not read yet (its bytes still in the socket's send queue), the
+    414 cannot be written at once whole: the handler answers it, after the first answer, and both arrive whole."""
+    import re
+    import time
+    d = start(big)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", d.port))
+    target = "/v1/rows?ids=" + ",".join(str(100000 + i) for i in range(MOST + 20))
+    s.sendall(b"GET /v1/rows?start=0&stop=200000&format=bin HTTP/1.1\r\nHost: x\r\n\r\n"
+              + ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target).encode())
+    time.sleep(0.5)  # the first answer fills the socket's buffers; the long target arrives meanwhile
+    got = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    n = ROWS * 4 * 4
+    assert rest[:n] == np.arange(ROWS * 4, dtype=np.float32).tobytes()
+    head2, _, body2 = rest[n:].partition(b"\r\n\r\n")
+    assert head2.startswith(b"HTTP/1.1 414 "), rest[n:n + 200]
+    length = int(re.search(rb"Content-Length: (\d+)", head2, re.I).group(1))
+    assert len(body2) == length
+    e = json.loads(body2)["error"]
+    assert (e["status"], e["code"]) == (414, "uri_too_long")
