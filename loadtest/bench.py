@@ -529,7 +529,10 @@ def only_rows():
         " QUICK=1" if QUICK else "", " WORKLOADS=" + os.environ["WORKLOADS"] if os.environ.get("WORKLOADS") else "",
         time.strftime("%Y-%m-%d %H:%M")))
     splice_section("Throughput and latency", section)
+    ratios = ratios_section(runs, workloads)  # the runs' own, not the committed page's
+    splice_section("Ratios (embd / peer, run by run)", ratios)
     print(section)
+    print(ratios)
     log("updated", os.path.join(RESULTS, "RESULTS.md"))
 
 
@@ -604,6 +607,17 @@ def ratio_stats(runs, w, a, b, key="rps", wb=None):
     return median(out), out
 
 
+def ratios_section(runs, workloads):
+    """The embd / peer ratios of the runs, round by round and their median, as a RESULTS.md section."""
+    L = ["## Ratios (embd / peer, run by run)\n", "| workload | vs | median ratio | per round |",
+         "| --- | --- | ---: | --- |"]
+    for wname, _, peers in workloads:
+        for p in peers[1:]:
+            med, per = ratio_stats(runs, wname, "embd", p)
+            L.append("| %s | %s | %.2f | %s |" % (wname, p, med, " ".join("%.2f" % x for x in per)))
+    return "\n".join(L) + "\n"
+
+
 def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None, iso=None):
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
@@ -628,13 +642,7 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
              "`tobytes`, `json` (`loadtest/peers/`).\n" % (ROWS, DIM, subprocess.run(
                  ["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]))
     L.append(rows_section(runs, WORKLOADS))
-    L.append("\n## Ratios (embd / peer, run by run)\n")
-    L.append("| workload | vs | median ratio | per round |")
-    L.append("| --- | --- | ---: | --- |")
-    for wname, _, peers in WORKLOADS:
-        for p in peers[1:]:
-            med, per = ratio_stats(runs, wname, "embd", p)
-            L.append("| %s | %s | %.2f | %s |" % (wname, p, med, " ".join("%.2f" % x for x in per)))
+    L.append("\n" + ratios_section(runs, WORKLOADS))
     L.append("\n## Targets\n")
     L.append("| target | measured | met |")
     L.append("| --- | ---: | :---: |")

@@ -47,3 +47,20 @@ def test_a_peer_gets_a_port_nothing_listens_on(monkeypatch):
         s.bind(("127.0.0.1", port))  # free: binding it works
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_rows_only_run_writes_its_own_ratios_not_the_committed_pages(monkeypatch, tmp_path):
+    """`make bench ONLY=rows` splices its rows and its own ratios into the page it writes (it copied the committed
+    ratio table before, figures of another run)."""
+    b = bench(monkeypatch, OUT=str(tmp_path))
+    (tmp_path / "RESULTS.md").write_text("# r\n\n## Throughput and latency\n\nold rows\n\n"
+                                         "## Ratios (embd / peer, run by run)\n\n| row_bin | nginx | 9.99 | 9.99 |\n\n"
+                                         "## Targets\n\nkept\n")
+    runs = [{"round": r, "workload": "row_bin", "peer": p, "rps": v}
+            for r, (e, n) in enumerate([(100.0, 50.0), (90.0, 60.0), (80.0, 40.0)])
+            for p, v in (("embd", e), ("nginx", n))]
+    ws = [w for w in b.WORKLOADS if w[0] == "row_bin"]
+    b.splice_section("Ratios (embd / peer, run by run)", b.ratios_section(runs, ws))
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| row_bin | nginx | 2.00 | 2.00 1.50 2.00 |" in text and "9.99" not in text
+    assert "## Targets\n\nkept" in text and "old rows" in text
