@@ -153,7 +153,8 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 		/* libmicrohttpd closes the socket after this returns, so the sweep never sees a reused fd. */
 		struct conn_slot *s = *socket_context;
 		if (s != NULL) {
-			counted = s->over_ip; /* refused to the end (answered 503, or shut sending nothing) */
+			counted =
+			    s->over_ip; /* refused to the end without asking anything (an answered one counted then) */
 			s->over_ip = 0;
 			if (s->surplus)
 				t->extra--;
@@ -166,10 +167,10 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 	}
 	pthread_mutex_unlock(&t->lock);
 	/*
-	 * A connection kept in the surplus is counted when it closes still
-	 * refused and logged when its request is refused (embd_conn_admit_ip):
-	 * the address's other connections may close first, and then its request
-	 * is served.
+	 * A connection kept in the surplus is counted and logged when its
+	 * request is refused (embd_conn_admit_ip), or here when it closes
+	 * without having asked anything: the address's other connections may
+	 * close first, and then its request is served.
 	 */
 	if (counted || shut_at_once)
 		atomic_fetch_add(t->refused_per_ip, 1);
@@ -198,9 +199,17 @@ int embd_conn_admit_ip(embd_conns *t, struct conn_slot *s)
 		}
 	}
 	over = s->over_ip;
+	/*
+	 * Refused: counted now, as it is answered (a scrape right after the
+	 * answer sees it), and no longer at its close; it stays in the surplus,
+	 * and its connection closes after the answer.
+	 */
+	s->over_ip = 0;
 	pthread_mutex_unlock(&t->lock);
-	if (over)
+	if (over) {
+		atomic_fetch_add(t->refused_per_ip, 1);
 		log_refusal(t, s->family, s->addr, 0);
+	}
 	return over;
 }
 

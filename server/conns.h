@@ -61,7 +61,7 @@ struct conn_slot {
 	int fd;          /* valid while used; under the table's lock */
 	int used;        /* under the table's lock */
 	int surplus;     /* past limits.connections: answered 503; set before the connection is seen */
-	int over_ip;     /* (and surplus) past limits.connections_per_ip: answered 503 too_many_connections */
+	int over_ip;     /* (and surplus) past limits.connections_per_ip, not yet answered 503 too_many_connections */
 	int family;      /* the peer's address (AF_INET, AF_INET6 or 0), for limits.connections_per_ip */
 	int uri_refused; /* its request target is too long (http.c): 1 answered 414 already (close, answer nothing),
 	                  * 2 to be answered 414 by the handler (the socket had bytes pending) */

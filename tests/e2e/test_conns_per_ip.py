@@ -157,38 +157,38 @@ def test_a_connection_refused_at_connect_is_served_once_the_others_have_closed(s
 
 def test_a_connection_its_address_no_longer_holds_back_is_refused_for_the_table_not_the_address(start, data):
     """Refused at connect for its address (per_ip 1), it asks after the address's other connection closed, while
-    the table (limits.connections 2) is full of other addresses: the refusal is the table's (503 overloaded,
+    the table (limits.connections 1) is taken by another address: the refusal is the table's (503 overloaded,
     counted under connections), not a false too_many_connections."""
-    d = start(data["f32_path"], "--limits.connections", "2", "--limits.connections_per_ip", "1")
+    d = start(data["f32_path"], "--limits.connections", "1", "--limits.connections_per_ip", "1")
 
     def conn(source):
         c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10, source_address=(source, 0))
         c.connect()
         return c
 
-    def seen(n):
-        """The daemon has seen the connections opened so far (no scrape: the table is full at times, and a
-        scrape from 127.0.0.1 would count against its share); the accept threads see them within this, and b, idle
-        in the surplus, is kept a second before the sweep closes it."""
-        time.sleep(0.1)
-        return True
-
     a = conn("127.0.0.1")
-    assert seen(1)
+    time.sleep(0.1)  # seen before b (no scrape: it would take the table's one slot)
     b = conn("127.0.0.1")  # past 127.0.0.1's share: a surplus slot
-    assert seen(2)
-    c = conn("127.0.0.3")  # takes the table's second slot
-    assert seen(3)
+    time.sleep(0.1)
     a.close()
-    assert seen(2)
-    e = conn("127.0.0.4")  # the slot a left is taken by another address: the table is full again
-    assert seen(3)
+    # Another address takes the slot a left: a 200 shows it holds it (in the surplus it would be answered 503, if
+    # the daemon saw it before a's close; then it is tried again). b, idle in the surplus, is kept a second.
+    for _ in range(20):
+        time.sleep(0.05)
+        c = conn("127.0.0.3")
+        if ask(c)[0] == 200:
+            break
+        c.close()
+    else:
+        raise AssertionError("127.0.0.3 never held the slot")
     status, headers, body = ask(b)
     assert status == 503 and json.loads(body)["error"]["code"] == "overloaded", body
-    assert ask(c)[0] == 200 and ask(e)[0] == 200
-    for x in (b, c, e):
+    for x in (b, c):
         x.close()
-    assert wait_for(lambda: gauge(d.port, "embd_connections") == 1, 5)  # the scrape's own
-    m = metrics(d.port)
+    # The one slot is free once the daemon has seen b and c close: until then a scrape is itself answered 503.
+    scrape = []
+    assert wait_for(lambda: scrape.append(get_from(d.port, "127.0.0.2", "/metrics")) or scrape[-1][0] == 200, 5)
+    m = {k: float(v) for k, v in (line.rsplit(" ", 1) for line in scrape[-1][1].decode().splitlines()
+                                  if line and not line.startswith("#"))}
     assert m['embd_rejected_total{reason="connections_per_ip"}'] == 0
-    assert m['embd_rejected_total{reason="connections"}'] == 1
+    assert m['embd_rejected_total{reason="connections"}'] >= 1  # b, any 127.0.0.3 too early, any early scrape
