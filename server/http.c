@@ -661,15 +661,6 @@ static int uri_too_long(const embd_server *s, const char *uri, size_t len)
  */
 static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, size_t len)
 {
-	char body[640], head[256], msg[400], esc[480];
-	snprintf(msg, sizeof msg, URI_MESSAGE_FMT, len, s->cfg.connection_memory, URI_RESERVE);
-	size_t k = 0;
-	for (const char *m = msg; *m != '\0' && k + 2 < sizeof esc; m++) { /* JSON: the quotes escaped */
-		if (*m == '"')
-			esc[k++] = '\\';
-		esc[k++] = *m;
-	}
-	esc[k] = '\0';
 	slot->uri_len = len;
 	/*
 	 * Written here only on a socket with nothing still to send (a keep-alive
@@ -681,6 +672,9 @@ static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, 
 		slot->uri_refused = 2;
 		return;
 	}
+	char msg[400], esc[480], body[640], out[900];
+	snprintf(msg, sizeof msg, URI_MESSAGE_FMT, len, s->cfg.connection_memory, URI_RESERVE);
+	embd_json_escape(esc, sizeof esc, msg);
 	int n = snprintf(body, sizeof body, "{\"error\":{\"status\":414,\"code\":\"%s\",\"message\":\"%s\"}}\n",
 	                 embd_error_code(EMBD_EURITOOLONG), esc);
 	if (n < 0 || (size_t)n >= sizeof body)
@@ -689,15 +683,15 @@ static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, 
 	time_t now = time(NULL);
 	struct tm tm;
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
-	int h = snprintf(head, sizeof head,
+	int h = snprintf(out, sizeof out,
 	                 "HTTP/1.1 414 URI Too Long\r\nDate: %s\r\nConnection: close\r\nContent-Type: "
-	                 "application/json\r\nContent-Length: %d\r\n\r\n",
-	                 date, n);
+	                 "application/json\r\nContent-Length: %d\r\n\r\n%.*s",
+	                 date, n, n, body);
 	slot->uri_refused = 1;
 	embd_conn_claim(slot); /* answered: not a request still arriving, which the sweep would close and count 408 */
-	/* A fresh connection's send buffer takes these few hundred bytes whole. */
-	if (h > 0 && (size_t)h < sizeof head && send(slot->fd, head, (size_t)h, MSG_NOSIGNAL | MSG_DONTWAIT) == h)
-		(void)send(slot->fd, body, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	/* One write: an empty send buffer takes these few hundred bytes whole. */
+	if (h > 0 && (size_t)h < sizeof out)
+		(void)send(slot->fd, out, (size_t)h, MSG_NOSIGNAL | MSG_DONTWAIT);
 	shutdown(slot->fd, SHUT_WR);
 	char path[256] = "";
 	size_t plen = strcspn(uri, "?");

@@ -26,6 +26,17 @@ def after_listening(err):
     return err[m.end():]
 
 
+def get_from(port, source, path):
+    """(status, body) of a GET sent from another loopback address (127.0.0.0/8 all reaches 127.0.0.1)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
 class KeepAlive:
     """One keep-alive client connection, as a data loader keeps it; after an error it reconnects."""
 

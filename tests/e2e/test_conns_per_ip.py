@@ -7,20 +7,9 @@ import re
 import socket
 import time
 
-from conftest import wait_for
+from conftest import get_from, wait_for
 
 LIMIT = 4
-
-
-def get_from(port, source, path):
-    """(status, body) of a GET sent from another loopback address (127.0.0.0/8 all reaches 127.0.0.1)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
 
 
 def metrics(port):

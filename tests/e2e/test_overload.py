@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from conftest import KeepAlive, npy, wait_for
+from conftest import KeepAlive, get_from, npy, wait_for
 
 BUDGET = 24 * 2**20
 
@@ -177,17 +177,6 @@ def test_a_keep_alive_connection_waiting_for_its_next_request_is_not_timed_out(s
     c.request("GET", "/v1/rows/2?format=bin")
     assert c.getresponse().read() == data["f32"][2].tobytes()
     c.close()
-
-
-def get_from(port, source, path):
-    """(status, body) of a GET sent from another loopback address (127.0.0.0/8 all reaches 127.0.0.1)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
 
 
 def test_a_connection_flood_is_bounded_and_others_are_still_served(start, data):
