@@ -36,7 +36,7 @@ test | bench)
 	need_py pytest python3-pytest
 	need_py gensim python3-gensim
 	need_py torch python3-torch
-	need_py venv python3-venv
+	need_py ensurepip python3-venv # python3 -m venv needs ensurepip
 	need_py setuptools python3-setuptools
 	need_py pip python3-pip
 	need_cmd curl curl
