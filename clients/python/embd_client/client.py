@@ -139,11 +139,12 @@ class Client:
     the server's status, code and message; 503 answers are retried up to ``retries`` times, waiting the answer's
     Retry-After (else ``backoff`` doubling up to ``max_backoff`` seconds); a failed connection is retried once
     on a fresh one (every request the client sends is a read). ``parallel``: parts of a split batch in flight at
-    once.
+    once. ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
+    max_body_bytes; default DEFAULT_LIMITS, the daemon's defaults).
     """
 
     def __init__(self, url="http://127.0.0.1:8080", *, connect_timeout=5.0, read_timeout=60.0, retries=3,
-                 backoff=0.1, max_backoff=5.0, parallel=4, pool_size=None):
+                 backoff=0.1, max_backoff=5.0, parallel=4, pool_size=None, limits=None):
         u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if u.scheme != "http":
             raise ValueError("embd_client speaks http://, not %s:// (put TLS in front with a proxy)" % u.scheme)
@@ -158,6 +159,7 @@ class Client:
         self.max_backoff = max_backoff
         self.parallel = max(1, int(parallel))
         self.pool_size = pool_size if pool_size is not None else max(self.parallel, 8)
+        self._user_limits = dict(limits or {})
         self.stats = {"requests": 0, "retries_503": 0, "reconnects": 0, "connections": 0}
         self._info = None
         self._generation = None
@@ -336,17 +338,22 @@ class Client:
 
     @property
     def limits(self):
-        """The server's limits a client sizes its requests by: max_ids, request_bytes, max_body_bytes."""
+        """The server's limits a client sizes its requests by: max_ids, request_bytes, max_body_bytes. From
+        /v1/info's "limits"; a daemon older than them is assumed to have the Client's limits= (else the defaults)."""
         out = dict(DEFAULT_LIMITS)
+        out.update(self._user_limits)
         out.update(self._cached_info().get("limits") or {})
         return out
 
-    def part_size(self, row_bytes, id_bytes=8):
+    def part_size(self, wire, id_bytes=8):
         """How many ids one request may name so that it passes neither limits.max_ids nor limits.request_bytes
-        nor limits.max_body_bytes, for answers of row_bytes a row."""
+        (by the charge formula, batch_charge) nor limits.max_body_bytes, for answers as wire ('f32'...)."""
+        info = self._cached_info()
         lim = self.limits
-        n = charge_bound_ids(lim["request_bytes"], row_bytes, id_bytes)
-        n = min(n, lim["max_ids"], (lim["max_body_bytes"] - 256) // id_bytes)
+        dim = info["dim"]
+        n = charge_bound_ids(lim["request_bytes"], dim * WIRE_DTYPES[wire].itemsize, dim, id_bytes,
+                             wire != info["dtype"])
+        n = min(n, lim["max_ids"], (lim["max_body_bytes"] - NPY_HEADER_BYTES) // id_bytes)
         return max(1, n)
 
     # -- rows -------------------------------------------------------------------------------------------------------
@@ -418,7 +425,7 @@ class Client:
                 dup_src = group_first[np.cumsum(starts)[~starts] - 1]
         send = ids if firsts is None else ids[firsts]
         row_bytes = dim * WIRE_DTYPES[wire].itemsize
-        step = self.part_size(row_bytes, send.dtype.itemsize)
+        step = self.part_size(wire, send.dtype.itemsize)
         parts = [(a, min(a + step, len(send))) for a in range(0, len(send), step)]
         mv = memoryview(out).cast("B")
 
@@ -464,7 +471,8 @@ class Client:
     def slice(self, start=None, stop=None, dtype=None, *, raw=False, out=None):
         """Rows start..stop-1 (a contiguous slice: the server sends it straight from its mapping when no dtype
         conversion is asked). start defaults to 0, stop to the table's rows; fetched in parallel parts when past
-        the server's limits."""
+        the server's limits. An empty slice (start == stop) is an empty array, as rows([]) is; start > stop or
+        a bound past the end raise the server's 400."""
         info = self._cached_info()
         wire = wire_dtype(dtype) or info["dtype"]
         if wire == "bf16" and not raw:
@@ -476,10 +484,11 @@ class Client:
             n = max(0, stop - start)
             dest = self._prepare_out(out, n, dim, wire)
             row_bytes = dim * WIRE_DTYPES[wire].itemsize
-            if n == 0:  # the server refuses an empty or inverted slice: let it say so
-                self._call("GET", "/v1/rows?start=%d&stop=%d&format=bin&dtype=%s" % (start, stop, wire))
-                return self._finish(dest, wire, raw)
-            step = self.part_size(row_bytes)
+            if n == 0:
+                if stop < start or start < 0 or start > info["rows"]:  # the server's 400 says what is wrong
+                    self._call("GET", "/v1/rows?start=%d&stop=%d&format=bin&dtype=%s" % (start, stop, wire))
+                return self._finish(dest, wire, raw)  # empty, as E[a:a] is (the server answers 400 empty_batch)
+            step = self.part_size(wire)
             mv = memoryview(dest).cast("B")
 
             def one(a, dim=dim, row_bytes=row_bytes, mv=mv):
@@ -515,7 +524,7 @@ class Client:
             load_torch()
         dim = info["dim"]
         row_bytes = dim * WIRE_DTYPES[wire].itemsize
-        step = max(1, min(self.limits["max_ids"], self.part_size(row_bytes)))
+        step = self.part_size(wire, 64)  # a JSON token, its parsed record and id: 64 bytes is generous
         parts = [words[a:a + step] for a in range(0, len(words), step)] or [[]]
 
         def one(part):
@@ -547,7 +556,10 @@ class Client:
                 raise EmbdError(200, "shape_changed", "asked %d tokens as %s rows of %d, answered shape %s %s" % (
                     len(words), wire, dim, shape, resp.getheader("X-Embd-Dtype")))
             a = np.empty((n, dim), WIRE_DTYPES[wire])
-            _readinto_exact(resp, memoryview(a).cast("B"))
+            if a.size:
+                _readinto_exact(resp, memoryview(a).cast("B"))
+            else:
+                resp.read()
             return a, int(resp.getheader("X-Embd-Unknown-Tokens", "0")), int(resp.getheader("X-Embd-Generation", 0))
 
         rows, unknown, gen = self._call("POST", path, body, headers, read)
@@ -666,16 +678,62 @@ def _runs(pos):
     return [(int(pos[s]), int(e - s)) for s, e in zip(starts, ends)]
 
 
-def charge_bound_ids(request_bytes, row_bytes, id_bytes=8):
-    """The most ids a binary rows request (a .npy body of id_bytes ids, raw rows of row_bytes answered) may name
-    so that what embd charges it stays within request_bytes.
+# The request's fixed record as embd charges it (2,272 bytes in the build of 2026-12-07; it changes only with the
+# daemon's code): taken with room to spare, so that a new build's slightly larger record does not make parts 413.
+RECORD_BYTES = 8192
+NPY_HEADER_BYTES = 128  # np.save's header of a 1-d array (and npy_bytes')
 
-    An upper bound of the charge: the request's record (~2 KB), its body's buffer (grown by quarters: at most
-    1.25 x the body, and during growth the old buffer too), the plan (16 bytes a run, at most one run an id) and
-    the gather buffer (the rows), each block at most a quarter over what it holds, plus block headers and page
-    rounding.
-    """
-    fixed = 16 << 10  # the record, block headers, page rounding
-    per_id = 1.25 * (row_bytes + 16) + 2.5 * id_bytes
-    body_fixed = 2.5 * 128 + (64 << 10)
-    return max(1, int((request_bytes - fixed - body_fixed) / per_id))
+
+def block_bytes(x):
+    """What embd charges a buffer of x bytes (lib/acct.c): x rounded up to its pool class (quarter steps between
+    powers of two, 4 KiB to 1 GiB), its 32-byte header, then as glibc holds it (pages from 128 KiB up)."""
+    if x <= 0:
+        return 0
+    if 4096 <= x <= 1 << 30:
+        q = 1 << (x.bit_length() - 3)
+        x = -(-x // q) * q
+    x += 32
+    if x >= 128 << 10:
+        return -(-(x + 16) // 4096) * 4096
+    return max(32, -(-(x + 8) // 16) * 16)
+
+
+def batch_charge(n, row_bytes, dim, id_bytes=8, convert=False, runs=None, record=RECORD_BYTES):
+    """The most embd charges a POST /v1/rows of n ids (a .npy body of id_bytes ids) answered raw, rows of row_bytes
+    (README, "What a binary batch holds"): record + block(B) + max(G, block(P)), taking the larger of the gather
+    and the zero-copy answer, and one run per id unless runs is given."""
+    r = n if runs is None else runs
+    body = NPY_HEADER_BYTES + n * id_bytes
+    grown = 0
+    c = 65536
+    while c < body:
+        grown = c
+        c += c // 4
+    gather = block_bytes(n * row_bytes) + (block_bytes(4 * dim) if convert else 0)
+    if r <= 4:
+        iov = 0
+    elif r <= 8:
+        iov = block_bytes(128)
+    else:
+        c = 16
+        while c < r:
+            c *= 2
+        iov = block_bytes(16 * c) + block_bytes(8 * c)
+    return record + block_bytes(body) + max(block_bytes(16 * r) + max(gather, iov), block_bytes(grown))
+
+
+def charge_bound_ids(request_bytes, row_bytes, dim, id_bytes=8, convert=False):
+    """The most ids one binary rows request may name so that batch_charge stays within request_bytes (0 when not
+    even one row fits)."""
+    lo, hi = 0, 1
+    while batch_charge(hi, row_bytes, dim, id_bytes, convert) <= request_bytes:
+        lo, hi = hi, hi * 2
+        if hi > 1 << 40:
+            return lo
+    while hi - lo > 1:  # the charge grows with n: the largest n within the limit
+        mid = (lo + hi) // 2
+        if batch_charge(mid, row_bytes, dim, id_bytes, convert) <= request_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo
