@@ -139,12 +139,14 @@ class Client:
     the server's status, code and message; 503 answers are retried up to ``retries`` times, waiting the answer's
     Retry-After (else ``backoff`` doubling up to ``max_backoff`` seconds); a failed connection is retried once
     on a fresh one (every request the client sends is a read). ``parallel``: parts of a split batch in flight at
-    once. ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
+    once, each answering at most ``part_bytes`` (16 MiB: the daemon keeps its buffers warm in a 128 MiB pool by
+    default, and four 58 MB parts of a 65,536-row batch overran it, at a third of the speed of 16 MiB parts).
+    ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
     max_body_bytes; default DEFAULT_LIMITS, the daemon's defaults).
     """
 
     def __init__(self, url="http://127.0.0.1:8080", *, connect_timeout=5.0, read_timeout=60.0, retries=3,
-                 backoff=0.1, max_backoff=5.0, parallel=4, pool_size=None, limits=None):
+                 backoff=0.1, max_backoff=5.0, parallel=4, part_bytes=16 << 20, pool_size=None, limits=None):
         u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if u.scheme != "http":
             raise ValueError("embd_client speaks http://, not %s:// (put TLS in front with a proxy)" % u.scheme)
@@ -160,6 +162,8 @@ class Client:
         self.parallel = max(1, int(parallel))
         self.pool_size = pool_size if pool_size is not None else max(self.parallel, 8)
         self._user_limits = dict(limits or {})
+        self.part_bytes = part_bytes
+        self._part_sizes = {}
         self.stats = {"requests": 0, "retries_503": 0, "reconnects": 0, "connections": 0}
         self._info = None
         self._generation = None
@@ -350,11 +354,21 @@ class Client:
         (by the charge formula, batch_charge) nor limits.max_body_bytes, for answers as wire ('f32'...)."""
         info = self._cached_info()
         lim = self.limits
-        dim = info["dim"]
-        n = charge_bound_ids(lim["request_bytes"], dim * WIRE_DTYPES[wire].itemsize, dim, id_bytes,
-                             wire != info["dtype"])
-        n = min(n, lim["max_ids"], (lim["max_body_bytes"] - NPY_HEADER_BYTES) // id_bytes)
-        return max(1, n)
+        key = (wire, id_bytes, info["dim"], info["dtype"], lim["max_ids"], lim["request_bytes"],
+               lim["max_body_bytes"])
+        n = self._part_sizes.get(key)
+        if n is None:
+            dim = info["dim"]
+            row_bytes = dim * WIRE_DTYPES[wire].itemsize
+            n = charge_bound_ids(lim["request_bytes"], row_bytes, dim, id_bytes, wire != info["dtype"])
+            n = min(n, lim["max_ids"], (lim["max_body_bytes"] - NPY_HEADER_BYTES) // id_bytes)
+            if self.part_bytes:
+                n = min(n, self.part_bytes // row_bytes)
+            n = max(1, n)
+            if len(self._part_sizes) > 32:
+                self._part_sizes = {}
+            self._part_sizes[key] = n
+        return n
 
     # -- rows -------------------------------------------------------------------------------------------------------
 
