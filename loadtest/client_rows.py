@@ -2,6 +2,7 @@
 (one keep-alive connection, .npy ids out, readinto a preallocated buffer: the least a client can do).
 
     /usr/bin/python3 loadtest/client_rows.py URL [--batches 256,4096,65536] [--seconds 3] [--dtype f32]
+    /usr/bin/python3 loadtest/client_rows.py - --repeats 0.05,0.25,0.4,0.5,0.6,0.75,0.95
 
 Indicative figures only on a shared machine: run it a few times and take the medians.
 """
@@ -63,7 +64,14 @@ def main():
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--dtype", default="f32")
     p.add_argument("--parallel", type=int, default=4)
+    p.add_argument("--repeats", help="instead (no daemon needed; give any URL): the client's CPU to expand "
+                   "4,096-id batches with these shares of repeats (0.05,0.5,0.95), in place or through a scratch "
+                   "buffer: what Client.SCRATCH_REPEATS is set by")
     a = p.parse_args()
+    if a.repeats:
+        return repeats(a)
+    if a.url == "-":
+        p.error("give the daemon's URL")
     u = urllib.parse.urlsplit(a.url)
     c = Client(a.url, parallel=a.parallel)
     rows_total, dim = c.shape
@@ -81,6 +89,57 @@ def main():
             print("%6d %13.0f %20s %6s   (past one request's limits: the client splits it into %d parts of <= %d)" % (
                 size, cl, "-", "-", -(-size // c.part_size(a.dtype)), c.part_size(a.dtype)))
     c.close()
+
+
+def repeats(a):
+    """The client-side CPU time of the two ways to expand repeats (the server's part is the same: the distinct ids),
+    with the answer's bytes copied from memory instead of a socket: in place run by run, repeats copied from their
+    first occurrence; or a scratch buffer of the distinct rows and one np.take. Needs no daemon."""
+    from embd_client.client import _runs
+    n, dim = 4096, 768
+    rng = np.random.default_rng(0)
+    out = np.empty((n, dim), np.float32)
+    out_mv = memoryview(out).cast("B")
+    src = rng.standard_normal((n, dim), dtype=np.float32)
+    src_mv = memoryview(src).cast("B")
+    rb = dim * 4
+    print("repeats  in place ms  scratch ms   runs   (client-side copies of a 4,096 x 768 f32 batch, CPU time, median)")
+    for share in (float(x) for x in a.repeats.split(",")):
+        d = max(1, int(n * (1 - share)))
+        u = rng.choice(200000, d, replace=False)
+        ids = np.concatenate([u, rng.choice(u, n - d)])
+        rng.shuffle(ids)
+        order = np.argsort(ids, kind="stable")
+        s = ids[order]
+        starts = np.concatenate(([True], s[1:] != s[:-1]))
+        gf = order[starts]
+        group = np.cumsum(starts) - 1
+        firsts = np.sort(gf)
+        dup_pos, dup_src = order[~starts], gf[group[~starts]]
+        runs = _runs(firsts)
+        by = np.argsort(gf)
+        rank = np.empty(len(gf), np.intp)
+        rank[by] = np.arange(len(gf))
+        take = np.empty(n, np.intp)
+        take[order] = rank[group]
+        res = []
+        for mode in ("in place", "scratch"):
+            t = []
+            for _ in range(15):
+                t0 = time.process_time()
+                if mode == "in place":
+                    k = 0
+                    for f, c in runs:
+                        out_mv[f * rb:(f + c) * rb] = src_mv[k * rb:(k + c) * rb]
+                        k += c
+                    out[dup_pos] = out[dup_src]
+                else:
+                    sc = np.empty((d, dim), np.float32)
+                    memoryview(sc).cast("B")[:] = src_mv[:d * rb]
+                    np.take(sc, take, axis=0, out=out, mode="clip")
+                t.append(time.process_time() - t0)
+            res.append(np.median(t) * 1e3)
+        print("%7.2f %12.2f %11.2f %6d" % (share, res[0], res[1], len(runs)))
 
 
 if __name__ == "__main__":

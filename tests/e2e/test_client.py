@@ -240,6 +240,10 @@ def test_split_max_ids(start, data):
         ids = rng.integers(0, 1000, 1000)  # about 632 distinct: 7 parts
         assert same(c.rows(ids), a[ids])
         assert rows_ok(d) == 3 + -(-len(np.unique(ids)) // 100)
+        before = rows_ok(d)
+        ids = rng.integers(0, 250, 1000)  # mostly repeats: a scratch buffer, 3 parts
+        assert same(c.rows(ids), a[ids])
+        assert rows_ok(d) - before == 3
         assert same(c.slice(0, 1000), a)  # a slice in parts too
         with np.errstate(over="ignore"):  # row 5 holds 3.4e38: inf as f16, on both sides
             assert same(c.rows(ids, "f16"), a[ids].astype(np.float16))
