@@ -44,7 +44,9 @@ def same(a, b):
 
 
 def rows_ok(d, status="200"):
-    return d.metrics().get('embd_requests_total{route="rows",status="%s"}' % status, 0)
+    """Rows requests answered with status, once every request is finished (one is counted when the daemon has
+    finished it, a moment after the client read its last byte)."""
+    return d.settled().get('embd_requests_total{route="rows",status="%s"}' % status, 0)
 
 
 @pytest.fixture
@@ -85,9 +87,10 @@ def test_rows_exact(f32d, data):
         with pytest.raises(TypeError, match="integers"):
             c.rows([1.5])
         # A repeat is fetched once: 3 distinct ids, 3 rows on the wire.
-        before = f32d.metrics()["embd_copied_bytes_total"] + f32d.metrics()["embd_zerocopy_bytes_total"]
+        m = f32d.settled()
+        before = m["embd_copied_bytes_total"] + m["embd_zerocopy_bytes_total"]
         c.rows([7, 7, 7, 9, 9, 11])
-        m = f32d.metrics()
+        m = f32d.settled()
         assert m["embd_copied_bytes_total"] + m["embd_zerocopy_bytes_total"] - before == 3 * 48 * 4
 
 
@@ -190,7 +193,7 @@ def test_tokens_split(start, tmp_path):
         rows, kept = c.tokens(words, oov="skip")
         keep = [i for i in range(170) if i not in (60, 120)]
         assert kept == [words[i] for i in keep] and same(rows, a[ids[keep]])
-    assert d.metrics().get('embd_rejected_total{reason="max_ids"}', 0) == 0
+    assert d.settled().get('embd_rejected_total{reason="max_ids"}', 0) == 0
 
 
 def test_errors(f32d, vocabd, data):
@@ -247,7 +250,7 @@ def test_split_max_ids(start, data):
         assert same(c.slice(0, 1000), a)  # a slice in parts too
         with np.errstate(over="ignore"):  # row 5 holds 3.4e38: inf as f16, on both sides
             assert same(c.rows(ids, "f16"), a[ids].astype(np.float16))
-    m = d.metrics()
+    m = d.settled()
     assert m.get('embd_rejected_total{reason="max_ids"}', 0) == 0
     assert m.get('embd_requests_total{route="rows",status="413"}', 0) == 0
 
@@ -271,7 +274,7 @@ def test_split_request_bytes(start, big, dtype):
         assert nparts > len(np.unique(ids)) * row / (1 << 20)  # it had to split
         assert per_part * row > 0.75 * (1 << 20)  # and did not split much more than it had to
         assert same(c.slice(0, 5000, dtype), a[:5000] if dtype == "f32" else a[:5000].astype(np.float16))
-    m = d.metrics()
+    m = d.settled()
     assert rows_ok(d) >= nparts + 1
     assert m.get('embd_rejected_total{reason="request_bytes"}', 0) == 0
     assert m.get('embd_requests_total{route="rows",status="413"}', 0) == 0

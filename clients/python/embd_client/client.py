@@ -478,26 +478,26 @@ class Client:
         n = len(ids)
         firsts = dup_pos = dup_src = take = None
         if n > 1:
-            order = np.argsort(ids, kind="stable")
+            # Everything O(n) but one unstable argsort (a stable one and a second sort took 2.6x as long: 0.35 ms
+            # for 4,096 ids, the batch's own cost for ~1% of repeats).
+            order = np.argsort(ids)
             s = ids[order]
-            same = s[1:] == s[:-1]
-            if same.any():
-                starts = np.empty(n, bool)
-                starts[0] = True
-                np.logical_not(same, out=starts[1:])
-                group_first = order[starts]  # stable: the first position of each distinct id
-                group = np.cumsum(starts) - 1  # the group of each sorted position
+            starts = np.empty(n, bool)  # where each distinct id's group begins, in sorted order
+            starts[0] = True
+            np.not_equal(s[1:], s[:-1], out=starts[1:])
+            if not starts.all():
+                group_first = np.minimum.reduceat(order, np.flatnonzero(starts))  # each id's first position
+                first = np.zeros(n, bool)
+                first[group_first] = True
+                firsts = np.flatnonzero(first)  # first occurrences, in batch order: the ids sent
+                group_of = np.empty(n, np.intp)
+                group_of[order] = np.cumsum(starts) - 1  # each position's distinct id
                 if n - len(group_first) > self.SCRATCH_REPEATS * n:
-                    by_first = np.argsort(group_first)  # groups in order of first occurrence: the ids sent
-                    firsts = group_first[by_first]
-                    rank = np.empty(len(group_first), np.intp)
-                    rank[by_first] = np.arange(len(group_first))
-                    take = np.empty(n, np.intp)
-                    take[order] = rank[group]  # each position's row in the scratch buffer
+                    rank = np.cumsum(first) - 1  # a first occurrence's row in the scratch buffer
+                    take = rank[group_first[group_of]]
                 else:
-                    firsts = np.sort(group_first)
-                    dup_pos = order[~starts]
-                    dup_src = group_first[group[~starts]]
+                    dup_pos = np.flatnonzero(~first)
+                    dup_src = group_first[group_of[dup_pos]]
         send = ids if firsts is None else ids[firsts]
         row_bytes = dim * WIRE_DTYPES[wire].itemsize
         step = self.part_size(wire, send.dtype.itemsize)
