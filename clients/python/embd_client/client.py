@@ -2,6 +2,7 @@
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -32,6 +33,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+
 class _Conn(http.client.HTTPConnection):
     """One keep-alive connection, with its own connect and read timeouts, remembering the process that made it."""
 
@@ -45,6 +49,19 @@ class _Conn(http.client.HTTPConnection):
         self.timeout = self.connect_timeout
         super().connect()  # also sets TCP_NODELAY
         self.sock.settimeout(self.read_timeout)
+
+    # http.client sends a request's head and its body in two sends, and with TCP_NODELAY the head leaves alone and
+    # wakes the server once for itself: held with MSG_MORE, it leaves with the body's first bytes.
+    body_follows = False
+
+    def send(self, data):
+        if self.body_follows and _MSG_MORE:
+            self.body_follows = False
+            if self.sock is None:
+                self.connect()
+            self.sock.sendall(data, _MSG_MORE)
+            return
+        super().send(data)
 
 
 class _Mismatch(Exception):
@@ -292,6 +309,7 @@ class Client:
             conn = self._take(fresh)
             try:
                 self.stats["requests"] += 1
+                conn.body_follows = body is not None
                 conn.request(method, self._prefix + path, body, headers or {})
                 resp = conn.getresponse()
                 resp.embd_sock = conn.sock  # for scatter reads of a body in many runs (_scatter_read)
