@@ -25,17 +25,16 @@ into a freshly allocated shared-memory tensor: for a 12.6 MB batch that costs mo
 shared memory is a page fault, ~20 us per 4 KiB). Here a worker reads the answer's bytes straight into a slot of a
 shared-memory arena (a memfd: nothing in /dev/shm, freed by the kernel when the last process holding it ends, even
 if killed) and sends the main process only (worker pid, arena fd, slot, shape, dtype); the main process maps each
-arena once (through /proc/PID/fd) and gets a plain torch.Tensor viewing the slot. When that tensor (and every view of
+arena (through /proc/PID/fd; mapped while any tensor views it) and gets a plain torch.Tensor viewing the slot. When that tensor (and every view of
 it) is gone, the slot is marked free in the arena's flags page and the worker fills it again. A worker never reuses a
 slot whose tensor is still alive: a training loop that keeps every batch gets independent tensors (the worker makes
 new arenas as needed). With num_workers=0 there is no arena: each batch is a fresh tensor.
 """
 import http.client
-import io
 import mmap
 import os
 import secrets
-import struct
+import sys
 import threading
 import urllib.parse
 import weakref
@@ -46,11 +45,11 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-__all__ = ["RowsDataset", "RowsStream", "SequenceCollate", "Sequences", "collate", "loader"]
+__all__ = ["RowsDataset", "RowsStream", "SequenceCollate", "Sequences", "batched", "collate", "loader"]
 
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
-# NumPy has no bfloat16: bf16 rows are read as their uint16 bit patterns and viewed as torch.bfloat16.
-NP_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
+# NumPy has no bfloat16: bf16 rows are read as their 16-bit patterns (int16: torch has no uint16) and viewed as torch.bfloat16.
+NP_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<i2")}
 PAGE = mmap.PAGESIZE
 
 
@@ -312,7 +311,7 @@ def _slot_tensor(shape, dtype, shared=True):
 
 
 class _Mapped:
-    """Main-process side: one arena of one worker, mapped once."""
+    """Main-process side: one arena of one worker, mapped while any of its batches is viewed."""
 
     def __init__(self, pid, mm, nslots):
         self.pid, self.mm, self.live = pid, mm, 0
@@ -323,30 +322,14 @@ _MAPPED = {}
 _MAPPED_LOCK = threading.RLock()
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _evict():
-    """Drop the mappings of arenas whose worker has ended and whose slots no tensor views (the memory goes when the
-    last tensor viewing it does)."""
-    for key, m in list(_MAPPED.items()):
-        if m.live == 0 and not _alive(m.pid):
-            del _MAPPED[key]
-
-
 def _release(key, m, slot):
+    """The last view of a batch is gone: its slot is free for the worker, and an arena no batch views is unmapped
+    (a worker that has ended must not leave its memory mapped here; the next batch of a live one maps it again)."""
     with _MAPPED_LOCK:
         m.flags[slot] = 0
         m.live -= 1
-        if m.live == 0 and not _alive(m.pid):
-            _MAPPED.pop(key, None)
+        if m.live == 0 and _MAPPED.get(key) is m:
+            del _MAPPED[key]
 
 
 def _rebuild(pid, fd, token, size, nslots, slot, offset, shape, dtype):
@@ -363,7 +346,6 @@ def _rebuild(pid, fd, token, size, nslots, slot, offset, shape, dtype):
                                    "before its batch was read?" % (pid, e)) from None
             if mm[_TOKEN_AT:PAGE] != token:
                 raise RuntimeError("embd_client.torch: worker %d's fd %d is not the arena it sent" % (pid, fd))
-            _evict()
             m = _MAPPED[key] = _Mapped(pid, mm, nslots)
         m.live += 1
     npdt = NP_DTYPES[dtype]
@@ -435,9 +417,18 @@ class RowsDataset(_Rows, Dataset):
         return self._fetch(self.ids[[i]], shared=False)[0]
 
     def __getitems__(self, indices):
-        """The rows of a whole batch of indices, in one request: a (len(indices), dim) tensor. Pass it through with
-        collate_fn=embd_client.torch.collate; the default collate_fn stacks its rows again (correct, a copy)."""
-        return self._fetch(self.ids[np.asarray(indices, np.int64)])
+        """The rows of a whole batch of indices, in one request: a (len(indices), dim) tensor.
+
+        The DataLoader passes what this returns to its collate_fn. To collate_fn=embd_client.torch.collate (or a
+        function marked with embd_client.torch.batched) it is the (n, dim) tensor as read; to any other collate_fn
+        (the default one included: it wants a list of samples) it is the list of its rows, which default_collate
+        stacks again (correct, but a copy of the batch and ~0.3 us per row)."""
+        t = self._fetch(self.ids[np.asarray(indices, np.int64)])
+        fetcher = sys._getframe(1).f_locals.get("self")  # torch's _MapDatasetFetcher.fetch, when it calls us
+        collate_fn = getattr(fetcher, "collate_fn", None)
+        if collate_fn is not None and not getattr(collate_fn, "embd_batched", False):
+            return list(t.unbind(0))
+        return t
 
 
 class RowsStream(_Rows, IterableDataset):
@@ -460,6 +451,13 @@ class RowsStream(_Rows, IterableDataset):
                 yield self._fetch(ids)
 
 
+def batched(fn):
+    """Mark a collate_fn as taking RowsDataset's batch whole: it gets the (n, dim) tensor as read, not its rows."""
+    fn.embd_batched = True
+    return fn
+
+
+@batched
 def collate(batch):
     """The collate_fn for RowsDataset: the batch as fetched (one request, no copy); anything else as default_collate
     would collate it."""
