@@ -25,8 +25,8 @@ into a freshly allocated shared-memory tensor: for a 12.6 MB batch that costs mo
 shared memory is a page fault, ~20 us per 4 KiB). Here a worker reads the answer's bytes straight into a slot of a
 shared-memory arena (a memfd: nothing in /dev/shm, freed by the kernel when the last process holding it ends, even
 if killed) and sends the main process only (worker pid, arena fd, slot, shape, dtype); the main process maps each
-arena (through /proc/PID/fd; mapped while any tensor views it) and gets a plain torch.Tensor viewing the slot. When that tensor (and every view of
-it) is gone, the slot is marked free in the arena's flags page and the worker fills it again. A worker never reuses a
+arena (through /proc/PID/fd, while any tensor views it) and gets a plain torch.Tensor viewing the slot. When that
+tensor (and every view of it) is gone, the slot is marked free in the arena's flags page and the worker fills it again. A worker never reuses a
 slot whose tensor is still alive: a training loop that keeps every batch gets independent tensors (the worker makes
 new arenas as needed). With num_workers=0 there is no arena: each batch is a fresh tensor.
 """
@@ -48,7 +48,8 @@ from torch.utils.data._utils.collate import default_collate
 __all__ = ["RowsDataset", "RowsStream", "SequenceCollate", "Sequences", "batched", "collate", "loader"]
 
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
-# NumPy has no bfloat16: bf16 rows are read as their 16-bit patterns (int16: torch has no uint16) and viewed as torch.bfloat16.
+# NumPy has no bfloat16: bf16 rows are read as their 16-bit patterns (int16: torch has no uint16) and viewed as
+# torch.bfloat16.
 NP_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<i2")}
 PAGE = mmap.PAGESIZE
 
@@ -149,23 +150,36 @@ class _Fetcher:
         self._request("POST", q, np.ascontiguousarray(ids, "<i8").tobytes(),
                       {"Content-Type": "application/octet-stream"}, into=out)
 
+    def max_rows(self, row_bytes):
+        """Rows one request may ask: within the server's max_ids, and an answer within 3/4 of its request_bytes
+        (the rest of the budget holds the ids and the plan). From /v1/info's "limits" when it has them, else the
+        defaults (65,536 ids, 64 MiB)."""
+        lim = self.info().get("limits") or {}
+        return max(1, min(int(lim.get("max_ids", 65536)), int(lim.get("request_bytes", 64 << 20)) * 3 // 4 //
+                          max(1, row_bytes)))
+
     def rows_into(self, ids, dtype, out):
-        """Rows of ids (1-D int64) as dtype (None: the matrix's) into out, a C-contiguous (len(ids), dim) array."""
+        """Rows of ids (1-D int64) as dtype (None: the matrix's) into out, a C-contiguous (len(ids), dim) array:
+        in `parts` requests at once (more if the batch is larger than one request may be), each reading its rows
+        into its own part of out."""
         n = len(ids)
         if n == 0:
             return out
-        k = min(self.parts, max(1, n // 256))
+        k = max(min(self.parts, max(1, n // 256)), -(-n // self.max_rows(out.nbytes // n)))
         if k == 1:
             self._part(ids, dtype, out)
             return out
         self._check_pid()
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.parts - 1, thread_name_prefix="embd-part")
+            self._pool = ThreadPoolExecutor(max(1, self.parts - 1), thread_name_prefix="embd-part")
         cuts = [n * j // k for j in range(k + 1)]
         futs = [self._pool.submit(self._part, ids[cuts[j]:cuts[j + 1]], dtype, out[cuts[j]:cuts[j + 1]])
-                for j in range(1, k)]
+                for j in range(1, k)] if self.parts > 1 else []
         self._part(ids[:cuts[1]], dtype, out[:cuts[1]])
+        if self.parts == 1:
+            for j in range(1, k):
+                self._part(ids[cuts[j]:cuts[j + 1]], dtype, out[cuts[j]:cuts[j + 1]])
         for f in futs:
             f.result()
         return out
