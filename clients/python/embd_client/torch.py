@@ -28,7 +28,8 @@ if killed) and sends the main process only (worker pid, arena fd, slot, shape, d
 arena (through /proc/PID/fd, while any tensor views it) and gets a plain torch.Tensor viewing the slot. When that
 tensor (and every view of it) is gone, the slot is marked free in the arena's flags page and the worker fills it
 again. A worker never reuses a slot whose tensor is still alive: a training loop that keeps every batch gets
-independent tensors (the worker makes new arenas as needed). With num_workers=0 there is no arena: each batch is a fresh tensor.
+independent tensors (the worker makes new arenas as needed). With num_workers=0 there is no arena: each batch is a
+fresh tensor.
 """
 import http.client
 import mmap
