@@ -104,6 +104,8 @@ EXPECT = {
         run(200),
     ]),
     "python-client": ("demo", [run()]),
+    "embd-client": ("demo", [run()]),
+    "embd-client-errors": ("demo", [run()]),
     "tokens": (None, [
         None,  # ./embd serve glove.6B.100d.txt &
         run(200, check=json_shape([2, 100])),
@@ -344,7 +346,10 @@ class Runner:
             self.start(["glove.6B.100d.txt"])
         if lang == "python":
             script = self.rewrite(body)
-            p = subprocess.run(["/usr/bin/python3", "-c", script], cwd=self.d, capture_output=True, timeout=60)
+            # embd_client from the tree, as the README's "Python client" says to use it
+            env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "clients", "python"))
+            p = subprocess.run(["/usr/bin/python3", "-c", script], cwd=self.d, capture_output=True, timeout=60,
+                               env=env)
             assert p.returncode == 0, p.stderr.decode(errors="replace")
             docs = [split_comment(line)[1] for line in body.split("\n") if line.startswith("print(")]
             check_shown(body, [x for x in docs if x], p.stdout.decode())
