@@ -107,19 +107,19 @@ import json, os, sys, time
 cfg = json.loads(sys.argv[1])
 sys.path.insert(0, cfg["clients"])
 import numpy as np
-import embd_client.torch as et
-f = et._Fetcher(cfg["url"])
+from embd_client import Client
+f = Client(cfg["url"])
 rng = np.random.default_rng(cfg["seed"])
 out = {}
 for n in cfg["sizes"]:
     buf = np.empty((n, cfg["dim"]), np.float32)
     reps = max(3, min(60, 2_000_000 // n))
-    f.rows_into(rng.integers(0, cfg["rows"], n), None, buf)  # warm
+    f.rows(rng.integers(0, cfg["rows"], n), raw=True, out=buf)  # warm
     ts = []
     c0 = os.times()
     t0 = time.perf_counter()
     for _ in range(reps):
-        f.rows_into(rng.integers(0, cfg["rows"], n), None, buf)
+        f.rows(rng.integers(0, cfg["rows"], n), raw=True, out=buf)
     wall = time.perf_counter() - t0
     c1 = os.times()
     out[str(n)] = {"rows_per_s": n * reps / wall, "cpu_per_batch_ms": ((c1.user + c1.system) - (c0.user + c0.system))
@@ -322,9 +322,9 @@ def section(s, cmd):
     c = s.get("client")
     if c:
         L += ["### The plain client, one thread (200,000 x 768 float32, f32 on the wire)\n",
-              "One keep-alive connection, `embd_client.torch`'s fetcher (ids as raw int64, rows read straight into a "
-              "reused array); 65,536 rows are 4 requests of 16,384, one after another (an answer stays within 3/4 "
-              "of `limits.request_bytes`, 64 MiB).\n",
+              "`embd_client.Client.rows(ids, raw=True, out=buf)` from one thread, rows read straight into a reused "
+              "array; random ids (a few repeat: each distinct id is fetched once); a batch past 16 MiB of answer "
+              "(65,536 rows) goes in parts, 4 in flight at once (the Client's `part_bytes`, `parallel`).\n",
               "| batch | rows/s | ms per batch | client CPU ms per batch |", "| ---: | ---: | ---: | ---: |"]
         for n in ("256", "4096", "65536"):
             L.append("| %s | %.0f | %.2f | %.2f |" % (n, c[n]["rows_per_s"], c[n]["ms_per_batch"],

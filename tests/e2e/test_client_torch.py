@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python"))
 import embd_client.torch as et  # noqa: E402
+from embd_client import Client, EmbdError  # noqa: E402
 
 ROWS, DIM = 5000, 64
 
@@ -259,5 +260,21 @@ def test_errors(served):
     with pytest.raises(TypeError, match="URL or an embd_client.Client"):
         et.RowsDataset(42, [1])
     ds = et.RowsDataset(url, [ROWS])
-    with pytest.raises(RuntimeError, match="id_out_of_range"):
+    with pytest.raises(EmbdError) as e:
         ds.__getitems__([0])
+    assert (e.value.status, e.value.code) == (400, "id_out_of_range")
+
+
+def test_client_used_before_the_fork(served):
+    """A Client (not a URL) that the main process has used, its connection open, given to 2 workers: each makes its
+    own connections (no socket shared across the fork), and the batches are exact."""
+    url, m = served
+    c = Client(url)
+    assert same(torch.from_numpy(c.rows([5, 6])), lookup(m, [5, 6], None))
+    ids = np.arange(ROWS)
+    bs = batches(20, 64, 10)
+    ds = et.RowsDataset(c, ids, dtype="f16")
+    for b, x in zip(bs, DataLoader(ds, batch_sampler=bs, num_workers=2, collate_fn=et.collate)):
+        assert same(x, lookup(m, ids[b], "f16"))
+    assert same(torch.from_numpy(c.rows([7])), lookup(m, [7], None))  # the parent's client still works
+    c.close()

@@ -31,13 +31,11 @@ again. A worker never reuses a slot whose tensor is still alive: a training loop
 independent tensors (the worker makes new arenas as needed). With num_workers=0 there is no arena: each batch is a
 fresh tensor.
 """
-import http.client
 import mmap
 import os
 import secrets
 import sys
 import threading
-import urllib.parse
 import weakref
 from collections import namedtuple
 
@@ -55,157 +53,45 @@ NP_DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<
 PAGE = mmap.PAGESIZE
 
 
-# The source of rows: an embd_client.Client, or a small keep-alive HTTP fetcher of our own. -----------------------
+# The source of rows: an embd_client.Client (made lazily from a URL in the process that uses it). ---------------
 
-class _Fetcher:
-    """Rows of ids read straight into a given array, over keep-alive connections made lazily in the process that
-    uses them (remade after a fork: a DataLoader worker never shares a socket made before it). `parts` requests in
-    flight at once for one batch (each on its own connection, each reading its rows into its own part of the array)
-    overlap the server's gather, the wire and the copy."""
+class _Source:
+    """A Client's rows read straight into a given array: Client.rows(ids, dtype, raw=True, out=...). With parts > 1
+    a batch is cut into that many parts fetched at once from threads (each on its own keep-alive connection, each
+    reading into its own rows of the array): the server's gather of one part overlaps the wire of another."""
 
-    def __init__(self, url, parts=1, timeout=(5.0, 60.0)):
-        u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
-        if u.scheme != "http":
-            raise ValueError("embd_client.torch: only http:// URLs are supported, not %r" % url)
-        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
-        self.prefix = u.path.rstrip("/")
-        self.parts = max(1, int(parts))
-        self.timeout = timeout
-        self._pid = None
-        self._lock = threading.Lock()
-        self._idle = []
-        self._pool = None
-        self._info = None
-
-    def __getstate__(self):
-        # Pickled into a spawned worker: connections, threads and the cached info do not travel.
-        return {"host": self.host, "port": self.port, "prefix": self.prefix, "parts": self.parts,
-                "timeout": self.timeout}
-
-    def __setstate__(self, s):
-        self.__init__("http://%s:%d%s" % (s["host"], s["port"], s["prefix"]), s["parts"], s["timeout"])
-
-    def _check_pid(self):
-        if self._pid != os.getpid():  # first use, or a fork since: nothing of the parent's is used
-            self._pid = os.getpid()
-            self._lock = threading.Lock()
-            self._idle = []
-            self._pool = None
-
-    def _conn(self):
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        c = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout[0])
-        c.connect()
-        c.sock.settimeout(self.timeout[1])
-        return c
-
-    def _put(self, c):
-        with self._lock:
-            self._idle.append(c)
-
-    def _request(self, method, path, body=None, headers=None, into=None):
-        self._check_pid()
-        for attempt in (0, 1):
-            c = self._conn()
-            try:
-                c.request(method, self.prefix + path, body, headers or {})
-                r = c.getresponse()
-                if r.status != 200:
-                    msg = r.read()
-                    self._put(c)
-                    raise RuntimeError("embd answered %d to %s %s: %s" % (r.status, method, path, msg[:500]))
-                if into is None:
-                    data = r.read()
-                    self._put(c)
-                    return r, data
-                mv = memoryview(into).cast("B")
-                n = int(r.getheader("Content-Length", "-1"))
-                if n != len(mv):
-                    r.read()
-                    self._put(c)
-                    raise RuntimeError("embd sent %d bytes for %s %s, %d expected" % (n, method, path, len(mv)))
-                got = 0
-                while got < n:
-                    k = r.readinto(mv[got:])
-                    if not k:
-                        raise http.client.IncompleteRead(b"", n - got)
-                    got += k
-                r.read()  # the end of the answer: the connection can be used again
-                self._put(c)
-                return r, None
-            except (OSError, http.client.HTTPException):
-                c.close()
-                if attempt:
-                    raise
-
-    def info(self):
-        if self._info is None:
-            import json
-            self._info = json.loads(self._request("GET", "/v1/info")[1])
-        return self._info
-
-    def _part(self, ids, dtype, out):
-        q = "/v1/rows?format=bin&id_dtype=int64" + ("&dtype=" + dtype if dtype else "")
-        self._request("POST", q, np.ascontiguousarray(ids, "<i8").tobytes(),
-                      {"Content-Type": "application/octet-stream"}, into=out)
-
-    def max_rows(self, row_bytes):
-        """Rows one request may ask: within the server's max_ids, and an answer within 3/4 of its request_bytes
-        (the rest of the budget holds the ids and the plan). From /v1/info's "limits" when it has them, else the
-        defaults (65,536 ids, 64 MiB)."""
-        lim = self.info().get("limits") or {}
-        return max(1, min(int(lim.get("max_ids", 65536)), int(lim.get("request_bytes", 64 << 20)) * 3 // 4 //
-                          max(1, row_bytes)))
-
-    def rows_into(self, ids, dtype, out):
-        """Rows of ids (1-D int64) as dtype (None: the matrix's) into out, a C-contiguous (len(ids), dim) array:
-        in `parts` requests at once (more if the batch is larger than one request may be), each reading its rows
-        into its own part of out."""
-        n = len(ids)
-        if n == 0:
-            return out
-        k = max(min(self.parts, max(1, n // 256)), -(-n // self.max_rows(out.nbytes // n)))
-        if k == 1:
-            self._part(ids, dtype, out)
-            return out
-        self._check_pid()
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(max(1, self.parts - 1), thread_name_prefix="embd-part")
-        cuts = [n * j // k for j in range(k + 1)]
-        futs = [self._pool.submit(self._part, ids[cuts[j]:cuts[j + 1]], dtype, out[cuts[j]:cuts[j + 1]])
-                for j in range(1, k)] if self.parts > 1 else []
-        self._part(ids[:cuts[1]], dtype, out[:cuts[1]])
-        if self.parts == 1:
-            for j in range(1, k):
-                self._part(ids[cuts[j]:cuts[j + 1]], dtype, out[cuts[j]:cuts[j + 1]])
-        for f in futs:
-            f.result()
-        return out
-
-
-class _ClientSource:
-    """An embd_client.Client as a source: rows(ids, dtype, raw=True, out=...) reads straight into out."""
-
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, parts=1):
+        self.client, self.parts = client, max(1, int(parts))
+        self._pid, self._pool = None, None
 
     def info(self):
         return self.client.info()
 
     def rows_into(self, ids, dtype, out):
-        if len(ids):
-            self.client.rows(ids, dtype, raw=True, out=out)
+        n = len(ids)
+        k = min(self.parts, n // 256)
+        if k <= 1:
+            if n:
+                self.client.rows(ids, dtype, raw=True, out=out)
+            return out
+        if self._pid != os.getpid():  # no thread of the parent's survives a fork
+            from concurrent.futures import ThreadPoolExecutor
+            self._pid, self._pool = os.getpid(), ThreadPoolExecutor(self.parts - 1, thread_name_prefix="embd-part")
+        cuts = [n * j // k for j in range(k + 1)]
+        futs = [self._pool.submit(self.client.rows, ids[cuts[j]:cuts[j + 1]], dtype, raw=True,
+                                  out=out[cuts[j]:cuts[j + 1]]) for j in range(1, k)]
+        self.client.rows(ids[:cuts[1]], dtype, raw=True, out=out[:cuts[1]])
+        for f in futs:
+            f.result()
         return out
 
 
 def _source(client_or_url, parts):
     if isinstance(client_or_url, (str, bytes)):
-        return _Fetcher(client_or_url.decode() if isinstance(client_or_url, bytes) else client_or_url, parts)
+        from .client import Client
+        return _Source(Client(client_or_url.decode() if isinstance(client_or_url, bytes) else client_or_url), parts)
     if hasattr(client_or_url, "rows") and hasattr(client_or_url, "info"):
-        return _ClientSource(client_or_url)
+        return _Source(client_or_url, parts)
     raise TypeError("embd_client.torch: a URL or an embd_client.Client, not %r" % type(client_or_url).__name__)
 
 
