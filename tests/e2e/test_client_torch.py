@@ -278,3 +278,18 @@ def test_client_used_before_the_fork(served):
         assert same(x, lookup(m, ids[b], "f16"))
     assert same(torch.from_numpy(c.rows([7])), lookup(m, [7], None))  # the parent's client still works
     c.close()
+
+
+def test_spawned_workers(served):
+    """Workers started with spawn (a fresh interpreter each, the dataset pickled to them): the same exact batches,
+    and nothing left mapped."""
+    url, m = served
+    ids = np.arange(ROWS)
+    bs = batches(6, 100, 11)
+    dl = DataLoader(et.RowsDataset(url, ids, dtype="bf16"), batch_sampler=bs, num_workers=2, collate_fn=et.collate,
+                    multiprocessing_context="spawn")
+    for b, x in zip(bs, dl):
+        assert same(x, lookup(m, ids[b], "bf16"))
+    del dl, x
+    gc.collect()
+    assert arena_maps() == []

@@ -64,6 +64,12 @@ class _Source:
         self.client, self.parts = client, max(1, int(parts))
         self._pid, self._pool = None, None
 
+    def __getstate__(self):  # into a spawned worker: the client (which pickles its own way), not the threads
+        return {"client": self.client, "parts": self.parts}
+
+    def __setstate__(self, s):
+        self.__init__(s["client"], s["parts"])
+
     def info(self):
         return self.client.info()
 
