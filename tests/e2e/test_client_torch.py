@@ -67,9 +67,9 @@ def batches(n, size, seed):
     return [rng.integers(0, ROWS, size).tolist() for _ in range(n)]
 
 
-def arena_maps():
-    """This process's mappings of embd arenas (memfd "embd-arena")."""
-    with open("/proc/self/maps") as f:
+def arena_maps(pid="self"):
+    """A process's mappings of embd arenas (memfd "embd-arena")."""
+    with open("/proc/%s/maps" % pid) as f:
         return [line for line in f if "embd-arena" in line]
 
 
@@ -144,12 +144,13 @@ def test_persistent_prefetch_pin_epochs(served):
 
 def test_kept_batches_are_independent(served):
     """A training loop that keeps every batch gets correct tensors that no later batch overwrites: the workers make
-    new slots rather than reuse one still viewed, and free them when the tensors go."""
+    new slots rather than reuse one still viewed, free them when the tensors go, and give back the arenas they
+    made meanwhile (beyond 2 idle ones) when the next epoch starts taking slots again."""
     url, m = served
     ids = np.arange(ROWS)
     bs = batches(40, 256, 6)
     dl = DataLoader(et.RowsDataset(url, ids, dtype="f16"), batch_sampler=bs, num_workers=2, prefetch_factor=2,
-                    collate_fn=et.collate)
+                    persistent_workers=True, collate_fn=et.collate)
     kept = list(dl)
     views = [x[1:3, 2:5] for x in kept]  # a view alone keeps its slot too
     for b, x in zip(bs, kept):
@@ -159,7 +160,15 @@ def test_kept_batches_are_independent(served):
     assert len(arena_maps()) >= 2  # more batches held than one arena's slots: more arenas
     for b, v in zip(bs, views):
         assert same(v, lookup(m, ids[b], "f16")[1:3, 2:5])
-    del dl, v, views
+    workers = [w.pid for w in dl._iterator._workers]
+    assert min(len(arena_maps(p)) for p in workers) >= 4  # 40 batches of 4 slots per arena, in 2 workers
+    del v, views
+    gc.collect()
+    assert arena_maps() == []
+    for b, x in zip(bs, dl):  # an epoch that keeps nothing
+        assert same(x, lookup(m, ids[b], "f16"))
+    assert max(len(arena_maps(p)) for p in workers) <= 3
+    del dl, x
     gc.collect()
     assert arena_maps() == [] and shm_ours() == []
 

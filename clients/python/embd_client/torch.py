@@ -146,6 +146,9 @@ class _Arena:
     def release_local(self, i):
         self.local[i] = False
 
+    def idle(self):
+        return not any(self.local) and not self.flags.any()
+
 
 class _Arenas:
     """A worker's arenas: a slot of at least nbytes (and at most twice that) that no tensor views, or a new arena."""
@@ -157,9 +160,14 @@ class _Arenas:
         self.arenas = []
         self.lock = threading.Lock()
 
+    IDLE = 2  # arenas kept with no slot in use (more, made while batches were kept, are given back)
+
     def take(self, nbytes):
         need = max(PAGE, -(-nbytes // PAGE) * PAGE)
         with self.lock:
+            idle = [a for a in self.arenas if a.idle()]
+            for a in idle[self.IDLE:]:
+                self.arenas.remove(a)  # its memory goes with its last mapping: none here, none in the receiver
             for a in self.arenas:
                 if need <= a.slot_bytes <= 2 * need:
                     i = a.free_slot()
