@@ -1,7 +1,7 @@
 """Rows/s of one thread fetching random batches through embd_client, against a hand-written http.client loop
 (one keep-alive connection, .npy ids out, readinto a preallocated buffer: the least a client can do).
 
-    /usr/bin/python3 loadtest/client_rows.py URL [--batches 256,4096,65536] [--seconds 3] [--dtype f32]
+    /usr/bin/python3 loadtest/client_rows.py URL [--batches 256,4096,65536] [--seconds 1] [--rounds 5] [--dtype f32]
     /usr/bin/python3 loadtest/client_rows.py - --repeats 0.05,0.25,0.4,0.5,0.6,0.75,0.95
 
 Indicative figures only on a shared machine: run it a few times and take the medians.
@@ -18,40 +18,44 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "python"))
 from embd_client import Client  # noqa: E402
+from embd_client.client import WIRE_DTYPES  # noqa: E402
 
 
-def hand_loop(host, port, batches, dim, dtype, seconds):
-    """The lower bound of a client's overhead: one connection, one request a batch, readinto the buffer."""
+def hand_loop(host, port, batches, dim, dtype, seconds, part):
+    """The lower bound of a client's overhead: one connection, one request a part (parts of at most part ids, one
+    after the other), readinto one buffer reused for every batch, no repeat handling."""
     conn = http.client.HTTPConnection(host, port, timeout=60)
     item = 4 if dtype == "f32" else 2
-    out = np.empty((len(batches[0]), dim), "<f4" if dtype == "f32" else "<u2")
+    out = np.empty((len(batches[0]), dim), WIRE_DTYPES[dtype])
     mv = memoryview(out).cast("B")
     n = rows = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ids = batches[n % len(batches)]
-        body = io.BytesIO()
-        np.save(body, ids)
-        conn.request("POST", "/v1/rows?format=bin&dtype=" + dtype, body.getvalue(),
-                     {"Content-Type": "application/x-npy"})
-        r = conn.getresponse()
-        if r.status != 200:
-            raise SystemExit("hand loop: %d %s" % (r.status, r.read()[:200]))
-        got = 0
-        want = len(ids) * dim * item
-        while got < want:
-            got += r.readinto(mv[got:want])
+        for a in range(0, len(ids), part):
+            body = io.BytesIO()
+            np.save(body, ids[a:a + part])
+            conn.request("POST", "/v1/rows?format=bin&dtype=" + dtype, body.getvalue(),
+                         {"Content-Type": "application/x-npy"})
+            r = conn.getresponse()
+            if r.status != 200:
+                raise SystemExit("hand loop: %d %s" % (r.status, r.read()[:200]))
+            got = a * dim * item
+            want = min(a + part, len(ids)) * dim * item
+            while got < want:
+                got += r.readinto(mv[got:want])
         n += 1
         rows += len(ids)
     return rows / (time.perf_counter() - t0), n
 
 
-def client_loop(c, batches, dtype, seconds):
+def client_loop(c, batches, dtype, seconds, reuse=False):
     n = rows = 0
+    out = np.empty((len(batches[0]), c.shape[1]), WIRE_DTYPES[dtype]) if reuse else None
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ids = batches[n % len(batches)]
-        c.rows(ids, dtype, raw=True)
+        c.rows(ids, dtype, raw=True, out=out)
         n += 1
         rows += len(ids)
     return rows / (time.perf_counter() - t0), n
@@ -61,7 +65,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("url")
     p.add_argument("--batches", default="256,4096,65536")
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--dtype", default="f32")
     p.add_argument("--parallel", type=int, default=4)
     p.add_argument("--repeats", help="instead (no daemon needed; give any URL): the client's CPU to expand "
@@ -76,18 +81,22 @@ def main():
     c = Client(a.url, parallel=a.parallel)
     rows_total, dim = c.shape
     rng = np.random.default_rng(1)
-    print("batch  client rows/s  hand-written rows/s  ratio   (%s, %d x %d, one thread, %.0f s each)" % (
-        a.dtype, rows_total, dim, a.seconds))
+    print("(%s, %d x %d, one thread; rows/s, the median of %d rounds of %.1f s each, the three loops interleaved; client: "
+          "a new array each batch, out=: one reused; hand: http.client, one connection, parts one after the other, "
+          "one reused buffer)" % (a.dtype, rows_total, dim, a.rounds, a.seconds))
+    print("batch  parts       client        out=        hand   client/hand  out=/hand")
     for size in (int(x) for x in a.batches.split(",")):
         batches = [rng.integers(0, rows_total, size) for _ in range(8)]
         c.rows(batches[0], a.dtype, raw=True)  # warm: connections, info
-        cl, _ = client_loop(c, batches, a.dtype, a.seconds)
-        if size <= c.limits["max_ids"] and c.part_size(a.dtype) >= size:
-            hand, _ = hand_loop(u.hostname, u.port, batches, dim, a.dtype, a.seconds)
-            print("%6d %13.0f %20.0f %6.2f" % (size, cl, hand, cl / hand))
-        else:
-            print("%6d %13.0f %20s %6s   (past one request's limits: the client splits it into %d parts of <= %d)" % (
-                size, cl, "-", "-", -(-size // c.part_size(a.dtype)), c.part_size(a.dtype)))
+        part = c.part_size(a.dtype)
+        got = {"client": [], "out": [], "hand": []}
+        for _ in range(a.rounds):
+            got["client"].append(client_loop(c, batches, a.dtype, a.seconds)[0])
+            got["out"].append(client_loop(c, batches, a.dtype, a.seconds, reuse=True)[0])
+            got["hand"].append(hand_loop(u.hostname, u.port, batches, dim, a.dtype, a.seconds, part)[0])
+        cl, reuse, hand = (float(np.median(got[k])) for k in ("client", "out", "hand"))
+        print("%6d %5d %12.0f %11.0f %11.0f %9.2f %10.2f" % (size, -(-size // part), cl, reuse, hand, cl / hand,
+                                                            reuse / hand))
     c.close()
 
 

@@ -149,6 +149,16 @@ static int h_info(struct req *r, embd_err *e)
 	    (json_int_t)embd_gen_number(r->gen), "bytes", (json_int_t)m->file_bytes, "data_bytes",
 	    (json_int_t)m->data_bytes, "heap_bytes", (json_int_t)m->heap_bytes, "norms_bytes",
 	    (json_int_t)embd_gen_norms_bytes(r->gen), "load_ms", (double)m->load_ns / 1e6, "version", EMBD_VERSION);
+	/* What a client needs to split a batch: the most ids, the most bytes a request may hold, the largest body. */
+	const embd_config *cfg = &r->srv->cfg;
+	json_t *lim = v != NULL
+	                  ? json_pack("{s:I,s:I,s:I}", "max_ids", (json_int_t)cfg->max_ids, "request_bytes",
+	                              (json_int_t)cfg->request_bytes, "max_body_bytes", (json_int_t)cfg->max_body_bytes)
+	                  : NULL;
+	if (v != NULL && (lim == NULL || json_object_set_new(v, "limits", lim) != 0)) {
+		json_decref(v);
+		v = NULL;
+	}
 	if (v != NULL && voc != NULL) {
 		json_t *w =
 		    json_pack("{s:I,s:I,s:f}", "tokens", (json_int_t)embd_vocab_size(voc), "bytes",

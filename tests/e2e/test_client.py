@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import get_from, npy
+from conftest import Daemon, get_from, npy
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 CLIENT_DIR = os.path.join(ROOT, "clients", "python")
@@ -44,7 +44,9 @@ def same(a, b):
 
 
 def rows_ok(d, status="200"):
-    return d.metrics().get('embd_requests_total{route="rows",status="%s"}' % status, 0)
+    """Rows requests answered with status, once every request is finished (one is counted when the daemon has
+    finished it, a moment after the client read its last byte)."""
+    return d.settled().get('embd_requests_total{route="rows",status="%s"}' % status, 0)
 
 
 @pytest.fixture
@@ -85,9 +87,10 @@ def test_rows_exact(f32d, data):
         with pytest.raises(TypeError, match="integers"):
             c.rows([1.5])
         # A repeat is fetched once: 3 distinct ids, 3 rows on the wire.
-        before = f32d.metrics()["embd_copied_bytes_total"] + f32d.metrics()["embd_zerocopy_bytes_total"]
+        m = f32d.settled()
+        before = m["embd_copied_bytes_total"] + m["embd_zerocopy_bytes_total"]
         c.rows([7, 7, 7, 9, 9, 11])
-        m = f32d.metrics()
+        m = f32d.settled()
         assert m["embd_copied_bytes_total"] + m["embd_zerocopy_bytes_total"] - before == 3 * 48 * 4
 
 
@@ -184,13 +187,13 @@ def test_tokens_split(start, tmp_path):
     d = start(str(tmp_path / "t.npy"), "--vocab", str(tmp_path / "t.vocab"), "--limits.max_ids", "50")
     ids = np.random.default_rng(5).integers(0, 300, 170)
     words = ["w%d" % i for i in ids]
-    with Client(url(d), limits={"max_ids": 50}) as c:
+    with Client(url(d)) as c:  # the limits from /v1/info
         assert same(c.tokens(words), a[ids])
         words[60] = words[120] = "nope"
         rows, kept = c.tokens(words, oov="skip")
         keep = [i for i in range(170) if i not in (60, 120)]
         assert kept == [words[i] for i in keep] and same(rows, a[ids[keep]])
-    assert d.metrics().get('embd_rejected_total{reason="max_ids"}', 0) == 0
+    assert d.settled().get('embd_rejected_total{reason="max_ids"}', 0) == 0
 
 
 def test_errors(f32d, vocabd, data):
@@ -232,8 +235,8 @@ def test_split_max_ids(start, data):
     a = data["f32"]
     d = start(data["f32_path"], "--limits.max_ids", "100")
     rng = np.random.default_rng(6)
-    with Client(url(d), limits={"max_ids": 100}) as c:
-        assert c.limits["max_ids"] == 100
+    with Client(url(d)) as c:
+        assert c.limits["max_ids"] == 100  # from /v1/info
         ids = rng.permutation(1000)[:300]  # distinct: exactly 3 parts
         assert same(c.rows(ids), a[ids])
         assert rows_ok(d) == 3
@@ -247,7 +250,7 @@ def test_split_max_ids(start, data):
         assert same(c.slice(0, 1000), a)  # a slice in parts too
         with np.errstate(over="ignore"):  # row 5 holds 3.4e38: inf as f16, on both sides
             assert same(c.rows(ids, "f16"), a[ids].astype(np.float16))
-    m = d.metrics()
+    m = d.settled()
     assert m.get('embd_rejected_total{reason="max_ids"}', 0) == 0
     assert m.get('embd_requests_total{route="rows",status="413"}', 0) == 0
 
@@ -261,7 +264,8 @@ def test_split_request_bytes(start, big, dtype):
     rng = np.random.default_rng(7)
     ids = rng.integers(0, len(a), 3000)
     want = a[ids] if dtype == "f32" else a[ids].astype(np.float16)
-    with Client(url(d), limits={"request_bytes": 1 << 20}, parallel=3) as c:
+    with Client(url(d), parallel=3, part_bytes=None) as c:  # parts as large as request_bytes allows
+        assert c.limits["request_bytes"] == 1 << 20
         got = c.rows(ids, dtype)
         assert same(got, want)
         per_part = c.part_size(dtype)
@@ -270,10 +274,84 @@ def test_split_request_bytes(start, big, dtype):
         assert nparts > len(np.unique(ids)) * row / (1 << 20)  # it had to split
         assert per_part * row > 0.75 * (1 << 20)  # and did not split much more than it had to
         assert same(c.slice(0, 5000, dtype), a[:5000] if dtype == "f32" else a[:5000].astype(np.float16))
-    m = d.metrics()
+    m = d.settled()
     assert rows_ok(d) >= nparts + 1
     assert m.get('embd_rejected_total{reason="request_bytes"}', 0) == 0
     assert m.get('embd_requests_total{route="rows",status="413"}', 0) == 0
+
+
+def test_limits_of_an_older_daemon(f32d, data):
+    """A daemon whose /v1/info has no "limits" (older than them): the client assumes the defaults, or its own
+    limits=. A proxy in front of the daemon drops the key."""
+    import http.server
+    import urllib.request
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def relay(self, body=None):
+            req = urllib.request.Request(url(f32d) + self.path, body, dict(self.headers), method=self.command)
+            with urllib.request.urlopen(req) as r:
+                data = r.read()
+                headers = r.getheaders()
+            if self.path == "/v1/info":
+                j = json.loads(data)
+                del j["limits"]
+                data = json.dumps(j).encode()
+            self.send_response(200)
+            for k, v in headers:
+                if k.lower() not in ("content-length", "connection"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self.relay()
+
+        def do_POST(self):
+            self.relay(self.rfile.read(int(self.headers["Content-Length"])))
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        u = "http://127.0.0.1:%d" % srv.server_address[1]
+        with Client(u) as c:
+            assert "limits" not in c.info() and c.limits == embd_client.DEFAULT_LIMITS
+        with Client(u, limits={"max_ids": 10}) as c:
+            assert c.limits["max_ids"] == 10 and c.part_size("f32") == 10
+            before = rows_ok(f32d)
+            assert same(c.rows(np.arange(25)), data["f32"][:25])
+            assert rows_ok(f32d) - before == 3
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_charge_formula_is_the_daemons(big):
+    """The client's batch_charge, given the real runs and record, is what the daemon charges a gather (its
+    X-Embd-Accounted-Bytes), byte for byte, for bodies under and over 64 KiB, int32 and int64 ids, f32 and f16."""
+    from embd_client.client import batch_charge
+    path, a = big
+    d = Daemon([path], os.path.dirname(path))
+    try:
+        record = int(d.get("/v1/rows/0?format=bin")[1]["x-embd-accounted-bytes"])
+        rng = np.random.default_rng(9)
+        for n in (5, 100, 4000, 9000, 20000):
+            for id_dtype in (np.int64, np.int32):
+                ids = rng.permutation(len(a))[:n].astype(id_dtype)
+                runs = 1 + int(np.count_nonzero(np.diff(ids) != 1))
+                for dtype, item in (("f32", 4), ("f16", 2)):
+                    status, h, _ = d.request("POST", "/v1/rows?format=bin&dtype=" + dtype, npy(ids),
+                                             {"Content-Type": "application/x-npy"})
+                    assert status == 200 and h["x-embd-path"] == "gather"
+                    want = batch_charge(n, 512 * item, 512, ids.itemsize, dtype != "f32", runs, record)
+                    assert int(h["x-embd-accounted-bytes"]) == want, (n, id_dtype, dtype)
+    finally:
+        d.stop()
 
 
 def test_charge_formula_example():
