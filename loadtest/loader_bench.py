@@ -372,17 +372,18 @@ def plot(s, out_dir):
     import tempfile
     d = tempfile.mkdtemp()
     with open(os.path.join(d, "l.dat"), "w") as f:
-        f.write("config 768 100\n")
+        f.write("# config 768 100\n")
         for cname, _, _ in CONFIGS:
             f.write("%s %f %f\n" % (cname, s["tables"]["768"][cname] / 1e6, s["tables"]["100"][cname] / 1e6))
     script = """
-set terminal pngcairo size 900,500
+set terminal pngcairo size 900,500 noenhanced
 set output '%(out)s/loader.png'
 set title 'Rows/s delivered to the training loop (2 cores shared by loader, workers and embd)'
 set style data histograms
 set style histogram cluster gap 1
 set style fill solid border -1
-set ylabel 'million rows/s'
+set ylabel 'million rows/s (log scale)'
+set logscale y
 set key top right
 plot '%(d)s/l.dat' using 2:xtic(1) title '200k x 768, batches of 4096', '' using 3 title '400k x 100, batches of 1024'
 """ % {"out": out_dir, "d": d}
