@@ -103,7 +103,8 @@ endif
 # JSON, plots) go to OUT (default build/bench), or to the committed loadtest/results/ only with SAVE=1.
 # QUICK=1 for the short version; ONLY=rows for the throughput and latency rows alone (WORKLOADS=gather_256,... for
 # some of them), ONLY=convert for the embd convert vs gensim row alone, ONLY=similar for the /v1/similar vs gensim
-# most_similar row alone, ONLY=isolation for single rows and /healthz beside 1,024-id similar batches alone.
+# most_similar row alone, ONLY=isolation for single rows and /healthz beside 1,024-id similar batches alone, ONLY=loader
+# for the PyTorch DataLoader through embd vs nn.Embedding in-process (loadtest/loader_bench.py) alone.
 QUICK ?=
 ONLY ?=
 OUT ?=

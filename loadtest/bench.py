@@ -560,9 +560,10 @@ def main():
         conv = None if QUICK else convert_bench()
         sim = None if QUICK else similar_bench()
         iso = isolation_bench()
+        loader = loader_bench()
     finally:
         servers.stop_all()
-    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv, sim, iso)
+    report(runs, lim, start, samples, soak_requests, soak_end, time.time() - t_start, conv, sim, iso, loader)
 
 
 def rows_section(runs, workloads, made_by=None):
@@ -618,14 +619,14 @@ def ratios_section(runs, workloads):
     return "\n".join(L) + "\n"
 
 
-def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None, iso=None):
+def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None, iso=None, loader=None):
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
     raw = {"runs": runs, "limits": lim, "startup": start, "soak": samples, "quick": QUICK, "convert": conv,
-           "similar": sim, "isolation": iso}
+           "similar": sim, "isolation": iso, "loader": loader}
     json.dump(raw, open(os.path.join(RESULTS, "raw.json"), "w"), indent=1)
     L = []
     L.append("# embd benchmark results\n")
@@ -681,6 +682,8 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
         L.append(similar_section(sim))
     if iso is not None:
         L.append(isolation_section(iso))
+    if loader is not None:
+        L.append(loader_section(loader))
     L.append("## Physical limits, same run\n")
     L.append("| what | GB/s |")
     L.append("| --- | ---: |")
@@ -1206,8 +1209,30 @@ def isolation_section(s):
     return "\n".join(L)
 
 
+# The PyTorch loader row (issue 17): loadtest/loader_bench.py. ------------------------------------------------------
+LOADER_TITLE = "PyTorch loader: DataLoader(num_workers=2) through embd vs nn.Embedding in-process"
+
+
+def loader_bench():
+    import loader_bench as lb
+    ensure_matrix()
+    ensure_similar_data()
+    s = lb.measure({"npy": NPY, "sim": SIM_NPY}, start_embd, wait_idle, log, 3 if QUICK else 5,
+                   parts=int(os.environ.get("LOADER_PARTS", "1")))
+    lb.plot(s, RESULTS)
+    return s
+
+
+def loader_section(s):
+    import loader_bench as lb
+    return lb.section(s, "make bench ONLY=loader") + "\n![loader](loader.png)\n"
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--only", "convert"]:
+    sys.path.insert(0, HERE)
+    if sys.argv[1:] == ["--only", "loader"]:
+        only_row(loader_bench, loader_section, "loader", LOADER_TITLE)
+    elif sys.argv[1:] == ["--only", "convert"]:
         only_convert()
     elif sys.argv[1:] == ["--only", "similar"]:
         only_row(similar_bench, similar_section, "similar",
@@ -1217,7 +1242,7 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["--only", "rows"]:
         only_rows()
     elif sys.argv[1:]:
-        sys.exit("usage: bench.py [--only rows|convert|similar|isolation]  (QUICK=1 for the short full run; OUT=dir, "
+        sys.exit("usage: bench.py [--only rows|convert|similar|isolation|loader]  (QUICK=1 for the short full run; OUT=dir, "
                  "or SAVE=1 for loadtest/results; WORKLOADS=a,b with rows)")
     else:
         main()

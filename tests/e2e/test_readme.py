@@ -106,6 +106,7 @@ EXPECT = {
     "python-client": ("demo", [run()]),
     "embd-client": ("demo", [run()]),
     "embd-client-errors": ("demo", [run()]),
+    "torch-loader": ("demo", [run()]),
     "tokens": (None, [
         None,  # ./embd serve glove.6B.100d.txt &
         run(200, check=json_shape([2, 100])),
