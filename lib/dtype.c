@@ -4,7 +4,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
+/* EMBD_NO_SIMD (CFLAGS=-DEMBD_NO_SIMD) builds the scalar path alone, as a CPU without AVX2 or F16C runs it. */
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(EMBD_NO_SIMD)
 #include <cpuid.h>
 #include <immintrin.h>
 #define EMBD_X86 1
