@@ -102,17 +102,19 @@ endif
 # The side-by-side benchmark. Every server on a free loopback port (embd on port 0); results (RESULTS.md, raw
 # JSON, plots) go to OUT (default build/bench), or to the committed loadtest/results/ only with SAVE=1.
 # QUICK=1 for the short version; ONLY=rows for the throughput and latency rows alone (WORKLOADS=gather_256,... for
-# some of them), ONLY=convert for the embd convert vs gensim row alone, ONLY=similar for the /v1/similar vs gensim
-# most_similar row alone, ONLY=isolation for single rows and /healthz beside 1,024-id similar batches alone, ONLY=loader
-# for the PyTorch DataLoader through embd vs nn.Embedding in-process (loadtest/loader_bench.py) alone.
+# some of them, PEERS=embd for embd alone), ONLY=convert for the embd convert vs gensim row alone, ONLY=similar for
+# the /v1/similar vs gensim most_similar row alone, ONLY=isolation for single rows and /healthz beside 1,024-id
+# similar batches alone, ONLY=loader for the PyTorch DataLoader through embd vs nn.Embedding in-process
+# (loadtest/loader_bench.py) alone.
 QUICK ?=
 ONLY ?=
 OUT ?=
 SAVE ?=
 WORKLOADS ?=
+PEERS ?=
 bench: deps-bench
 	@$(MAKE) --no-print-directory all
-	QUICK=$(QUICK) OUT=$(OUT) SAVE=$(SAVE) WORKLOADS=$(WORKLOADS) $(PYTHON) loadtest/bench.py $(if $(ONLY),--only $(ONLY))
+	QUICK=$(QUICK) OUT=$(OUT) SAVE=$(SAVE) WORKLOADS=$(WORKLOADS) PEERS=$(PEERS) $(PYTHON) loadtest/bench.py $(if $(ONLY),--only $(ONLY))
 
 # The long versions of the robustness tests: reload under load and the overload storm run for SOAK_SECONDS
 # each (the short versions are in make test) and print their figures.

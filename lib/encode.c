@@ -394,6 +394,18 @@ void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *run
 {
 	unsigned char *d = dst;
 	size_t out_row = m->dim * embd_dtype_size(o->dtype);
+	if (!o->normalize) {
+		/* A dtype change alone: each run (consecutive rows) straight from the mapping, in one call. */
+		for (size_t k = 0; k < nruns; k++) {
+			size_t n = (size_t)runs[k].count * m->dim;
+			if (runs[k].start == EMBD_RUN_ZERO)
+				memset(d, 0, (size_t)runs[k].count * out_row); /* +0 in every dtype */
+			else
+				embd_dtype_convert(o->dtype, d, m->dtype, m->data + runs[k].start * m->row_bytes, n);
+			d += (size_t)runs[k].count * out_row;
+		}
+		return;
+	}
 	for (size_t k = 0; k < nruns; k++) {
 		for (uint64_t i = 0; i < runs[k].count; i++) {
 			load_row(m, runs[k].start == EMBD_RUN_ZERO ? EMBD_RUN_ZERO : runs[k].start + i, o, scratch);

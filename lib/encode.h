@@ -61,7 +61,9 @@ size_t embd_json_rows_write(char *dst, const embd_matrix_info *m, const embd_run
 
 /*
  * Write the runs' rows, row-major, converted to o->dtype and normalised if
- * asked, into dst (room for nrows * dim * dtype size). scratch: dim floats.
+ * asked, into dst (room for nrows * dim * dtype size). scratch: dim floats,
+ * used only to normalise: a dtype change alone goes from the mapping to dst
+ * a run at a time (embd_dtype_convert, vectorised where the CPU can).
  */
 void embd_rows_convert(void *dst, const embd_matrix_info *m, const embd_run *runs, size_t nruns,
                        const embd_encode_opts *o, float *scratch);

@@ -1,5 +1,6 @@
 -- One wrk script for every workload and peer, set by environment variables:
---   PEER embd|nginx|flask, MODE row|slice|gather, FMT bin|json (row), N rows (slice/gather), ROWS, DIM, SEED.
+--   PEER embd|nginx|flask, MODE row|slice|gather, FMT bin|json (row), N rows (slice/gather), ROWS, DIM, SEED,
+--   DTYPE f16|bf16 (embd's slice/gather: ?dtype=).
 -- Requests are built in init() from a seeded generator (one stream per wrk thread) and cycled, so that wrk
 -- spends its time on the wire, not in Lua.
 local peer = os.getenv("PEER") or "embd"
@@ -9,6 +10,9 @@ local n = tonumber(os.getenv("N") or "1")
 local rows = tonumber(os.getenv("ROWS") or "200000")
 local dim = tonumber(os.getenv("DIM") or "768")
 local seed = tonumber(os.getenv("SEED") or "1")
+-- DTYPE f16|bf16: embd converts the rows (?dtype=); empty: the matrix's own f32.
+local dtype = os.getenv("DTYPE") or ""
+local dtype_arg = dtype ~= "" and ("&dtype=" .. dtype) or ""
 local row_bytes = dim * 4
 -- Each wrk thread's init() runs on wrk's main thread, one thread after the other, before the timed run: a thread
 -- already running waits (hammering the server with half the connections, its latencies counted) while the next
@@ -47,7 +51,7 @@ local function build()
   elseif mode == "slice" then
     local a = math.random(0, rows - n)
     if peer == "embd" then
-      return wrk.format("GET", "/v1/rows?format=bin&start=" .. a .. "&stop=" .. (a + n))
+      return wrk.format("GET", "/v1/rows?format=bin&start=" .. a .. "&stop=" .. (a + n) .. dtype_arg)
     elseif peer == "nginx" then
       local s = a * row_bytes
       return wrk.format("GET", "/matrix.raw", {Range = "bytes=" .. s .. "-" .. (s + n * row_bytes - 1)})
@@ -60,7 +64,7 @@ local function build()
     local body = table.concat(ids)
     local hdr = {["Content-Type"] = "application/octet-stream"}
     if peer == "embd" then
-      return wrk.format("POST", "/v1/rows?format=bin&id_dtype=int64", hdr, body)
+      return wrk.format("POST", "/v1/rows?format=bin&id_dtype=int64" .. dtype_arg, hdr, body)
     else
       return wrk.format("POST", "/gather", hdr, body)
     end

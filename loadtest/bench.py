@@ -6,7 +6,8 @@ line; each peer on a port found free just before it starts), runs each workload 
 settings in interleaved rounds, stops what it started, and writes RESULTS.md, raw JSON and plots into the output
 directory: OUT (default build/bench), or loadtest/results, the committed results, with SAVE=1.
 QUICK=1 runs a short version (a few minutes). Only 127.0.0.1 is ever a target; every loop is bounded.
-`bench.py --only rows` runs the throughput and latency rows alone (WORKLOADS=gather_256,gather_4096 picks some);
+`bench.py --only rows` runs the throughput and latency rows alone (WORKLOADS=gather_256,gather_4096 picks some,
+PEERS=embd leaves the other servers out);
 `bench.py --only convert` runs the convert row alone (embd convert vs gensim on the 400k x 100 GloVe text) and
 updates its section of RESULTS.md (the output directory's; a copy of the committed one if it has none); `bench.py --only similar` likewise runs the nearest-neighbours row (embd
 /v1/similar vs gensim most_similar on the 400k x 100 GloVe-sized matrix).
@@ -55,6 +56,21 @@ WORKLOADS = [
     ("gather_16", {"MODE": "gather", "N": "16"}, ["embd", "flask"]),
     ("gather_256", {"MODE": "gather", "N": "256"}, ["embd", "flask"]),
     ("gather_4096", {"MODE": "gather", "N": "4096"}, ["embd", "flask"]),
+    # Half precision on the wire (embd converts; issue 17): beside gather_4096 and slice_4096, their f32 twins.
+    ("gather_4096_f16", {"MODE": "gather", "N": "4096", "DTYPE": "f16"}, ["embd"]),
+    ("gather_4096_bf16", {"MODE": "gather", "N": "4096", "DTYPE": "bf16"}, ["embd"]),
+    ("slice_4096", {"MODE": "slice", "N": "4096"}, ["embd"]),
+    ("slice_4096_f16", {"MODE": "slice", "N": "4096", "DTYPE": "f16"}, ["embd"]),
+]
+# The half-precision table: (label, workload, its f32 twin, the least req/s ratio to the twin that meets the goal,
+# the goal in words). A gather as f16 or bf16 sends half the bytes, so it must beat f32; a slice as f16 is converted
+# where f32 goes out zero-copy, so it may cost up to 1.2 x f32's time.
+HALF = [
+    ("gather 4,096 as f32", "gather_4096", "gather_4096", None, ""),
+    ("gather 4,096 as f16", "gather_4096_f16", "gather_4096", 1.0, "faster than f32 (> 1.00)"),
+    ("gather 4,096 as bf16", "gather_4096_bf16", "gather_4096", 1.0, "faster than f32 (> 1.00)"),
+    ("slice 4,096 as f32", "slice_4096", "slice_4096", None, ""),
+    ("slice 4,096 as f16", "slice_4096_f16", "slice_4096", 1 / 1.2, "time within 1.2 x f32's (>= 0.833)"),
 ]
 
 
@@ -507,7 +523,14 @@ def chosen_workloads():
     if unknown:
         sys.exit("bench: no workload %s (there are %s)" % (", ".join(sorted(unknown)),
                                                            ", ".join(w[0] for w in WORKLOADS)))
-    return [w for w in WORKLOADS if not names or w[0] in names]
+    # PEERS=embd (environment): those peers only, e.g. gather_4096 without Flask for the half-precision table.
+    peers = [p for p in os.environ.get("PEERS", "").split(",") if p]
+    out = []
+    for name, env, ps in WORKLOADS:
+        ps = [p for p in ps if not peers or p in peers]
+        if (not names or name in names) and ps:
+            out.append((name, env, ps))
+    return out
 
 
 def only_rows():
@@ -525,14 +548,18 @@ def only_rows():
     finally:
         servers.stop_all()
     json.dump({"runs": runs, "quick": QUICK}, open(os.path.join(RESULTS, "rows.json"), "w"), indent=1)
-    section = rows_section(runs, workloads, "`make bench ONLY=rows%s%s` on %s UTC" % (
+    section = rows_section(runs, workloads, "`make bench ONLY=rows%s%s%s` on %s UTC" % (
         " QUICK=1" if QUICK else "", " WORKLOADS=" + os.environ["WORKLOADS"] if os.environ.get("WORKLOADS") else "",
-        time.strftime("%Y-%m-%d %H:%M")))
+        " PEERS=" + os.environ["PEERS"] if os.environ.get("PEERS") else "", time.strftime("%Y-%m-%d %H:%M")))
     splice_section("Throughput and latency", section)
     ratios = ratios_section(runs, workloads)  # the runs' own, not the committed page's
     splice_section("Ratios (embd / peer, run by run)", ratios)
     print(section)
     print(ratios)
+    half = half_section(runs, workloads)
+    if half:
+        splice_section("Half precision on the wire", half)
+        print(half)
     log("updated", os.path.join(RESULTS, "RESULTS.md"))
 
 
@@ -619,6 +646,32 @@ def ratios_section(runs, workloads):
     return "\n".join(L) + "\n"
 
 
+def half_section(runs, workloads):
+    """Gathers and slices of 4,096 rows as f32, f16 and bf16, side by side: embd's req/s and each one's ratio to its
+    f32 twin, round by round (the same round's runs, minutes apart at most), and the goals. "" when the runs hold
+    none of them."""
+    have = {w for w, _, peers in workloads if "embd" in peers}
+    rows = [h for h in HALF if h[1] in have and h[2] in have]
+    if not any(goal for _, _, _, goal, _ in rows):
+        return ""
+    med = lambda w, k: median([r[k] for r in runs if r["workload"] == w and r["peer"] == "embd"])  # noqa: E731
+    L = ["## Half precision on the wire\n",
+         "embd alone, the 200,000 x 768 float32 table, `?dtype=` converting on the server (F16C/AVX2 where the CPU "
+         "has them); same wrk settings and rounds as above. Ratio: req/s over the f32 twin's, round by round, then "
+         "the median (above 1: faster than f32).\n",
+         "| workload | req/s | MB/s | ms per request (p50) | ratio to f32 | per round | goal | met |",
+         "| --- | ---: | ---: | ---: | ---: | --- | --- | :---: |"]
+    for label, w, twin, goal, words in rows:
+        ratio, per = ratio_stats(runs, w, "embd", "embd", wb=twin)
+        # "faster" is strictly above 1; "within 1.2 x the time" includes the bound
+        ok = goal is not None and (ratio > goal if goal == 1.0 else ratio >= goal)
+        met = "" if goal is None else ("yes" if ok else "**no**")
+        L.append("| %s | %.0f | %.1f | %.2f | %.2f | %s | %s | %s |" % (
+            label, med(w, "rps"), med(w, "MBps"), med(w, "p50_ms"), ratio, " ".join("%.2f" % x for x in per),
+            words, met))
+    return "\n".join(L) + "\n"
+
+
 def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=None, sim=None, iso=None, loader=None):
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
@@ -644,6 +697,9 @@ def report(runs, lim, start, samples, soak_requests, soak_end, elapsed, conv=Non
                  ["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]))
     L.append(rows_section(runs, WORKLOADS))
     L.append("\n" + ratios_section(runs, WORKLOADS))
+    half = half_section(runs, WORKLOADS)
+    if half:
+        L.append("\n" + half)
     L.append("\n## Targets\n")
     L.append("| target | measured | met |")
     L.append("| --- | ---: | :---: |")

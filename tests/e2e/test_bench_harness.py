@@ -64,3 +64,31 @@ def test_a_rows_only_run_writes_its_own_ratios_not_the_committed_pages(monkeypat
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| row_bin | nginx | 2.00 | 2.00 1.50 2.00 |" in text and "9.99" not in text
     assert "## Targets\n\nkept" in text and "old rows" in text
+
+
+def test_half_precision_rows_side_by_side_with_their_ratio_to_f32(monkeypatch):
+    """The half-precision table: each workload's req/s over its f32 twin's, round by round, and the goals (a gather
+    as f16 or bf16 faster than f32; a slice as f16 within 1.2 x f32's time). PEERS=embd leaves Flask out."""
+    b = bench(monkeypatch, WORKLOADS="gather_4096,gather_4096_f16,gather_4096_bf16,slice_4096,slice_4096_f16",
+              PEERS="embd")
+    ws = b.chosen_workloads()
+    assert [(w, peers) for w, _, peers in ws] == [("gather_4096", ["embd"]), ("gather_4096_f16", ["embd"]),
+                                                  ("gather_4096_bf16", ["embd"]), ("slice_4096", ["embd"]),
+                                                  ("slice_4096_f16", ["embd"])]
+    rps = {"gather_4096": (100, 100, 100, 100, 100), "gather_4096_f16": (150, 120, 90, 130, 110),
+           "gather_4096_bf16": (100, 100, 100, 100, 100), "slice_4096": (100, 100, 100, 100, 100),
+           "slice_4096_f16": (83, 84, 90, 70, 80)}
+    runs = [{"round": r, "workload": w, "peer": "embd", "rps": v[r], "MBps": 1.0, "p50_ms": 2.0}
+            for w, v in rps.items() for r in range(b.ROUNDS)]
+    text = b.half_section(runs, ws)
+    assert "| gather 4,096 as f16 | 120 | 1.0 | 2.00 | 1.20 | 1.50 1.20 0.90 1.30 1.10 | faster than f32 (> 1.00) " \
+           "| yes |" in text
+    assert "| gather 4,096 as bf16 | 100 | 1.0 | 2.00 | 1.00 |" in text  # equal is not faster: **no**
+    # 83 req/s against 100 is 1.205 x the time: just past the bound
+    assert "| slice 4,096 as f16 | 83 | 1.0 | 2.00 | 0.83 | 0.83 0.84 0.90 0.70 0.80 | time within 1.2 x f32's " \
+           "(>= 0.833) | **no** |" in text
+    assert text.count("**no**") == 2
+    runs = [dict(r, rps=r["rps"] + 1) if r["workload"] == "slice_4096_f16" else r for r in runs]
+    assert "| slice 4,096 as f16 | 84 | 1.0 | 2.00 | 0.84 | 0.84 0.85 0.91 0.71 0.81 | time within 1.2 x f32's " \
+           "(>= 0.833) | yes |" in b.half_section(runs, ws)
+    assert b.half_section(runs, [w for w in ws if w[0] == "gather_4096"]) == ""
