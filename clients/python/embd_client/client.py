@@ -45,9 +45,21 @@ class _Conn(http.client.HTTPConnection):
         self.read_timeout = read_timeout
         self.pid = os.getpid()
 
+    unix_path = None  # a Unix-domain socket to connect to instead of host:port (Client("unix:/path"))
+
     def connect(self):
         self.timeout = self.connect_timeout
-        super().connect()  # also sets TCP_NODELAY
+        if self.unix_path is None:
+            super().connect()  # also sets TCP_NODELAY
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(self.connect_timeout)
+                s.connect(self.unix_path)
+            except BaseException:
+                s.close()
+                raise
+            self.sock = s
         self.sock.settimeout(self.read_timeout)
 
     # http.client sends a request's head and its body in two sends, and with TCP_NODELAY the head leaves alone and
@@ -208,13 +220,24 @@ class Client:
 
     def __init__(self, url="http://127.0.0.1:8080", *, connect_timeout=5.0, read_timeout=60.0, retries=3,
                  backoff=0.1, max_backoff=5.0, parallel=4, part_bytes=16 << 20, pool_size=None, limits=None):
-        u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
-        if u.scheme != "http":
-            raise ValueError("embd_client speaks http://, not %s:// (put TLS in front with a proxy)" % u.scheme)
         self.url = url
-        self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or 80
-        self._prefix = u.path.rstrip("/")
+        self.unix_path = None
+        if url.startswith("unix:"):
+            # embd's listen.unix socket on this host: "unix:/run/embd.sock" (or unix:///run/embd.sock)
+            path = url[5:]
+            if path.startswith("//"):
+                path = path[2:]
+            if not path.startswith("/"):
+                raise ValueError("a Unix socket URL names an absolute path: unix:/run/embd.sock, not %r" % url)
+            self.unix_path, self.host, self.port, self._prefix = path, "localhost", 0, ""
+        else:
+            u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+            if u.scheme != "http":
+                raise ValueError("embd_client speaks http:// and unix:/path, not %s:// (put TLS in front with a "
+                                 "proxy)" % u.scheme)
+            self.host = u.hostname or "127.0.0.1"
+            self.port = u.port or 80
+            self._prefix = u.path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.retries = retries
@@ -264,7 +287,9 @@ class Client:
             elif self._idle:
                 return self._idle.pop()
             self.stats["connections"] += 1
-        return _Conn(self.host, self.port, self.connect_timeout, self.read_timeout)
+        conn = _Conn(self.host, self.port, self.connect_timeout, self.read_timeout)
+        conn.unix_path = self.unix_path
+        return conn
 
     def _give(self, conn):
         with self._lock:
@@ -333,15 +358,15 @@ class Client:
             except TimeoutError:
                 phase = ("connect", conn.connect_timeout) if conn.sock is None else ("read", conn.read_timeout)
                 conn.close()
-                raise EmbdTimeout(None, "timeout", "%s %s to %s:%d: no %s within %s s (read_timeout/connect_timeout "
-                                  "set the limits)" % (method, path.split("?")[0], self.host, self.port,
+                raise EmbdTimeout(None, "timeout", "%s %s to %s: no %s within %s s (read_timeout/connect_timeout "
+                                  "set the limits)" % (method, path.split("?")[0], self._where(),
                                                        "connection" if phase[0] == "connect" else "answer",
                                                        phase[1])) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 if reconnected:
-                    raise EmbdConnectionError(None, "connection_failed", "%s %s to %s:%d: %s: %s" % (
-                        method, path.split("?")[0], self.host, self.port, type(e).__name__, e)) from e
+                    raise EmbdConnectionError(None, "connection_failed", "%s %s to %s: %s: %s" % (
+                        method, path.split("?")[0], self._where(), type(e).__name__, e)) from e
                 reconnected = fresh = True
                 self.stats["reconnects"] += 1
                 continue
@@ -358,6 +383,9 @@ class Client:
             waits += 1
             self.stats["retries_503"] += 1
             time.sleep(delay)
+
+    def _where(self):
+        return "unix:" + self.unix_path if self.unix_path is not None else "%s:%d" % (self.host, self.port)
 
     def _note_generation(self, gen):
         if gen != self._generation:
