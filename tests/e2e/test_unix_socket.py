@@ -68,7 +68,10 @@ def test_healthz_metrics_info_and_the_access_log_over_the_socket(start, data, so
     s, h, b = d.request("GET", "/healthz", unix=True)
     assert s == 200 and b'"status":"ok"' in b
     s, h, b = d.request("GET", "/metrics", unix=True)
-    assert s == 200 and h["content-type"].startswith("text/plain") and b"embd_requests_total{" in b
+    assert s == 200 and h["content-type"].startswith("text/plain") and b"\nembd_connections " in b
+    # The health check is counted once its request is finished, a moment after its client has the answer.
+    assert wait_for(lambda: b'\nembd_requests_total{route="healthz",status="200"} 1\n' in
+                    d.request("GET", "/metrics", unix=True)[2])
     s, _, b = d.request("GET", "/v1/info", unix=True)
     assert s == 200 and b'"unix":"%s"' % sock.encode() in b
     d.request("GET", "/v1/rows/1?format=bin", unix=True)
