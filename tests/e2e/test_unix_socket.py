@@ -160,9 +160,9 @@ def test_a_path_too_long_for_a_socket_address_is_a_config_error(data, sock):
 
 
 def test_the_mode_is_applied_and_the_file_goes_at_sigterm(start, data, sock):
-    d = start(data["f32_path"], "--unix", sock, "--listen.unix_mode", "0600")
+    d = start(data["f32_path"], "--unix", sock, "--listen.unix_mode", "0640")
     st = os.stat(sock)
-    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
     d.stop()
     assert not os.path.exists(sock)
 
