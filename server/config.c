@@ -10,7 +10,7 @@
 #include "encode.h"
 #include "matrix.h"
 
-enum type { T_STR, T_INT, T_SIZE, T_BOOL };
+enum type { T_STR, T_INT, T_SIZE, T_BOOL, T_MODE };
 
 struct key {
 	const char *name;  /* dotted: section.key */
@@ -44,6 +44,11 @@ struct key {
 		name, alias, T_STR, offsetof(embd_config, field), sizeof(((embd_config *)0)->field), def, 0, 0, doc,   \
 		    choices, accepts                                                                                   \
 	}
+/* Permissions, in octal as chmod(1) takes them ("0660"); a string in the JSON file, which has no octal numbers. */
+#define MODE(name, alias, field, def, doc)                                                                             \
+	{                                                                                                              \
+		name, alias, T_MODE, offsetof(embd_config, field), 0, def, 0, 0777, doc, NULL, NULL                    \
+	}
 #define BOOL(name, alias, field, def, doc)                                                                             \
 	{                                                                                                              \
 		name, alias, T_BOOL, offsetof(embd_config, field), 0, def, 0, 1, doc, NULL, NULL                       \
@@ -60,6 +65,12 @@ static const struct key keys[] = {
     STR("listen.address", "listen", listen_address, "127.0.0.1",
         "address to bind (IPv4 or IPv6 literal); 0.0.0.0 exposes the daemon to the network"),
     INT("listen.port", "port", listen_port, "8080", 0, 65535, "TCP port; 0 picks a free one and prints it"),
+    STR("listen.unix", "unix", listen_unix, "",
+        "also serve on this Unix-domain socket path (same-host clients: no TCP cost); a stale socket file is "
+        "replaced, a live one or any other file is refused; removed at shutdown; at most 107 bytes (a socket "
+        "address's limit); empty: none"),
+    MODE("listen.unix_mode", NULL, listen_unix_mode, "0660",
+         "permissions of the listen.unix socket file, octal (connecting needs write permission)"),
     INT("listen.threads", "threads", threads, "0", 0, 256, "request threads; 0: one per core"),
     STR("matrix.path", "matrix", matrix_path, "",
         "matrix file: .npy, .safetensors, GloVe .txt, word2vec/fastText .vec, word2vec .bin, or raw with "
@@ -215,6 +226,19 @@ static int set_text(embd_config *c, const struct key *k, const char *value, char
 			return -1;
 		}
 		return 0;
+	case T_MODE: {
+		/* Octal digits only, as chmod(1) takes them: "660" and "0660" alike, never a sign or a suffix. */
+		char *end;
+		errno = 0;
+		long long m = value[0] >= '0' && value[0] <= '7' ? strtoll(value, &end, 8) : -1;
+		if (m < 0 || *end != '\0' || errno != 0 || m > k->max) {
+			snprintf(msg, cap, "%s: '%s' is not a permission mode (octal, 0000 to 0777, e.g. 0660)",
+			         k->name, value);
+			return -1;
+		}
+		*(int64_t *)field = m;
+		return 0;
+	}
 	case T_INT:
 	case T_SIZE: {
 		int bad;
@@ -293,6 +317,11 @@ static int load_value(embd_config *c, const char *path, const struct key *k, jso
 		if (ok)
 			snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
 		break;
+	case T_MODE: /* a string: JSON has no octal numbers, and 660 read as decimal would be another mode */
+		ok = json_is_string(v);
+		if (ok)
+			s = json_string_value(v);
+		break;
 	case T_SIZE:
 		if (json_is_integer(v))
 			snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
@@ -304,7 +333,7 @@ static int load_value(embd_config *c, const char *path, const struct key *k, jso
 	}
 	if (!ok) {
 		static const char *const want[] = {"a string", "an integer", "a size (integer or \"64MiB\")",
-		                                   "true or false"};
+		                                   "true or false", "an octal mode as a string (\"0660\")"};
 		snprintf(msg, cap, "%s: %s: must be %s", path, k->name, want[k->type]);
 		return -1;
 	}
@@ -409,6 +438,11 @@ void embd_config_dump(const embd_config *c, FILE *out)
 			continue;
 		}
 		char text[4096];
+		if (k->type == T_MODE) {
+			snprintf(text, sizeof text, "%04llo", (unsigned long long)*(const int64_t *)field);
+			json_object_set_new(obj, dot + 1, json_string(text));
+			continue;
+		}
 		if (k->type == T_STR) /* jansson takes only UTF-8; a path need not be */
 			embd_utf8_sanitize(text, sizeof text, field);
 		json_t *v = k->type == T_STR    ? json_string(text)

@@ -4,10 +4,13 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/un.h>
 
 typedef struct embd_config {
 	char listen_address[256];
 	int64_t listen_port;
+	char listen_unix[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* longer: refused as a config error */
+	int64_t listen_unix_mode;
 	int64_t threads;
 
 	char matrix_path[4096];

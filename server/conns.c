@@ -42,13 +42,20 @@ void embd_conns_destroy(embd_conns *t)
 	pthread_mutex_destroy(&t->lock);
 }
 
-/* The peer's address of c into family and addr (16 bytes); family 0 when it is neither IPv4 nor IPv6. */
-static void client_address(struct MHD_Connection *c, int *family, unsigned char *addr)
+/*
+ * The peer's address of c into family and addr (16 bytes), and as text; family
+ * 0 when it is neither IPv4 nor IPv6. A Unix-domain peer (listen.unix) is
+ * family 0 and "unix": it is on this host, and limits.connections_per_ip,
+ * which keeps one remote host from taking every connection, does not count it.
+ */
+static void client_address(struct MHD_Connection *c, int *family, unsigned char *addr, char *text, size_t cap)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
 	*family = 0;
 	memset(addr, 0, 16);
+	if (sa != NULL && sa->sa_family == AF_UNIX)
+		snprintf(text, cap, "unix");
 	if (sa != NULL && sa->sa_family == AF_INET) {
 		*family = AF_INET;
 		memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
@@ -56,6 +63,8 @@ static void client_address(struct MHD_Connection *c, int *family, unsigned char 
 		*family = AF_INET6;
 		memcpy(addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
 	}
+	if (*family != 0)
+		inet_ntop(*family, addr, text, (socklen_t)cap);
 }
 
 /* How many connections within the limit the address holds (under the table's lock). */
@@ -105,9 +114,7 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 	unsigned char addr[16];
 	char text[sizeof t->slots[0].client] = "-";
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-		client_address(c, &family, addr);
-		if (family != 0)
-			inet_ntop(family, addr, text, sizeof text);
+		client_address(c, &family, addr, text, sizeof text);
 	}
 	pthread_mutex_lock(&t->lock);
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
@@ -146,7 +153,13 @@ void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_contex
 				break;
 			}
 		}
-		if (shut_at_once && ci != NULL)
+		/*
+		 * No slot left: the table is full of connections of both listeners
+		 * (libmicrohttpd's limit is per daemon, the table's is for both
+		 * together, listen.unix's and TCP's). Shut at once, as a flood past
+		 * the surplus is: a connection is never served without its slot.
+		 */
+		if ((shut_at_once || *socket_context == NULL) && ci != NULL)
 			shutdown(ci->connect_fd, SHUT_RDWR);
 	} else {
 		atomic_fetch_sub(t->open, 1);
@@ -289,7 +302,10 @@ static const char *peer(int fd, char *buf, size_t cap)
 			port = ntohs(a->sin6_port);
 		}
 	}
-	snprintf(buf, cap, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+	if (ss.ss_family == AF_UNIX)
+		snprintf(buf, cap, "unix");
+	else
+		snprintf(buf, cap, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 	return buf;
 }
 

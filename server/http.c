@@ -7,6 +7,8 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -703,14 +705,12 @@ static void refuse_uri(embd_server *s, struct conn_slot *slot, const char *uri, 
 	}
 	embd_metrics_request(&s->metrics, rt != NULL ? rt->id : R_OTHER, 414, 0);
 	if (s->cfg.log_access && embd_log_enabled(EMBD_LOG_INFO)) {
-		char host[INET6_ADDRSTRLEN] = "-", url[300];
-		if (slot->family != 0)
-			inet_ntop(slot->family, slot->addr, host, sizeof host);
+		char url[300];
 		embd_log_safe(url, sizeof url, plen < sizeof path ? path : "-");
 		embd_log(EMBD_LOG_INFO,
 		         "access - %s 414 %d path=- copied=0 accounted=0 gen=0 0.000ms uri-too-long client=%s "
 		         "query=(%zu bytes)",
-		         url, n, host, len - plen);
+		         url, n, slot->client, len - plen);
 	}
 }
 
@@ -834,6 +834,120 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, embd_
 	return fd;
 }
 
+/* Remove listen.unix's socket file if it is still the one this process bound (not one another daemon made since). */
+static void unix_remove(embd_server *s)
+{
+	struct stat st;
+	if (s->unix_bound && lstat(s->cfg.listen_unix, &st) == 0 && st.st_dev == s->unix_dev &&
+	    st.st_ino == s->unix_ino)
+		(void)unlink(s->cfg.listen_unix);
+	s->unix_bound = 0;
+}
+
+/*
+ * listen.unix's socket, bound here as the TCP one is (before the table
+ * loads, so that a path in use is an error at once). A file already at the
+ * path is looked at first: a socket nobody listens on (connect refused: a
+ * daemon that died without removing it) is replaced; a socket someone listens
+ * on (connect accepted, or its backlog full) is another process's, left to
+ * it; anything else is refused and never unlinked. The socket is bound under
+ * umask 0177 and then chmod'd to listen.unix_mode, so that its file is never
+ * open wider than asked, even for a moment (the umask is the process's: no
+ * other thread makes files this early). The descriptor, or -1 with msg.
+ */
+static int unix_socket(embd_server *s, char *msg, size_t cap)
+{
+	const char *path = s->cfg.listen_unix;
+	char shown[320];
+	embd_log_safe(shown, sizeof shown, path);
+	struct sockaddr_un un;
+	memset(&un, 0, sizeof un);
+	un.sun_family = AF_UNIX;
+	size_t len = strlen(path);
+	if (len >= sizeof un.sun_path) {
+		snprintf(msg, cap,
+		         "listen.unix: '%s' is %zu bytes; a Unix socket's path holds at most %zu: choose a shorter "
+		         "one",
+		         shown, len, sizeof un.sun_path - 1);
+		return -1;
+	}
+	memcpy(un.sun_path, path, len + 1);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(msg, cap, "cannot listen on unix:%s: it exists and is not a socket (left as it is)",
+			         shown);
+			return -1;
+		}
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (probe < 0) {
+			snprintf(msg, cap, "cannot listen on unix:%s: socket: %s", shown, strerror(errno));
+			return -1;
+		}
+		int rc = connect(probe, (const struct sockaddr *)&un, sizeof un), err = errno;
+		close(probe);
+		if (rc == 0 || err == EAGAIN) {
+			snprintf(msg, cap,
+			         "cannot listen on unix:%s: another process listens there (stop it, or choose another "
+			         "--unix path)",
+			         shown);
+			return -1;
+		}
+		if (err != ECONNREFUSED) {
+			snprintf(msg, cap, "cannot listen on unix:%s: %s", shown, strerror(err));
+			return -1;
+		}
+		if (unlink(path) != 0 && errno != ENOENT) {
+			snprintf(msg, cap, "cannot listen on unix:%s: removing the stale socket: %s", shown,
+			         strerror(errno));
+			return -1;
+		}
+		embd_log(EMBD_LOG_NOTICE, "unix:%s: replaced a stale socket (nothing listened on it)", shown);
+	} else if (errno != ENOENT) {
+		snprintf(msg, cap, "cannot listen on unix:%s: %s", shown, strerror(errno));
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(msg, cap, "cannot listen on unix:%s: socket: %s", shown, strerror(errno));
+		return -1;
+	}
+	mode_t old = umask(0177);
+	int rc = bind(fd, (const struct sockaddr *)&un, sizeof un), err = errno;
+	umask(old);
+	if (rc != 0) {
+		snprintf(msg, cap, "cannot listen on unix:%s: %s%s", shown, strerror(err),
+		         err == EADDRINUSE ? " (another process made it meanwhile)" : "");
+		close(fd);
+		return -1;
+	}
+	if (lstat(path, &st) == 0) {
+		s->unix_bound = 1;
+		s->unix_dev = st.st_dev;
+		s->unix_ino = st.st_ino;
+	}
+	if (chmod(path, (mode_t)s->cfg.listen_unix_mode) != 0 || listen(fd, SOMAXCONN) != 0) {
+		snprintf(msg, cap, "cannot listen on unix:%s: %s", shown, strerror(errno));
+		close(fd);
+		unix_remove(s);
+		return -1;
+	}
+	return fd;
+}
+
+/* One libmicrohttpd daemon on the bound socket fd, with the options every listener of embd has. */
+static struct MHD_Daemon *daemon_on(embd_server *s, unsigned flags, int fd, unsigned accepted, unsigned threads)
+{
+	const embd_config *cfg = &s->cfg;
+	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
+	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT, accepted,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
+	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory,
+	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+	                        embd_conns_notify, &s->conns, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_END);
+}
+
 int embd_http_start(embd_server *s, char *msg, size_t cap)
 {
 	embd_config *cfg = &s->cfg;
@@ -908,7 +1022,10 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		return -1;
 	}
 	int fd = listen_socket(&ss, ss_len, s, msg, cap);
-	if (fd < 0) {
+	int ufd = fd >= 0 && cfg->listen_unix[0] != '\0' ? unix_socket(s, msg, cap) : -2;
+	if (fd < 0 || ufd == -1) {
+		if (fd >= 0)
+			close(fd);
 		embd_turns_destroy(&s->turns);
 		embd_conns_destroy(&s->conns);
 		return -1;
@@ -918,20 +1035,37 @@ int embd_http_start(embd_server *s, char *msg, size_t cap)
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		threads = n > 0 ? (unsigned)n : 1;
 	}
-	s->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-	    (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-	    MHD_OPTION_CONNECTION_LIMIT, accepted, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->connection_memory, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
-	    NULL, MHD_OPTION_NOTIFY_CONNECTION, embd_conns_notify, &s->conns, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-	    MHD_OPTION_END);
+	s->daemon = daemon_on(s, flags, fd, accepted, threads);
 	if (s->daemon == NULL) {
 		/* The socket is not closed here: libmicrohttpd may have closed it already (the process exits anyway).
 		 */
 		snprintf(msg, cap, "cannot start libmicrohttpd on %s port %u", cfg->listen_address, s->port);
+		if (ufd >= 0)
+			close(ufd);
+		unix_remove(s);
 		embd_turns_destroy(&s->turns);
 		embd_conns_destroy(&s->conns);
 		return -1;
+	}
+	/*
+	 * The Unix socket's daemon: its own threads (a slow reader on one side
+	 * never holds a thread of the other), the same table of connections, so
+	 * that limits.connections counts both. No MHD_USE_IPv6: not an IP socket.
+	 */
+	if (ufd >= 0) {
+		s->daemon_unix = daemon_on(s, flags & ~(unsigned)MHD_USE_IPv6, ufd, accepted, threads);
+		if (s->daemon_unix == NULL) {
+			char shown[320];
+			embd_log_safe(shown, sizeof shown, cfg->listen_unix);
+			snprintf(msg, cap, "cannot start libmicrohttpd on unix:%s", shown);
+			MHD_stop_daemon(s->daemon);
+			close(fd);
+			s->daemon = NULL;
+			unix_remove(s);
+			embd_turns_destroy(&s->turns);
+			embd_conns_destroy(&s->conns);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -946,6 +1080,15 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 	 * shutdown() makes new connects fail at once; the fd itself may only be closed after MHD_stop_daemon. */
 	if (listen_fd != MHD_INVALID_SOCKET)
 		shutdown(listen_fd, SHUT_RDWR);
+	/*
+	 * The Unix socket likewise, and its file goes now: a client finds none
+	 * (as after the exit), and a new embd may bind the path while this one
+	 * drains (unix_remove leaves a file that is no longer ours).
+	 */
+	MHD_socket unix_fd = s->daemon_unix != NULL ? MHD_quiesce_daemon(s->daemon_unix) : MHD_INVALID_SOCKET;
+	if (unix_fd != MHD_INVALID_SOCKET)
+		shutdown(unix_fd, SHUT_RDWR);
+	unix_remove(s);
 	uint64_t end = embd_now_ns() + (uint64_t)deadline_s * 1000000000u;
 	/*
 	 * Vector operations stop between blocks (each is answered 503
@@ -986,6 +1129,11 @@ int embd_http_stop(embd_server *s, unsigned deadline_s)
 	if (listen_fd != MHD_INVALID_SOCKET)
 		close(listen_fd);
 	s->daemon = NULL;
+	if (s->daemon_unix != NULL)
+		MHD_stop_daemon(s->daemon_unix);
+	if (unix_fd != MHD_INVALID_SOCKET)
+		close(unix_fd);
+	s->daemon_unix = NULL;
 	embd_turns_destroy(&s->turns);
 	embd_conns_destroy(&s->conns);
 	return rc;

@@ -378,9 +378,17 @@ static int cmd_serve(int argc, char **argv)
 	}
 	const char *addr = s->cfg.listen_address;
 	int v6 = strchr(addr, ':') != NULL;
+	/* listen.unix's socket, named beside the port wherever the port is. */
+	char also[340] = "";
+	if (s->cfg.listen_unix[0] != '\0') {
+		char shown[320];
+		embd_log_safe(shown, sizeof shown, s->cfg.listen_unix);
+		snprintf(also, sizeof also, " and unix:%s", shown);
+	}
 	/* The real port at once (with --port 0 nothing else names it until the table has loaded). */
-	embd_log(EMBD_LOG_NOTICE, "embd %s: listening on http://%s%s%s:%u/, loading %s", EMBD_VERSION, v6 ? "[" : "",
-	         addr, v6 ? "]" : "", s->port, s->cfg.matrix_path[0] != '\0' ? s->cfg.matrix_path : "the demo matrix");
+	embd_log(EMBD_LOG_NOTICE, "embd %s: listening on http://%s%s%s:%u/%s, loading %s", EMBD_VERSION, v6 ? "[" : "",
+	         addr, v6 ? "]" : "", s->port, also,
+	         s->cfg.matrix_path[0] != '\0' ? s->cfg.matrix_path : "the demo matrix");
 	/* The load thread inherits the blocked mask: a signal interrupts the main thread's poll, not the parse. */
 	static struct first_load first; /* outlives cmd_serve if a stop leaves the load running */
 	first.spec = spec;
@@ -442,11 +450,11 @@ static int cmd_serve(int argc, char **argv)
 		         embd_vocab_size(v), embd_vocab_bytes(v), (double)embd_vocab_build_ns(v) / 1e6);
 	embd_log(EMBD_LOG_NOTICE,
 	         "embd %s: serving %s (%s, %" PRIu64 " x %" PRIu64 " %s, %" PRIu64 " bytes, matrix %s in %.3f ms, "
-	         "%s, loaded in %.3f ms in all) on http://%s%s%s:%u/",
+	         "%s, loaded in %.3f ms in all) on http://%s%s%s:%u/%s",
 	         EMBD_VERSION, info->source, embd_format_name(info->format), info->rows, info->dim,
 	         embd_dtype_name(info->dtype), info->data_bytes, info->heap_bytes != 0 ? "parsed" : "mapped",
 	         (double)info->load_ns / 1e6, words, (double)(first.t1 - first.t0) / 1e6, v6 ? "[" : "", addr,
-	         v6 ? "]" : "", s->port);
+	         v6 ? "]" : "", s->port, also);
 	embd_gen_release(loaded);
 	if (hup_after) {
 		embd_log(EMBD_LOG_NOTICE, "SIGHUP: reloading");

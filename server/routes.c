@@ -159,6 +159,12 @@ static int h_info(struct req *r, embd_err *e)
 		json_decref(v);
 		v = NULL;
 	}
+	/* listen.unix, for a client on this host that found the daemon by its port: the faster way in. */
+	if (v != NULL && r->srv->cfg.listen_unix[0] != '\0' &&
+	    json_object_set_new(v, "unix", embd_json_text(r->srv->cfg.listen_unix, 4095)) != 0) {
+		json_decref(v);
+		v = NULL;
+	}
 	if (v != NULL && voc != NULL) {
 		json_t *w =
 		    json_pack("{s:I,s:I,s:f}", "tokens", (json_int_t)embd_vocab_size(voc), "bytes",

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "acct.h"
 #include "clock.h"
@@ -33,6 +34,16 @@ typedef struct embd_server {
 	embd_plan_cfg plan;
 	struct MHD_Daemon *daemon;
 	uint16_t port;
+	/*
+	 * listen.unix's daemon (NULL: none): the same handlers, options and
+	 * threads on a Unix-domain socket, sharing everything else (connections
+	 * table, budget, turns, compute). The socket file, identified by device
+	 * and inode, is ours to remove at shutdown once bound.
+	 */
+	struct MHD_Daemon *daemon_unix;
+	int unix_bound;
+	dev_t unix_dev;
+	ino_t unix_ino;
 	char admin_token[256];     /* empty: the admin endpoints are off */
 	atomic_long requests_live; /* request records not yet finished */
 	embd_compute compute;      /* the pool every vector operation runs on */

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -15,7 +16,8 @@ import pytest
 EMBD = os.environ.get("EMBD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "embd"))
 
 
-LISTENING = re.compile(r"\S+ notice embd \S+: listening on http://127\.0\.0\.1:\d+/, loading [^\n]*\n")
+LISTENING = re.compile(r"\S+ notice embd \S+: listening on http://127\.0\.0\.1:\d+/(?: and unix:[^\n]*?)?, loading "
+                       r"[^\n]*\n")
 
 
 def after_listening(err):
@@ -35,6 +37,20 @@ def get_from(port, source, path):
         return r.status, r.read()
     finally:
         c.close()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An http.client connection over a Unix-domain socket (listen.unix), as curl --unix-socket: Host: localhost."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
 
 
 class KeepAlive:
@@ -67,6 +83,7 @@ class Daemon:
         self.log = open(self.log_path, "w+")
         self.proc = subprocess.Popen([EMBD, "serve", "--port", "0", *args], stdout=self.log, stderr=self.log)
         self.port = None
+        self.unix = args[args.index("--unix") + 1] if "--unix" in args else None  # listen.unix's path, if any
         # The start-up line (with the port) goes to the log file when there is one.
         started = args[args.index("--log-file") + 1] if "--log-file" in args else self.log_path
         for _ in range(500):
@@ -93,7 +110,7 @@ class Daemon:
 
     def loaded(self, log, timeout=60.0):
         """Whether the daemon logged that it serves on its port within timeout seconds (False once it exited)."""
-        serving = re.compile(r" serving .* on http://127\.0\.0\.1:%d/\n" % self.port)
+        serving = re.compile(r" serving .* on http://127\.0\.0\.1:%d/(?: and unix:[^\n]*)?\n" % self.port)
         end = time.time() + timeout
         while time.time() < end and self.proc.poll() is None:
             with open(log, errors="replace") as f:
@@ -106,9 +123,10 @@ class Daemon:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    def request(self, method, path, body=None, headers=None):
-        """(status, headers as a lower-cased dict, body bytes) of one request on a new connection."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def request(self, method, path, body=None, headers=None, unix=False):
+        """(status, headers as a lower-cased dict, body bytes) of one request on a new connection (unix: over
+        listen.unix's socket)."""
+        c = UnixHTTPConnection(self.unix) if unix else http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()

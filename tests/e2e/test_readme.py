@@ -148,6 +148,12 @@ EXPECT = {
         run(),
     ]),
     "errors": ("demo", [run(400, check=status_is(400, "id_out_of_range"))]),
+    "unix-socket": (None, [
+        None,  # ./embd serve vectors.npy --unix embd.sock &
+        run(200),
+        run(200, check=file_npy("slice.npy", (256, 300))),
+        run(200),
+    ]),
     "safetensors": (None, [
         run(check=contains("model.embed_tokens.weight BF16 (32000, 4096)")),
         None,  # ./embd serve model.safetensors --tensor model.embed_tokens.weight &
