@@ -104,6 +104,25 @@ static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **
 	return rc;
 }
 
+/*
+ * Rows [*a, *b) of part `part` of `parts`: cut at multiples of the search's
+ * block (t.block_rows), so that every BLAS call of a part is one the search
+ * in one pass would make (the same rows, the same count): BLAS kernels may
+ * round a column differently by where it falls in the call (OpenBLAS's
+ * Haswell sgemm did, for rows past a cut at 50,000 of 100,000), and a search
+ * cut in parts must answer as one pass, bit for bit.
+ */
+static void part_range(uint64_t rows, uint64_t block, unsigned part, unsigned parts, uint64_t *a, uint64_t *b)
+{
+	uint64_t blocks = block > 0 ? (rows + block - 1) / block : 0;
+	*a = blocks * part / parts * block;
+	*b = blocks * (part + 1) / parts * block;
+	if (*a > rows)
+		*a = rows;
+	if (*b > rows)
+		*b = rows;
+}
+
 /* The most parts one search is cut into (one per compute thread, up to this). */
 #define MAX_PARTS 8
 /*
@@ -168,7 +187,8 @@ static void vwork_run(embd_work *w, unsigned part)
 		/* Norms are computed once per generation, by the first search that needs them (the others wait). */
 		if (t.metric == EMBD_METRIC_COSINE && (*rc = embd_gen_norms(v->r->gen, &t.norms, NULL)) != 0)
 			return;
-		uint64_t a = m->rows * part / w->parts, b = m->rows * (part + 1) / w->parts;
+		uint64_t a, b;
+		part_range(m->rows, t.block_rows, part, w->parts, &a, &b);
 		t.first = a;
 		t.count = b - a;
 		t.cancel = &w->cancel;
@@ -414,6 +434,10 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 	                   .exclude = exclude,
 	                   .exclude_off = exclude_off,
 	                   .block_rows = block < 64 ? 64 : block};
+	/* No more parts than blocks: a part holds at least one whole block. */
+	uint64_t blocks = (m->rows + v->t.block_rows - 1) / v->t.block_rows;
+	if (parts > blocks)
+		parts = blocks > 0 ? (unsigned)blocks : 1;
 	if (kk > 0 && nq > 0) {
 		if ((rc = scratch(r, parts * nq * kk * sizeof *v->hits, (void **)&v->hits, "the results", e)) != 0 ||
 		    (rc = scratch(r, parts * nq * sizeof *v->counts, (void **)&v->counts, "the result counts", e)) != 0)
@@ -423,8 +447,10 @@ static int topk_submit(struct req *r, const float *queries, size_t nq, const uin
 			return rc;
 		for (unsigned p = 0; p < parts; p++) {
 			embd_topk pt = v->t;
-			pt.first = m->rows * p / parts;
-			pt.count = m->rows * (p + 1) / parts - pt.first;
+			uint64_t a, b;
+			part_range(m->rows, pt.block_rows, p, parts, &a, &b);
+			pt.first = a;
+			pt.count = b - a;
 			uint64_t need = embd_vecops_topk_scratch(m, &pt);
 			if (need > SIZE_MAX)
 				return embd_err_set(e, EMBD_EOVERFLOW, "the search's scratch size overflows");
