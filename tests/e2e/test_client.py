@@ -612,3 +612,32 @@ def test_cli(vocabd, tmp_path):
     assert p.returncode == 1 and p.stderr.startswith("embd_client: 400 id_out_of_range: id 500 is out of range")
     p = cli(u, "tokens", "nope")
     assert p.returncode == 1 and "404 token_not_found" in p.stderr
+
+
+def test_a_unix_socket_url(start, big):
+    """Client("unix:/path") reaches listen.unix: the same rows as over TCP (a split batch, parts in parallel, and a
+    slice), its connections are Unix ones (the access log says client=unix), and a bad URL is refused."""
+    import tempfile
+    path, a = big
+    tmp = tempfile.mkdtemp(prefix="embd-uds-", dir="/tmp")
+    sockpath = os.path.join(tmp, "embd.sock")
+    try:
+        d = start(path, "--unix", sockpath, "--limits.max_ids", "1000")
+        ids = np.random.default_rng(11).integers(0, a.shape[0], 2500)
+        with Client("unix:" + sockpath) as c, Client(url(d)) as t:
+            got = c.rows(ids)
+            assert same(got, a[ids]) and same(got, t.rows(ids))
+            assert same(c.slice(10, 2010), a[10:2010])
+            assert c.shape == a.shape and c.info()["unix"] == sockpath
+            assert c.stats["requests"] >= 4  # 3 parts of at most 1,000 ids, and a slice
+        with Client("unix://" + sockpath) as c:
+            assert same(c.rows([3, 1, 3]), a[[3, 1, 3]])
+        d.settled()
+        assert "client=unix" in d.output()
+        for bad in ("unix:relative.sock", "ftp://x"):
+            with pytest.raises(ValueError):
+                Client(bad)
+        with pytest.raises(embd_client.EmbdConnectionError):
+            Client("unix:" + os.path.join(tmp, "nobody.sock"), connect_timeout=1).rows([1])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
