@@ -612,3 +612,111 @@ def test_cli(vocabd, tmp_path):
     assert p.returncode == 1 and p.stderr.startswith("embd_client: 400 id_out_of_range: id 500 is out of range")
     p = cli(u, "tokens", "nope")
     assert p.returncode == 1 and "404 token_not_found" in p.stderr
+
+
+# -- a fake server, for answers embd never gives (a client must still behave) -------------------------------------
+
+FAKE_INFO = json.dumps({"rows": 10, "dim": 4, "dtype": "f32", "generation": 1,
+                        "limits": {"max_ids": 100, "request_bytes": 1 << 26, "max_body_bytes": 1 << 24}}).encode()
+FAKE_ROWS = np.arange(40, dtype=np.float32).reshape(10, 4)
+
+
+def fake_head(n, extra=b"", gen=b"1"):
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Embd-Shape: %d,4\r\nX-Embd-Dtype: f32\r\n"
+            b"X-Embd-Generation: %s\r\nContent-Length: %d\r\n%s\r\n" % (n, gen, 16 * n, extra))
+
+
+class FakeServer:
+    """A loopback server answering /v1/info with FAKE_INFO and every other request with answer(conn, request_line,
+    body): a thread per connection, requests read whole (Content-Length bodies)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                n = 0
+                for h in lines[1:]:
+                    if h.lower().startswith(b"content-length:"):
+                        n = int(h.split(b":")[1])
+                while len(buf) < n:
+                    buf += c.recv(65536)
+                body, buf = buf[:n], buf[n:]
+                line = lines[0].decode()
+                if " /v1/info" in line:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                              % len(FAKE_INFO) + FAKE_INFO)
+                elif self.answer(c, line, body) == "close":
+                    c.close()
+                    return
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(answer):
+        servers.append(FakeServer(answer))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.mark.parametrize("value,waits", [
+    ("1", [0.2]),  # capped at max_backoff
+    ("0.05", [0.1]),  # at least the backoff
+    ("86400", [0.2]),
+    ("inf", [0.1]), ("1e400", [0.1]), ("nan", [0.1]), ("-3", [0.1]), ("0x10", [0.1]), ("", [0.1]),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", [0.1]),  # an HTTP-date: the backoff
+])
+def test_retry_after_parsed_and_capped(fake, monkeypatch, value, waits):
+    """Retry-After: a non-negative finite number of seconds, waited at most max_backoff; an HTTP-date or garbage
+    falls back to the backoff. Whatever it says, the caller gets the 503 as an EmbdError once retries run out."""
+    body = b'{"error":{"status":503,"code":"overloaded","message":"busy"}}'
+    srv = fake(lambda c, line, _: c.sendall(b"HTTP/1.1 503 x\r\nRetry-After: %s\r\nContent-Length: %d\r\n\r\n"
+                                            % (value.encode(), len(body)) + body))
+    slept = []
+    monkeypatch.setattr(embd_client.client.time, "sleep", slept.append)
+    c = Client(srv.url, retries=1, backoff=0.1, max_backoff=0.2)
+    with pytest.raises(EmbdError) as e:
+        c.rows([1, 2])
+    assert (e.value.status, e.value.code, e.value.message) == (503, "overloaded", "busy")
+    assert slept == waits
+    c.close()

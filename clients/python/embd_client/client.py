@@ -2,6 +2,7 @@
 import http.client
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -129,6 +130,17 @@ def npy_bytes(a):
                      memoryview(a).cast("B")))
 
 
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+def retry_after_seconds(value):
+    """The seconds a Retry-After header asks for, when it is a non-negative number of seconds ("1", "0.5"); None
+    for anything else: an HTTP-date, a negative or non-finite number, garbage, no header (then the backoff)."""
+    if value is None or not _DELAY_SECONDS.fullmatch(value.strip()):
+        return None
+    return float(value)
+
+
 def _error_from(status, headers, body):
     """The EmbdError an error answer stands for: embd's JSON error body, or what a non-JSON answer said."""
     try:
@@ -209,10 +221,11 @@ class Client:
 
     Keeps connections alive (a small pool, so several threads can use one Client at once), made lazily and remade
     in a forked child (a DataLoader worker never uses a socket its parent made). Errors raise EmbdError carrying
-    the server's status, code and message; 503 answers are retried up to ``retries`` times, waiting the answer's
-    Retry-After (else ``backoff`` doubling up to ``max_backoff`` seconds); a failed connection is retried once
-    on a fresh one (every request the client sends is a read). ``parallel``: parts of a split batch in flight at
-    once, each answering at most ``part_bytes`` (16 MiB: the daemon keeps its buffers warm in a 128 MiB pool by
+    the server's status, code and message; 503 answers are retried up to ``retries`` times, waiting ``backoff``
+    seconds doubling each time, or longer when the answer's Retry-After asks for it, never more than ``max_backoff``
+    (Retry-After counts only as a number of seconds: an HTTP-date or garbage leaves the backoff); a failed
+    connection is retried once on a fresh one (every request the client sends is a read). ``parallel``: parts of
+    a split batch in flight at once, each answering at most ``part_bytes`` (16 MiB: the daemon keeps its buffers warm in a 128 MiB pool by
     default, and four 58 MB parts of a 65,536-row batch overran it, at a third of the speed of 16 MiB parts).
     ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
     max_body_bytes; default DEFAULT_LIMITS, the daemon's defaults).
@@ -375,11 +388,11 @@ class Client:
                 raise
             if err.status != 503 or waits >= self.retries:
                 raise err
-            delay = min(self.backoff * (2 ** waits), self.max_backoff)
-            try:
-                delay = max(delay, float(retry_after))
-            except (TypeError, ValueError):
-                pass
+            delay = self.backoff * (2 ** waits)
+            asked = retry_after_seconds(retry_after)
+            if asked is not None:
+                delay = max(delay, asked)
+            delay = min(delay, self.max_backoff)
             waits += 1
             self.stats["retries_503"] += 1
             time.sleep(delay)
