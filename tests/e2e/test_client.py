@@ -720,3 +720,26 @@ def test_retry_after_parsed_and_capped(fake, monkeypatch, value, waits):
     assert (e.value.status, e.value.code, e.value.message) == (503, "overloaded", "busy")
     assert slept == waits
     c.close()
+
+
+def test_read_timeout_is_a_deadline_for_the_whole_answer(fake):
+    """read_timeout bounds the whole answer, from the request: a server trickling a byte every 0.9 s (each read
+    well within read_timeout) is cut at read_timeout, not served 16 bytes later."""
+    stop = threading.Event()
+
+    def trickle(c, line, body):
+        c.sendall(fake_head(1))
+        for b in FAKE_ROWS[1].tobytes():
+            if stop.wait(0.9):
+                return "close"
+            c.sendall(bytes([b]))
+
+    srv = fake(trickle)
+    c = Client(srv.url, read_timeout=2, retries=0)
+    try:
+        with pytest.raises(embd_client.EmbdTimeout) as e:
+            c.rows([1])
+        assert e.value.code == "timeout" and "within 2 s" in e.value.message
+    finally:
+        stop.set()
+        c.close()

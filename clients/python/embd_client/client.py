@@ -37,8 +37,51 @@ if hasattr(os, "register_at_fork"):
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read and write must end by a deadline (time.monotonic()): each call waits at most
+    what is left of it, so that read_timeout bounds a whole answer, not each read (a server trickling a byte a
+    second under read_timeout would otherwise hold a caller for as long as it likes)."""
+
+    deadline = None
+    _armed = None  # the timeout last set
+
+    def _arm(self):
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        # settimeout costs a system call: only when what is left is noticeably less than the timeout set (the
+        # deadline may pass by at most 1/64 of it)
+        if self._armed is None or left < self._armed * (63 / 64):
+            self._armed = left
+            super().settimeout(left)
+
+    def recv(self, *a):
+        self._arm()
+        return super().recv(*a)
+
+    def recv_into(self, *a):
+        self._arm()
+        return super().recv_into(*a)
+
+    def recvmsg_into(self, *a):
+        self._arm()
+        return super().recvmsg_into(*a)
+
+    def send(self, *a):
+        self._arm()
+        return super().send(*a)
+
+    def sendall(self, *a):
+        self._arm()
+        return super().sendall(*a)
+
+
 class _Conn(http.client.HTTPConnection):
-    """One keep-alive connection, with its own connect and read timeouts, remembering the process that made it."""
+    """One keep-alive connection, with its own connect and read timeouts, remembering the process that made it.
+    read_timeout is a deadline for each request's answer (start_request), counted from when the request is sent
+    on a connection made (connecting has its own connect_timeout)."""
 
     def __init__(self, host, port, connect_timeout, read_timeout):
         super().__init__(host, port, timeout=connect_timeout)
@@ -61,7 +104,17 @@ class _Conn(http.client.HTTPConnection):
                 s.close()
                 raise
             self.sock = s
-        self.sock.settimeout(self.read_timeout)
+        s = _DeadlineSocket(fileno=self.sock.detach())  # the same descriptor (TCP_NODELAY and all), our reads
+        s.settimeout(self.read_timeout)
+        s.deadline = time.monotonic() + self.read_timeout if self.read_timeout is not None else None
+        self.sock = s
+
+    def start_request(self):
+        """Count read_timeout from now, for the request about to be sent and its answer."""
+        if self.sock is not None and self.read_timeout is not None:
+            self.sock.deadline = time.monotonic() + self.read_timeout
+            self.sock._armed = None
+            self.sock.settimeout(self.read_timeout)
 
     # http.client sends a request's head and its body in two sends, and with TCP_NODELAY the head leaves alone and
     # wakes the server once for itself: held with MSG_MORE, it leaves with the body's first bytes.
@@ -227,7 +280,9 @@ class Client:
     connection is retried once on a fresh one (every request the client sends is a read). ``parallel``: parts of
     a split batch in flight at once, each answering at most ``part_bytes`` (16 MiB: the daemon keeps its buffers warm in a 128 MiB pool by
     default, and four 58 MB parts of a 65,536-row batch overran it, at a third of the speed of 16 MiB parts).
-    ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
+    ``connect_timeout`` bounds making a connection, ``read_timeout`` each request's whole answer (sending the
+    request and reading every byte of the answer, from when the request is sent: a deadline, not a bound on each
+    read), both raising EmbdTimeout. ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
     max_body_bytes; default DEFAULT_LIMITS, the daemon's defaults).
     """
 
@@ -348,6 +403,7 @@ class Client:
             try:
                 self.stats["requests"] += 1
                 conn.body_follows = body is not None
+                conn.start_request()
                 conn.request(method, self._prefix + path, body, headers or {})
                 resp = conn.getresponse()
                 resp.embd_sock = conn.sock  # for scatter reads of a body in many runs (_scatter_read)
@@ -373,7 +429,7 @@ class Client:
                 conn.close()
                 raise EmbdTimeout(None, "timeout", "%s %s to %s: no %s within %s s (read_timeout/connect_timeout "
                                   "set the limits)" % (method, path.split("?")[0], self._where(),
-                                                       "connection" if phase[0] == "connect" else "answer",
+                                                       "connection" if phase[0] == "connect" else "whole answer",
                                                        phase[1])) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
