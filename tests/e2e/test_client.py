@@ -743,3 +743,41 @@ def test_read_timeout_is_a_deadline_for_the_whole_answer(fake):
     finally:
         stop.set()
         c.close()
+
+
+def test_ids_checked(f32d, data):
+    """Ids are integers in int64, 1-D: float ids are refused whatever their values (no silent truncation or
+    wrapping), a uint64 or Python int past 2^63-1 is refused by value, strings and bools are refused, an empty 2-D
+    array is refused as any 2-D one."""
+    a = data["f32"]
+    with Client(url(f32d)) as c:
+        for ids in ([1.0, 2.0], np.array([1.0, 2.0]), np.array([3], np.float16), np.array([2.0 ** 63]),
+                    torch.tensor([1.0]), np.array([1.5])):
+            with pytest.raises(TypeError, match="ids must be integers, not float"):
+                c.rows(ids)
+        for ids in (np.array([3, 2 ** 63], np.uint64), [1, -1, 2 ** 63], [2 ** 70], np.array([2 ** 64 - 1], np.uint64)):
+            with pytest.raises(ValueError, match=r"id \d+ does not fit in int64"):
+                c.rows(ids)
+        for ids in (["1", "2"], np.array(["1"])):
+            with pytest.raises(TypeError, match=r"ids must be integers, not strings \(tokens\(\) looks words up\)"):
+                c.rows(ids)
+        for ids in ([True, False], torch.tensor([True]), [1, None]):
+            with pytest.raises(TypeError, match="ids must be integers"):
+                c.rows(ids)
+        for ids in (np.zeros((0, 3), np.int64), [[1, 2], [3, 4]], 5):
+            with pytest.raises(ValueError, match="ids must be 1-D"):
+                c.rows(ids)
+        assert same(c.rows(np.array([3, 2], np.uint64)), a[[3, 2]])
+        assert same(c.rows([-0, 2 ** 3]), a[[0, 8]])
+        with pytest.raises(EmbdError) as e:
+            c.rows([-1])
+        assert (e.value.status, e.value.code) == (400, "bad_id")  # the server says what is wrong with -1
+
+
+def test_malformed_generation_header(fake):
+    """An answer whose X-Embd-Generation is not a number is a bad answer (EmbdError), not a ValueError."""
+    srv = fake(lambda c, line, body: c.sendall(fake_head(2, gen=b"abc") + FAKE_ROWS[[1, 2]].tobytes()))
+    with Client(srv.url) as c:
+        with pytest.raises(EmbdError) as e:
+            c.rows([1, 2])
+        assert (e.value.status, e.value.code) == (200, "bad_answer") and "'abc'" in e.value.message

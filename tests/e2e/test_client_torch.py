@@ -278,6 +278,26 @@ def test_errors(served):
     assert (e.value.status, e.value.code) == (400, "id_out_of_range")
 
 
+def test_ids_checked(served):
+    """A dataset's ids are 1-D integers, as Client.rows takes them: a 2-D array is refused, not flattened (item i
+    would be a row of the flattened array), and so are float ids and ids past int64; a stream's or a sequence
+    collate's 2-D batch too."""
+    url, m = served
+    for ids in (np.zeros((2, 3), np.int64), torch.zeros((0, 2), dtype=torch.int64), [[1, 2]]):
+        with pytest.raises(ValueError, match="ids must be 1-D"):
+            et.RowsDataset(url, ids)
+    with pytest.raises(TypeError, match="ids must be integers, not float"):
+        et.RowsDataset(url, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        et.RowsDataset(url, np.array([2 ** 63], np.uint64))
+    with pytest.raises(ValueError, match="ids must be 1-D"):
+        next(iter(et.RowsStream(url, [np.zeros((2, 2), np.int64)])))
+    with pytest.raises(ValueError, match="ids must be 1-D"):
+        et.SequenceCollate(url)([np.zeros((2, 2), np.int64)])
+    ds = et.RowsDataset(url, np.array([4, 3], np.uint32))
+    assert same(ds.__getitems__([1, 0]), lookup(m, [3, 4], None))
+
+
 def test_client_used_before_the_fork(served):
     """A Client (not a URL) that the main process has used, its connection open, given to 2 workers: each makes its
     own connections (no socket shared across the fork), and the batches are exact."""

@@ -152,25 +152,58 @@ def wire_dtype(dtype):
     return name
 
 
+_I64_MAX = int(np.iinfo(np.int64).max)
+
+
 def as_ids(ids):
     """ids (a list, a NumPy integer array or a torch tensor) as a 1-D int32 or int64 NumPy array, not copied
-    when it already is one."""
+    when it already is one.
+
+    Ids are integers: a float array (any float dtype) or a float in a list is refused with a TypeError, whatever
+    its values (convert whole-number floats yourself, ids.astype(np.int64)), as are bools, strings (tokens() looks
+    words up) and anything else that is not an integer. An id past int64 (a uint64 or Python int of 2^63 or more)
+    is a ValueError naming it, never wrapped. ids must be 1-D (an empty list is fine; a scalar or any 2-D array,
+    empty or not, is a ValueError)."""
     if type(ids).__module__.startswith("torch"):
         ids = ids.detach().cpu().numpy()
     a = np.asarray(ids)
-    if a.size == 0:
-        return np.zeros(0, np.int64)
     if a.ndim != 1:
         raise ValueError("ids must be 1-D, not of shape %s" % (a.shape,))
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "b" or a.dtype.kind == "O" or not np.all(np.equal(np.mod(a, 1), 0)):
-            raise TypeError("ids must be integers, not %s" % a.dtype)
-        a = a.astype(np.int64)
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    kind = a.dtype.kind
+    if kind in "OfSU" and isinstance(ids, (list, tuple)):
+        # A list NumPy could not make an integer array of: Python ints past int64 (object, or float64 beside
+        # negative ones), or something else in it. Say which.
+        for x in ids:
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+                break
+            if not -_I64_MAX - 1 <= int(x) <= _I64_MAX:
+                raise ValueError("id %d does not fit in int64" % int(x))
+    if kind in "SU":
+        raise TypeError("ids must be integers, not strings (tokens() looks words up)")
+    if kind == "f":
+        raise TypeError("ids must be integers, not %s (whole-number floats: convert them, ids.astype(np.int64))"
+                        % a.dtype)
+    if kind not in "iu":
+        raise TypeError("ids must be integers, not %s" % a.dtype)
     if a.dtype not in (np.dtype("<i4"), np.dtype("<i8")):
-        if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        if kind == "u" and a.dtype.itemsize == 8 and int(a.max()) > _I64_MAX:
             raise ValueError("id %d does not fit in int64" % int(a.max()))
         a = a.astype(np.int64)
     return np.ascontiguousarray(a)
+
+
+def _int_header(resp, name, default=None):
+    """An answer's header as an int (default when absent): a header that is not a number is a bad answer."""
+    v = resp.getheader(name)
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        resp.close()
+        raise EmbdError(resp.status, "bad_answer", "%s %r is not a number" % (name, v)) from None
 
 
 def npy_bytes(a):
@@ -407,9 +440,9 @@ class Client:
                 conn.request(method, self._prefix + path, body, headers or {})
                 resp = conn.getresponse()
                 resp.embd_sock = conn.sock  # for scatter reads of a body in many runs (_scatter_read)
-                gen = resp.getheader("X-Embd-Generation")
+                gen = _int_header(resp, "X-Embd-Generation")
                 if gen is not None:
-                    self._note_generation(int(gen))
+                    self._note_generation(gen)
                 if resp.status == 200:
                     result = handle(resp) if handle is not None else resp.read()
                     if resp.will_close or not resp.isclosed():
@@ -650,7 +683,7 @@ class Client:
         shape = resp.getheader("X-Embd-Shape")
         got_dtype = resp.getheader("X-Embd-Dtype")
         length = resp.getheader("Content-Length")
-        if shape != "%d,%d" % (n, dim) or got_dtype != wire or length is None or int(length) != n * row_bytes:
+        if shape != "%d,%d" % (n, dim) or got_dtype != wire or length != str(n * row_bytes):
             resp.close()
             raise _Mismatch("asked %d x %d %s (%d bytes), answered X-Embd-Shape %s, X-Embd-Dtype %s, "
                             "Content-Length %s" % (n, dim, wire, n * row_bytes, shape, got_dtype, length))
@@ -660,7 +693,7 @@ class Client:
                 _readinto_exact(resp, v)
         else:
             _scatter_read(resp, views)
-        return int(resp.getheader("X-Embd-Generation", "0"))
+        return _int_header(resp, "X-Embd-Generation", 0)
 
     def slice(self, start=None, stop=None, dtype=None, *, raw=False, out=None):
         """Rows start..stop-1 (a contiguous slice: the server sends it straight from its mapping when no dtype
@@ -744,7 +777,7 @@ class Client:
                 n, d = (int(x) for x in shape.split(","))
             except ValueError:
                 n, d = -1, -1
-            if d != dim or resp.getheader("X-Embd-Dtype") != wire or int(resp.getheader("Content-Length", -1)) \
+            if d != dim or resp.getheader("X-Embd-Dtype") != wire or _int_header(resp, "Content-Length", -1) \
                     != n * row_bytes or (oov != "skip" and n != len(words)):
                 resp.close()
                 raise EmbdError(200, "shape_changed", "asked %d tokens as %s rows of %d, answered shape %s %s" % (
@@ -754,14 +787,14 @@ class Client:
                 _readinto_exact(resp, memoryview(a).cast("B"))
             else:
                 resp.read()
-            return a, int(resp.getheader("X-Embd-Unknown-Tokens", "0")), int(resp.getheader("X-Embd-Generation", 0))
+            return a, _int_header(resp, "X-Embd-Unknown-Tokens", 0), _int_header(resp, "X-Embd-Generation", 0)
 
         rows, unknown, gen = self._call("POST", path, body, headers, read)
         kept = words
         if oov == "skip" and unknown:
             # A binary answer says how many were left out, not which: the JSON answer names the kept tokens.
             j = self._call("POST", "/v1/rows?format=json&oov=skip", body, {"Content-Type": "application/json"},
-                           lambda r: (json.loads(r.read()), int(r.getheader("X-Embd-Generation", 0))))
+                           lambda r: (json.loads(r.read()), _int_header(r, "X-Embd-Generation", 0)))
             if j[1] != gen:
                 raise EmbdError(200, "shape_changed", "the table was reloaded while its tokens were read")
             kept = j[0]["tokens"]
@@ -843,8 +876,11 @@ class Client:
 
         def read(resp):
             shape = resp.getheader("X-Embd-Shape", "")
-            dim = int(shape.split(",")[-1])
-            if resp.getheader("X-Embd-Dtype") != wire or int(resp.getheader("Content-Length", -1)) != \
+            try:
+                dim = int(shape.split(",")[-1])
+            except ValueError:
+                dim = -1
+            if dim < 0 or resp.getheader("X-Embd-Dtype") != wire or _int_header(resp, "Content-Length", -1) != \
                     dim * WIRE_DTYPES[wire].itemsize:
                 raise EmbdError(200, "shape_changed", "pool answered shape %s %s" % (
                     shape, resp.getheader("X-Embd-Dtype")))

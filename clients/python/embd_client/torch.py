@@ -102,12 +102,10 @@ def _source(client_or_url, parts):
 
 
 def _as_ids(ids):
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().numpy()
-    a = np.asarray(ids)
-    if a.dtype.kind not in "iu" and a.size:
-        raise TypeError("ids must be integers, not %s" % a.dtype)
-    return np.ascontiguousarray(a.reshape(-1), "<i8")
+    """ids as Client.rows takes them (1-D integers within int64, else a ValueError or TypeError saying why: a 2-D
+    array is refused, not flattened), as an int64 array."""
+    from .client import as_ids
+    return as_ids(ids).astype("<i8", copy=False)
 
 
 # Shared-memory arenas: a worker's batches, read in place, mapped once by the main process. ---------------------
@@ -318,6 +316,7 @@ class RowsDataset(_Rows, Dataset):
     """Item i is the row of ids[i] (a torch.Tensor of shape (dim,)); a batch of indices is one request.
 
     client_or_url: "http://host:port/" (connections made lazily in each process) or an embd_client.Client.
+    ids: 1-D integers, as Client.rows takes them (a 2-D array is refused, not flattened).
     dtype: None (the matrix's own), "f32", "f16" or "bf16" (the server converts; f16/bf16 halve the bytes).
     parts: requests in flight for one batch (each a part of it, on its own connection)."""
 
