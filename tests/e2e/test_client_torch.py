@@ -5,6 +5,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -326,3 +327,54 @@ def test_spawned_workers(served):
     del dl, x
     gc.collect()
     assert arena_maps() == []
+
+
+TOKEN = "t0k3n-for-the-torch-reload-tests-0123"
+
+
+@pytest.fixture
+def reloadable(start, table, tmp_path):
+    """The table (A), B (A's rows with column 0 + 0.5: every row differs) and C (another dim: 32), served by a
+    daemon with the admin endpoints on; reload(path) switches."""
+    path, m = table
+    b = m.copy()
+    b[:, 0] += 0.5
+    c = np.ascontiguousarray(m[:, 32:] * 2)
+    np.save(tmp_path / "b.npy", b)
+    np.save(tmp_path / "c.npy", c)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    d = start(path, "--access-log=false", "--admin.token_file", str(tmp_path / "token"))
+
+    def reload(which):
+        p = {"a": path, "b": str(tmp_path / "b.npy"), "c": str(tmp_path / "c.npy")}[which]
+        s, _, body = d.request("POST", "/v1/admin/reload?path=" + p, b"", {"Authorization": "Bearer " + TOKEN})
+        assert s == 200, body
+    return "http://127.0.0.1:%d/" % d.port, {"a": m, "b": b, "c": c}, reload
+
+
+def test_parts_of_a_batch_from_one_generation(reloadable):
+    """parts=2: a reload lands after the first part is read and before the second is: the batch is fetched again
+    (whole), never half from each table."""
+    url, t, reload = reloadable
+    c = Client(url)
+    orig = c._post_rows
+    first_done = threading.Event()
+    reloaded = []
+
+    def post(part_ids, *a):
+        if threading.current_thread() is threading.main_thread():
+            r = orig(part_ids, *a)
+            if not reloaded:
+                reload("b")
+                reloaded.append(1)
+                first_done.set()
+            return r
+        first_done.wait(10)  # the other part: after the first and the reload
+        return orig(part_ids, *a)
+
+    c._post_rows = post
+    ds = et.RowsDataset(c, np.arange(ROWS), parts=2)
+    got = ds.__getitems__(list(range(600)))
+    assert reloaded
+    assert same(got, lookup(t["b"], np.arange(600), None))
+    c.close()

@@ -596,6 +596,10 @@ class Client:
         request_bytes is fetched in parts, in parallel. out: a preallocated C-contiguous (len(ids), dim) array of
         the answer's dtype (float32, float16, or uint16 for bf16) to read into; it is returned.
         """
+        return self._rows(ids, dtype, raw, out)[0]
+
+    def _rows(self, ids, dtype, raw, out):
+        """rows(), and the generation the rows came from (None for no ids)."""
         ids = as_ids(ids)
         info = self._cached_info()
         wire = wire_dtype(dtype) or info["dtype"]
@@ -606,9 +610,8 @@ class Client:
             dim = info["dim"]
             dest = self._prepare_out(out, len(ids), dim, wire)
             try:
-                if len(ids):
-                    self._fetch_ids(ids, wire, dest, dim)
-                return self._finish(dest, wire, raw)
+                gen = self._fetch_ids(ids, wire, dest, dim) if len(ids) else None
+                return self._finish(dest, wire, raw), gen
             except _Mismatch as e:
                 info = self.info()
                 if attempt == 2 or (user_out and info["dim"] != dim):
@@ -665,6 +668,7 @@ class Client:
             np.take(dest, take, axis=0, out=out, mode="clip")  # "raise" would copy through a buffer
         elif dup_pos is not None:
             out[dup_pos] = out[dup_src]
+        return gens[0]
 
     def _map(self, fn, items):
         if len(items) == 1 or self.parallel == 1:

@@ -73,23 +73,45 @@ class _Source:
     def info(self):
         return self.client.info()
 
+    TRIES = 3  # a batch whose parts came from different generations is fetched again, at most this many times
+
+    def _part(self, ids, dtype, out):
+        """Read the rows of ids into out; the generation they came from."""
+        c = self.client
+        if hasattr(c, "_rows"):
+            return c._rows(ids, dtype, True, out)[1]
+        c.rows(ids, dtype, raw=True, out=out)
+        return getattr(c, "generation", None)
+
     def rows_into(self, ids, dtype, out):
+        """Fill out with the rows of ids, all from one generation of the table: parts fetched at once are
+        compared, and a batch whose parts straddle a reload is fetched again (TRIES times, then EmbdError
+        shape_changed)."""
         n = len(ids)
         k = min(self.parts, n // 256)
         if k <= 1:
             if n:
-                self.client.rows(ids, dtype, raw=True, out=out)
+                self._part(ids, dtype, out)
             return out
         if self._pid != os.getpid():  # no thread of the parent's survives a fork
             from concurrent.futures import ThreadPoolExecutor
             self._pid, self._pool = os.getpid(), ThreadPoolExecutor(self.parts - 1, thread_name_prefix="embd-part")
         cuts = [n * j // k for j in range(k + 1)]
-        futs = [self._pool.submit(self.client.rows, ids[cuts[j]:cuts[j + 1]], dtype, raw=True,
-                                  out=out[cuts[j]:cuts[j + 1]]) for j in range(1, k)]
-        self.client.rows(ids[:cuts[1]], dtype, raw=True, out=out[:cuts[1]])
-        for f in futs:
-            f.result()
-        return out
+        for _ in range(self.TRIES):
+            futs = [self._pool.submit(self._part, ids[cuts[j]:cuts[j + 1]], dtype, out[cuts[j]:cuts[j + 1]])
+                    for j in range(1, k)]
+            try:
+                gens = [self._part(ids[:cuts[1]], dtype, out[:cuts[1]])]
+            finally:
+                for f in futs:  # none may still be writing into out when this returns or raises
+                    f.exception()
+            gens += [f.result() for f in futs]
+            if len(set(gens)) == 1:
+                return out
+        from .errors import EmbdError
+        raise EmbdError(200, "shape_changed", "the parts of a batch came from different generations of the table "
+                        "(%s) %d times in a row: it is being reloaded faster than a batch is read"
+                        % (", ".join(map(str, sorted(set(gens)))), self.TRIES))
 
 
 def _source(client_or_url, parts):
