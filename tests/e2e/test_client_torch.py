@@ -378,3 +378,19 @@ def test_parts_of_a_batch_from_one_generation(reloadable):
     assert reloaded
     assert same(got, lookup(t["b"], np.arange(600), None))
     c.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataset_follows_a_reload_to_another_dim(reloadable, workers):
+    """A reload to a table of another dim: the dataset's next batches have the new dim and the new rows (no stale
+    shape, no 'out must be ...' ValueError), as do a sequence collate's; and back."""
+    url, t, reload = reloadable
+    ids = np.arange(ROWS)
+    ds = et.RowsDataset(url, ids)
+    seq = et.SequenceCollate(url)
+    bs = batches(4, 64, 11)
+    for which in ("a", "c", "c", "a"):
+        reload(which)
+        for b, x in zip(bs, DataLoader(ds, batch_sampler=bs, num_workers=workers, collate_fn=et.collate)):
+            assert same(x, lookup(t[which], ids[b], None))
+        assert same(seq([[3, 4], [5]]).rows[0], lookup(t[which], [3, 4], None))

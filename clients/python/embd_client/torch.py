@@ -311,6 +311,12 @@ class _Rows:
     def _source(self):
         if self._src is None:
             self._src = _source(self._spec, self._parts)
+        c = self._src.client
+        # the client's idea of the table: refreshed when an answer names a new generation
+        info = c._cached_info() if self._dim is not None and hasattr(c, "_cached_info") else None
+        if self._dim is not None and isinstance(info, dict) and (
+                int(info["dim"]) != self._dim or (self._dtype is None and info["dtype"] != self._wire)):
+            self._dim = None  # a reload changed the row's shape or dtype
         if self._dim is None:
             info = self._src.info()
             self._dim = int(info["dim"])
@@ -322,11 +328,24 @@ class _Rows:
     def _fetch(self, ids, shared=True):
         """The rows of ids as a torch.Tensor of shape (len(ids), dim): read straight into a slot of an arena in a
         DataLoader worker (shared), into fresh memory otherwise."""
-        src = self._source()
         ids = _as_ids(ids)
-        t, arr = _slot_tensor((len(ids), self._dim), self._wire, shared)
-        src.rows_into(ids, self._dtype, arr)
-        return t
+        return self._read(ids, (len(ids),), shared)[0]
+
+    def _read(self, ids, lead, shared=True):
+        """(tensor, array) of shape lead + (dim,) holding the rows of ids (as many as lead's product). A reload
+        that changes the row's dim or dtype (EmbdError shape_changed) is followed: /v1/info is read again and the
+        batch fetched again in the new shape (twice at most), so a dataset outlives a reload to a new table."""
+        from .errors import EmbdError
+        for attempt in range(3):
+            src = self._source()
+            t, arr = _slot_tensor(lead + (self._dim,), self._wire, shared)
+            try:
+                src.rows_into(ids, self._wire, arr.reshape(-1, self._dim))
+                return t, arr
+            except EmbdError as e:
+                if e.code != "shape_changed" or attempt == 2:
+                    raise
+                self._dim = None
 
     @property
     def dim(self):
@@ -449,8 +468,6 @@ class SequenceCollate(_Rows):
         for b, s in enumerate(seqs):
             ids[b, :len(s)] = s
             ids[b, len(s):] = s[0] if len(s) else 0
-        src = self._source()
-        t, arr = _slot_tensor((len(seqs), width, self._dim), self._wire)
-        src.rows_into(ids.reshape(-1), self._dtype, arr.reshape(-1, self._dim))
+        t, arr = self._read(ids.reshape(-1), (len(seqs), width))
         arr[~mask] = 0
         return Sequences(t, torch.from_numpy(lengths), torch.from_numpy(mask), None, rest)
