@@ -781,3 +781,22 @@ def test_malformed_generation_header(fake):
         with pytest.raises(EmbdError) as e:
             c.rows([1, 2])
         assert (e.value.status, e.value.code) == (200, "bad_answer") and "'abc'" in e.value.message
+
+
+def test_tokens_split_by_body_bytes(start, tmp_path):
+    """Long tokens under a small limits.max_body_bytes: parts sized by their JSON bodies' real bytes (not 64 bytes a
+    token), so no part is refused 413; in order, each policy."""
+    a = np.random.default_rng(6).standard_normal((300, 8)).astype(np.float32)
+    np.save(tmp_path / "t.npy", a)
+    words = ["w%d_" % i + "\u00e9" * 150 for i in range(300)]  # ~300 bytes of JSON each (\u00e9 escaped: 6 bytes)
+    (tmp_path / "t.vocab").write_text("".join(w + "\n" for w in words))
+    d = start(str(tmp_path / "t.npy"), "--vocab", str(tmp_path / "t.vocab"), "--limits.max_body_bytes", "4096")
+    ids = np.random.default_rng(7).integers(0, 300, 100)
+    asked = [words[i] for i in ids]
+    with Client(url(d)) as c:
+        assert same(c.tokens(asked), a[ids])
+        asked[10] = "nope" * 200
+        rows, kept = c.tokens(asked, oov="skip")
+        keep = [i for i in range(100) if i != 10]
+        assert kept == [asked[i] for i in keep] and same(rows, a[ids[keep]])
+    assert d.settled().get('embd_rejected_total{reason="max_body_bytes"}', 0) == 0

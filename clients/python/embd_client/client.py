@@ -756,7 +756,7 @@ class Client:
         dim = info["dim"]
         row_bytes = dim * WIRE_DTYPES[wire].itemsize
         step = self.part_size(wire, 64)  # a JSON token, its parsed record and id: 64 bytes is generous
-        parts = [words[a:a + step] for a in range(0, len(words), step)] or [[]]
+        parts = _token_parts(words, step, self.limits["max_body_bytes"])
 
         def one(part):
             return self._post_tokens(part, oov, wire, dim, row_bytes)
@@ -895,6 +895,22 @@ class Client:
         out = self._call("POST", path, json.dumps(body).encode(),
                          {"Content-Type": "application/json", "Accept": "application/octet-stream"}, read)
         return self._finish(out, wire, raw)
+
+
+def _token_parts(words, step, max_body):
+    """words cut into parts of at most step words whose JSON bodies ({"tokens": [...]}, as json.dumps writes
+    them) are at most max_body bytes each (a word too long for any body goes alone: the server's 413 says so)."""
+    parts, cur, size = [], [], len(json.dumps({"tokens": []}))
+    empty = size
+    for w in words:
+        n = len(json.dumps(w)) + (2 if cur else 0)  # ", " between items
+        if cur and (len(cur) >= step or size + n > max_body):
+            parts.append(cur)
+            cur, size, n = [], empty, n - 2
+        cur.append(w)
+        size += n
+    parts.append(cur)
+    return parts
 
 
 def _json_items(items):
