@@ -800,3 +800,19 @@ def test_tokens_split_by_body_bytes(start, tmp_path):
         keep = [i for i in range(100) if i != 10]
         assert kept == [asked[i] for i in keep] and same(rows, a[ids[keep]])
     assert d.settled().get('embd_rejected_total{reason="max_body_bytes"}', 0) == 0
+
+
+def test_cli_user_errors(f32d, tmp_path):
+    """Every user error is one line, 'embd_client: ...', on stderr, exit 2 for a usage error and 1 for a runtime
+    one; never a traceback."""
+    u = url(f32d)
+    for args, rc in ((("https://127.0.0.1:1", "info"), 2), (("http://127.0.0.1:99999", "info"), 2),
+                     (("http://127.0.0.1:port", "info"), 2), ((u, "ids", "1,x"), 2), ((u, "ids", "1.5"), 2),
+                     ((u, "ids", str(2 ** 63)), 2), ((u, "slice", "a", "3"), 2), ((u, "slice", "1"), 2),
+                     ((u, "nothing"), 2), ((u, "ids", "1", "--format", "npy"), 2),
+                     ((u, "ids", "1", "--format", "npy", str(tmp_path / "no" / "such" / "dir.npy")), 1),
+                     ((u, "ids", "5000"), 1), (("http://127.0.0.1:1", "info"), 1)):
+        p = cli(*args)
+        assert p.returncode == rc, (args, p.returncode, p.stderr)
+        assert p.stderr.startswith("embd_client: ") and p.stderr.count("\n") == 1, (args, p.stderr)
+        assert p.stdout == ""
