@@ -1,6 +1,6 @@
 # embd: build, run, test. `make run` and `make test` install missing Debian packages first.
 .DEFAULT_GOAL := all
-.PHONY: all run test check unit e2e deps deps-test deps-bench clean format lint bench print-config fuzz fuzz-regress soak
+.PHONY: all run test check unit e2e nosimd deps deps-test deps-bench clean format lint bench print-config fuzz fuzz-regress soak
 
 SANITIZE ?=
 ifeq ($(SANITIZE),)
@@ -79,6 +79,7 @@ run: deps
 # corpora as regression tests.
 test: deps-test
 	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory nosimd
 	@$(MAKE) --no-print-directory check SANITIZE=address,undefined
 	@$(MAKE) --no-print-directory check SANITIZE=thread
 	@$(MAKE) --no-print-directory fuzz-regress
@@ -87,6 +88,16 @@ check: unit e2e
 
 unit: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
+
+# The fallback a CPU without AVX2/F16C takes: EMBD_NO_SIMD builds the scalar f16/bf16 conversions alone. Built
+# apart in build/nosimd; its conversion unit test (the 2^32 sweep against the reference) and the half-precision e2e
+# test run against it.
+NOSIMD_BUILD := build/nosimd
+nosimd:
+	@$(MAKE) --no-print-directory BUILD=$(NOSIMD_BUILD) SANITIZE= CFLAGS="$(CFLAGS) -DEMBD_NO_SIMD" \
+		$(NOSIMD_BUILD)/embd $(NOSIMD_BUILD)/tests/test_dtype
+	$(NOSIMD_BUILD)/tests/test_dtype
+	EMBD_BIN=$(CURDIR)/$(NOSIMD_BUILD)/embd $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e/test_half.py
 
 ifeq ($(SANITIZE),)
 E2E_BIN := $(CURDIR)/embd

@@ -45,6 +45,11 @@ def cpu(pid):
         v = f.read().rsplit(")", 1)[1].split()
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
+def step(x):
+    # What the training loop does with a batch, the same in every configuration: read every value once (a sum in
+    # float32), so that rows/s compares loops that use their rows, not an in-process gather against rows never read.
+    return float(x.sum(dtype=torch.float32))
+
 rng = np.random.default_rng(cfg["seed"])
 batches = [rng.integers(0, cfg["rows"], cfg["batch"]) for _ in range(cfg["n"])]
 mode = cfg["mode"]
@@ -57,6 +62,7 @@ if mode == "inproc":
         n = 0
         for ids in tb:
             x = emb(ids)
+            step(x)
             n += x.shape[0]
         return n
     workers = []
@@ -67,6 +73,7 @@ elif mode == "inproc_out":  # the same lookup into one reused tensor: no fresh m
         n = 0
         for ids in tb:
             x = torch.index_select(emb.weight, 0, ids, out=buf)
+            step(x)
             n += x.shape[0]
         return n
     workers = []
@@ -87,6 +94,7 @@ else:
     def epoch():
         n = 0
         for x in dl:
+            step(x)
             n += x.shape[0]
         return n
     workers = None
@@ -293,7 +301,8 @@ def measure(paths, start_embd, wait_idle, log, rounds, parts=1):
 def section(s, cmd):
     ok = lambda c: "yes" if c else "**no**"  # noqa: E731
     L = ["## PyTorch loader: DataLoader(num_workers=2) through embd vs nn.Embedding in-process\n",
-         "Rows/s delivered to the training loop (`for x in loader: ...`, the loop itself does nothing), %d batches "
+         "Rows/s delivered to the training loop (`for x in loader: ...`, the loop sums each batch, "
+         "`x.sum(dtype=torch.float32)`, in every configuration: each row is read once where it is used), %d batches "
          "per epoch, %d epochs per run (the first warms up and is left out), each run in a fresh process, %d "
          "interleaved rounds; the same random batches (one seed per round) for every configuration. "
          "**in-process**: `nn.Embedding.from_pretrained` on the whole matrix loaded in the training process, "

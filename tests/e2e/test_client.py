@@ -641,3 +641,207 @@ def test_a_unix_socket_url(start, big):
             Client("unix:" + os.path.join(tmp, "nobody.sock"), connect_timeout=1).rows([1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- a fake server, for answers embd never gives (a client must still behave) -------------------------------------
+
+FAKE_INFO = json.dumps({"rows": 10, "dim": 4, "dtype": "f32", "generation": 1,
+                        "limits": {"max_ids": 100, "request_bytes": 1 << 26, "max_body_bytes": 1 << 24}}).encode()
+FAKE_ROWS = np.arange(40, dtype=np.float32).reshape(10, 4)
+
+
+def fake_head(n, extra=b"", gen=b"1"):
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Embd-Shape: %d,4\r\nX-Embd-Dtype: f32\r\n"
+            b"X-Embd-Generation: %s\r\nContent-Length: %d\r\n%s\r\n" % (n, gen, 16 * n, extra))
+
+
+class FakeServer:
+    """A loopback server answering /v1/info with FAKE_INFO and every other request with answer(conn, request_line,
+    body): a thread per connection, requests read whole (Content-Length bodies)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                n = 0
+                for h in lines[1:]:
+                    if h.lower().startswith(b"content-length:"):
+                        n = int(h.split(b":")[1])
+                while len(buf) < n:
+                    buf += c.recv(65536)
+                body, buf = buf[:n], buf[n:]
+                line = lines[0].decode()
+                if " /v1/info" in line:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                              % len(FAKE_INFO) + FAKE_INFO)
+                elif self.answer(c, line, body) == "close":
+                    c.close()
+                    return
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(answer):
+        servers.append(FakeServer(answer))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.mark.parametrize("value,waits", [
+    ("1", [0.2]),  # capped at max_backoff
+    ("0.05", [0.1]),  # at least the backoff
+    ("86400", [0.2]),
+    ("inf", [0.1]), ("1e400", [0.1]), ("nan", [0.1]), ("-3", [0.1]), ("0x10", [0.1]), ("", [0.1]),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", [0.1]),  # an HTTP-date: the backoff
+])
+def test_retry_after_parsed_and_capped(fake, monkeypatch, value, waits):
+    """Retry-After: a non-negative finite number of seconds, waited at most max_backoff; an HTTP-date or garbage
+    falls back to the backoff. Whatever it says, the caller gets the 503 as an EmbdError once retries run out."""
+    body = b'{"error":{"status":503,"code":"overloaded","message":"busy"}}'
+    srv = fake(lambda c, line, _: c.sendall(b"HTTP/1.1 503 x\r\nRetry-After: %s\r\nContent-Length: %d\r\n\r\n"
+                                            % (value.encode(), len(body)) + body))
+    slept = []
+    monkeypatch.setattr(embd_client.client.time, "sleep", slept.append)
+    c = Client(srv.url, retries=1, backoff=0.1, max_backoff=0.2)
+    with pytest.raises(EmbdError) as e:
+        c.rows([1, 2])
+    assert (e.value.status, e.value.code, e.value.message) == (503, "overloaded", "busy")
+    assert slept == waits
+    c.close()
+
+
+def test_read_timeout_is_a_deadline_for_the_whole_answer(fake):
+    """read_timeout bounds the whole answer, from the request: a server trickling a byte every 0.9 s (each read
+    well within read_timeout) is cut at read_timeout, not served 16 bytes later."""
+    stop = threading.Event()
+
+    def trickle(c, line, body):
+        c.sendall(fake_head(1))
+        for b in FAKE_ROWS[1].tobytes():
+            if stop.wait(0.9):
+                return "close"
+            c.sendall(bytes([b]))
+
+    srv = fake(trickle)
+    c = Client(srv.url, read_timeout=2, retries=0)
+    try:
+        with pytest.raises(embd_client.EmbdTimeout) as e:
+            c.rows([1])
+        assert e.value.code == "timeout" and "within 2 s" in e.value.message
+    finally:
+        stop.set()
+        c.close()
+
+
+def test_ids_checked(f32d, data):
+    """Ids are integers in int64, 1-D: float ids are refused whatever their values (no silent truncation or
+    wrapping), a uint64 or Python int past 2^63-1 is refused by value, strings and bools are refused, an empty 2-D
+    array is refused as any 2-D one."""
+    a = data["f32"]
+    with Client(url(f32d)) as c:
+        for ids in ([1.0, 2.0], np.array([1.0, 2.0]), np.array([3], np.float16), np.array([2.0 ** 63]),
+                    torch.tensor([1.0]), np.array([1.5])):
+            with pytest.raises(TypeError, match="ids must be integers, not float"):
+                c.rows(ids)
+        for ids in (np.array([3, 2 ** 63], np.uint64), [1, -1, 2 ** 63], [2 ** 70], np.array([2 ** 64 - 1], np.uint64)):
+            with pytest.raises(ValueError, match=r"id \d+ does not fit in int64"):
+                c.rows(ids)
+        for ids in (["1", "2"], np.array(["1"])):
+            with pytest.raises(TypeError, match=r"ids must be integers, not strings \(tokens\(\) looks words up\)"):
+                c.rows(ids)
+        for ids in ([True, False], torch.tensor([True]), [1, None]):
+            with pytest.raises(TypeError, match="ids must be integers"):
+                c.rows(ids)
+        for ids in (np.zeros((0, 3), np.int64), [[1, 2], [3, 4]], 5):
+            with pytest.raises(ValueError, match="ids must be 1-D"):
+                c.rows(ids)
+        assert same(c.rows(np.array([3, 2], np.uint64)), a[[3, 2]])
+        assert same(c.rows([-0, 2 ** 3]), a[[0, 8]])
+        with pytest.raises(EmbdError) as e:
+            c.rows([-1])
+        assert (e.value.status, e.value.code) == (400, "bad_id")  # the server says what is wrong with -1
+
+
+def test_malformed_generation_header(fake):
+    """An answer whose X-Embd-Generation is not a number is a bad answer (EmbdError), not a ValueError."""
+    srv = fake(lambda c, line, body: c.sendall(fake_head(2, gen=b"abc") + FAKE_ROWS[[1, 2]].tobytes()))
+    with Client(srv.url) as c:
+        with pytest.raises(EmbdError) as e:
+            c.rows([1, 2])
+        assert (e.value.status, e.value.code) == (200, "bad_answer") and "'abc'" in e.value.message
+
+
+def test_tokens_split_by_body_bytes(start, tmp_path):
+    """Long tokens under a small limits.max_body_bytes: parts sized by their JSON bodies' real bytes (not 64 bytes a
+    token), so no part is refused 413; in order, each policy."""
+    a = np.random.default_rng(6).standard_normal((300, 8)).astype(np.float32)
+    np.save(tmp_path / "t.npy", a)
+    words = ["w%d_" % i + "\u00e9" * 150 for i in range(300)]  # ~300 bytes of JSON each (\u00e9 escaped: 6 bytes)
+    (tmp_path / "t.vocab").write_text("".join(w + "\n" for w in words))
+    d = start(str(tmp_path / "t.npy"), "--vocab", str(tmp_path / "t.vocab"), "--limits.max_body_bytes", "4096")
+    ids = np.random.default_rng(7).integers(0, 300, 100)
+    asked = [words[i] for i in ids]
+    with Client(url(d)) as c:
+        assert same(c.tokens(asked), a[ids])
+        asked[10] = "nope" * 200
+        rows, kept = c.tokens(asked, oov="skip")
+        keep = [i for i in range(100) if i != 10]
+        assert kept == [asked[i] for i in keep] and same(rows, a[ids[keep]])
+    assert d.settled().get('embd_rejected_total{reason="max_body_bytes"}', 0) == 0
+
+
+def test_cli_user_errors(f32d, tmp_path):
+    """Every user error is one line, 'embd_client: ...', on stderr, exit 2 for a usage error and 1 for a runtime
+    one; never a traceback."""
+    u = url(f32d)
+    for args, rc in ((("https://127.0.0.1:1", "info"), 2), (("http://127.0.0.1:99999", "info"), 2),
+                     (("http://127.0.0.1:port", "info"), 2), ((u, "ids", "1,x"), 2), ((u, "ids", "1.5"), 2),
+                     ((u, "ids", str(2 ** 63)), 2), ((u, "slice", "a", "3"), 2), ((u, "slice", "1"), 2),
+                     ((u, "nothing"), 2), ((u, "ids", "1", "--format", "npy"), 2),
+                     ((u, "ids", "1", "--format", "npy", str(tmp_path / "no" / "such" / "dir.npy")), 1),
+                     ((u, "ids", "5000"), 1), (("http://127.0.0.1:1", "info"), 1)):
+        p = cli(*args)
+        assert p.returncode == rc, (args, p.returncode, p.stderr)
+        assert p.stderr.startswith("embd_client: ") and p.stderr.count("\n") == 1, (args, p.stderr)
+        assert p.stdout == ""

@@ -5,6 +5,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -278,6 +279,26 @@ def test_errors(served):
     assert (e.value.status, e.value.code) == (400, "id_out_of_range")
 
 
+def test_ids_checked(served):
+    """A dataset's ids are 1-D integers, as Client.rows takes them: a 2-D array is refused, not flattened (item i
+    would be a row of the flattened array), and so are float ids and ids past int64; a stream's or a sequence
+    collate's 2-D batch too."""
+    url, m = served
+    for ids in (np.zeros((2, 3), np.int64), torch.zeros((0, 2), dtype=torch.int64), [[1, 2]]):
+        with pytest.raises(ValueError, match="ids must be 1-D"):
+            et.RowsDataset(url, ids)
+    with pytest.raises(TypeError, match="ids must be integers, not float"):
+        et.RowsDataset(url, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        et.RowsDataset(url, np.array([2 ** 63], np.uint64))
+    with pytest.raises(ValueError, match="ids must be 1-D"):
+        next(iter(et.RowsStream(url, [np.zeros((2, 2), np.int64)])))
+    with pytest.raises(ValueError, match="ids must be 1-D"):
+        et.SequenceCollate(url)([np.zeros((2, 2), np.int64)])
+    ds = et.RowsDataset(url, np.array([4, 3], np.uint32))
+    assert same(ds.__getitems__([1, 0]), lookup(m, [3, 4], None))
+
+
 def test_client_used_before_the_fork(served):
     """A Client (not a URL) that the main process has used, its connection open, given to 2 workers: each makes its
     own connections (no socket shared across the fork), and the batches are exact."""
@@ -306,3 +327,70 @@ def test_spawned_workers(served):
     del dl, x
     gc.collect()
     assert arena_maps() == []
+
+
+TOKEN = "t0k3n-for-the-torch-reload-tests-0123"
+
+
+@pytest.fixture
+def reloadable(start, table, tmp_path):
+    """The table (A), B (A's rows with column 0 + 0.5: every row differs) and C (another dim: 32), served by a
+    daemon with the admin endpoints on; reload(path) switches."""
+    path, m = table
+    b = m.copy()
+    b[:, 0] += 0.5
+    c = np.ascontiguousarray(m[:, 32:] * 2)
+    np.save(tmp_path / "b.npy", b)
+    np.save(tmp_path / "c.npy", c)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    d = start(path, "--access-log=false", "--admin.token_file", str(tmp_path / "token"))
+
+    def reload(which):
+        p = {"a": path, "b": str(tmp_path / "b.npy"), "c": str(tmp_path / "c.npy")}[which]
+        s, _, body = d.request("POST", "/v1/admin/reload?path=" + p, b"", {"Authorization": "Bearer " + TOKEN})
+        assert s == 200, body
+    return "http://127.0.0.1:%d/" % d.port, {"a": m, "b": b, "c": c}, reload
+
+
+def test_parts_of_a_batch_from_one_generation(reloadable):
+    """parts=2: a reload lands after the first part is read and before the second is: the batch is fetched again
+    (whole), never half from each table."""
+    url, t, reload = reloadable
+    c = Client(url)
+    orig = c._post_rows
+    first_done = threading.Event()
+    reloaded = []
+
+    def post(part_ids, *a):
+        if threading.current_thread() is threading.main_thread():
+            r = orig(part_ids, *a)
+            if not reloaded:
+                reload("b")
+                reloaded.append(1)
+                first_done.set()
+            return r
+        first_done.wait(10)  # the other part: after the first and the reload
+        return orig(part_ids, *a)
+
+    c._post_rows = post
+    ds = et.RowsDataset(c, np.arange(ROWS), parts=2)
+    got = ds.__getitems__(list(range(600)))
+    assert reloaded
+    assert same(got, lookup(t["b"], np.arange(600), None))
+    c.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataset_follows_a_reload_to_another_dim(reloadable, workers):
+    """A reload to a table of another dim: the dataset's next batches have the new dim and the new rows (no stale
+    shape, no 'out must be ...' ValueError), as do a sequence collate's; and back."""
+    url, t, reload = reloadable
+    ids = np.arange(ROWS)
+    ds = et.RowsDataset(url, ids)
+    seq = et.SequenceCollate(url)
+    bs = batches(4, 64, 11)
+    for which in ("a", "c", "c", "a"):
+        reload(which)
+        for b, x in zip(bs, DataLoader(ds, batch_sampler=bs, num_workers=workers, collate_fn=et.collate)):
+            assert same(x, lookup(t[which], ids[b], None))
+        assert same(seq([[3, 4], [5]]).rows[0], lookup(t[which], [3, 4], None))

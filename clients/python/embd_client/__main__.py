@@ -16,11 +16,35 @@ EPILOG = """examples:
 
 rows print as JSON ({"shape", "dtype", "rows"}, plus "ids" or "tokens"); --format npy FILE writes a .npy file
 (bf16 has no .npy dtype: its uint16 bit patterns are written, and said so on stderr). Errors print the server's
-status, code and message and exit 1."""
+status, code and message and exit 1. Every error is one line on stderr, "embd_client: ...": exit 2 for a usage
+error (a bad URL, ids or slice bounds that are not integers in int64), 1 for one at run time (the server's error,
+no connection, a file that cannot be written)."""
+
+I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage and error lines
+        print("embd_client: %s (see --help)" % message, file=sys.stderr)
+        sys.exit(2)
+
+
+def _int(text, what):
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError("%s: %r is not an integer" % (what, text)) from None
+    if not I64[0] <= v <= I64[1]:
+        raise UsageError("%s: %d does not fit in int64" % (what, v))
+    return v
+
+
+class UsageError(Exception):
+    pass
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python3 -m embd_client", description=__doc__.split(":", 1)[1].strip(),
+    p = _Parser(prog="python3 -m embd_client", description=__doc__.split(":", 1)[1].strip(),
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="the daemon, e.g. http://127.0.0.1:8080")
     p.add_argument("what", choices=["info", "ids", "slice", "tokens"])
@@ -35,9 +59,19 @@ def main(argv=None):
     if fmt not in ("json", "npy") or (fmt == "npy") != (len(a.format) == 2) or len(a.format) > 2:
         p.error("--format is json, or npy FILE")
     try:
-        with Client(a.url, read_timeout=a.timeout) as c:
+        try:
+            c = Client(a.url, read_timeout=a.timeout)
+        except ValueError as e:  # the scheme, the port
+            raise UsageError("bad URL %r: %s" % (a.url, e)) from None
+        with c:
             return run(c, a, fmt, p)
+    except UsageError as e:
+        print("embd_client: %s (see --help)" % e, file=sys.stderr)
+        return 2
     except EmbdError as e:
+        print("embd_client: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:
         print("embd_client: %s" % e, file=sys.stderr)
         return 1
 
@@ -50,16 +84,13 @@ def run(c, a, fmt, p):
         return 0
     extra = {}
     if a.what == "ids":
-        try:
-            ids = [int(x) for arg in a.args for x in arg.split(",") if x != ""]
-        except ValueError:
-            p.error("ids are integers: 1,2,3 or 1 2 3")
+        ids = [_int(x, "ids are integers (1,2,3 or 1 2 3)") for arg in a.args for x in arg.split(",") if x != ""]
         rows = c.rows(ids, a.dtype, raw=True)
         extra["ids"] = ids
     elif a.what == "slice":
         if len(a.args) != 2:
             p.error("slice takes START STOP")
-        rows = c.slice(int(a.args[0]), int(a.args[1]), a.dtype, raw=True)
+        rows = c.slice(_int(a.args[0], "slice START"), _int(a.args[1], "slice STOP"), a.dtype, raw=True)
     else:
         if not a.args:
             p.error("tokens takes one or more words")
@@ -74,7 +105,10 @@ def run(c, a, fmt, p):
         if dtype == "bf16":
             print("embd_client: bf16 has no .npy dtype: %s holds its uint16 bit patterns" % a.format[1],
                   file=sys.stderr)
-        np.save(a.format[1], rows)
+        try:
+            np.save(a.format[1], rows)
+        except OSError as e:
+            raise OSError("cannot write %s: %s" % (a.format[1], e.strerror or e)) from None
         return 0
     if dtype == "bf16":  # the float32 each bf16 stands for: its bits in the upper half
         values = (rows.astype(np.uint32) << 16).view(np.float32)

@@ -2,6 +2,7 @@
 import http.client
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -36,8 +37,51 @@ if hasattr(os, "register_at_fork"):
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read and write must end by a deadline (time.monotonic()): each call waits at most
+    what is left of it, so that read_timeout bounds a whole answer, not each read (a server trickling a byte a
+    second under read_timeout would otherwise hold a caller for as long as it likes)."""
+
+    deadline = None
+    _armed = None  # the timeout last set
+
+    def _arm(self):
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        # settimeout costs a system call: only when what is left is noticeably less than the timeout set (the
+        # deadline may pass by at most 1/64 of it)
+        if self._armed is None or left < self._armed * (63 / 64):
+            self._armed = left
+            super().settimeout(left)
+
+    def recv(self, *a):
+        self._arm()
+        return super().recv(*a)
+
+    def recv_into(self, *a):
+        self._arm()
+        return super().recv_into(*a)
+
+    def recvmsg_into(self, *a):
+        self._arm()
+        return super().recvmsg_into(*a)
+
+    def send(self, *a):
+        self._arm()
+        return super().send(*a)
+
+    def sendall(self, *a):
+        self._arm()
+        return super().sendall(*a)
+
+
 class _Conn(http.client.HTTPConnection):
-    """One keep-alive connection, with its own connect and read timeouts, remembering the process that made it."""
+    """One keep-alive connection, with its own connect and read timeouts, remembering the process that made it.
+    read_timeout is a deadline for each request's answer (start_request), counted from when the request is sent
+    on a connection made (connecting has its own connect_timeout)."""
 
     def __init__(self, host, port, connect_timeout, read_timeout):
         super().__init__(host, port, timeout=connect_timeout)
@@ -60,7 +104,17 @@ class _Conn(http.client.HTTPConnection):
                 s.close()
                 raise
             self.sock = s
-        self.sock.settimeout(self.read_timeout)
+        s = _DeadlineSocket(fileno=self.sock.detach())  # the same descriptor (TCP_NODELAY and all), our reads
+        s.settimeout(self.read_timeout)
+        s.deadline = time.monotonic() + self.read_timeout if self.read_timeout is not None else None
+        self.sock = s
+
+    def start_request(self):
+        """Count read_timeout from now, for the request about to be sent and its answer."""
+        if self.sock is not None and self.read_timeout is not None:
+            self.sock.deadline = time.monotonic() + self.read_timeout
+            self.sock._armed = None
+            self.sock.settimeout(self.read_timeout)
 
     # http.client sends a request's head and its body in two sends, and with TCP_NODELAY the head leaves alone and
     # wakes the server once for itself: held with MSG_MORE, it leaves with the body's first bytes.
@@ -98,25 +152,58 @@ def wire_dtype(dtype):
     return name
 
 
+_I64_MAX = int(np.iinfo(np.int64).max)
+
+
 def as_ids(ids):
     """ids (a list, a NumPy integer array or a torch tensor) as a 1-D int32 or int64 NumPy array, not copied
-    when it already is one."""
+    when it already is one.
+
+    Ids are integers: a float array (any float dtype) or a float in a list is refused with a TypeError, whatever
+    its values (convert whole-number floats yourself, ids.astype(np.int64)), as are bools, strings (tokens() looks
+    words up) and anything else that is not an integer. An id past int64 (a uint64 or Python int of 2^63 or more)
+    is a ValueError naming it, never wrapped. ids must be 1-D (an empty list is fine; a scalar or any 2-D array,
+    empty or not, is a ValueError)."""
     if type(ids).__module__.startswith("torch"):
         ids = ids.detach().cpu().numpy()
     a = np.asarray(ids)
-    if a.size == 0:
-        return np.zeros(0, np.int64)
     if a.ndim != 1:
         raise ValueError("ids must be 1-D, not of shape %s" % (a.shape,))
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "b" or a.dtype.kind == "O" or not np.all(np.equal(np.mod(a, 1), 0)):
-            raise TypeError("ids must be integers, not %s" % a.dtype)
-        a = a.astype(np.int64)
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    kind = a.dtype.kind
+    if kind in "OfSU" and isinstance(ids, (list, tuple)):
+        # A list NumPy could not make an integer array of: Python ints past int64 (object, or float64 beside
+        # negative ones), or something else in it. Say which.
+        for x in ids:
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+                break
+            if not -_I64_MAX - 1 <= int(x) <= _I64_MAX:
+                raise ValueError("id %d does not fit in int64" % int(x))
+    if kind in "SU":
+        raise TypeError("ids must be integers, not strings (tokens() looks words up)")
+    if kind == "f":
+        raise TypeError("ids must be integers, not %s (whole-number floats: convert them, ids.astype(np.int64))"
+                        % a.dtype)
+    if kind not in "iu":
+        raise TypeError("ids must be integers, not %s" % a.dtype)
     if a.dtype not in (np.dtype("<i4"), np.dtype("<i8")):
-        if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        if kind == "u" and a.dtype.itemsize == 8 and int(a.max()) > _I64_MAX:
             raise ValueError("id %d does not fit in int64" % int(a.max()))
         a = a.astype(np.int64)
     return np.ascontiguousarray(a)
+
+
+def _int_header(resp, name, default=None):
+    """An answer's header as an int (default when absent): a header that is not a number is a bad answer."""
+    v = resp.getheader(name)
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        resp.close()
+        raise EmbdError(resp.status, "bad_answer", "%s %r is not a number" % (name, v)) from None
 
 
 def npy_bytes(a):
@@ -127,6 +214,17 @@ def npy_bytes(a):
     header = header + " " * (pad % 64) + "\n"
     return b"".join((b"\x93NUMPY\x01\x00", len(header).to_bytes(2, "little"), header.encode("latin1"),
                      memoryview(a).cast("B")))
+
+
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+def retry_after_seconds(value):
+    """The seconds a Retry-After header asks for, when it is a non-negative number of seconds ("1", "0.5"); None
+    for anything else: an HTTP-date, a negative or non-finite number, garbage, no header (then the backoff)."""
+    if value is None or not _DELAY_SECONDS.fullmatch(value.strip()):
+        return None
+    return float(value)
 
 
 def _error_from(status, headers, body):
@@ -209,12 +307,15 @@ class Client:
 
     Keeps connections alive (a small pool, so several threads can use one Client at once), made lazily and remade
     in a forked child (a DataLoader worker never uses a socket its parent made). Errors raise EmbdError carrying
-    the server's status, code and message; 503 answers are retried up to ``retries`` times, waiting the answer's
-    Retry-After (else ``backoff`` doubling up to ``max_backoff`` seconds); a failed connection is retried once
-    on a fresh one (every request the client sends is a read). ``parallel``: parts of a split batch in flight at
-    once, each answering at most ``part_bytes`` (16 MiB: the daemon keeps its buffers warm in a 128 MiB pool by
+    the server's status, code and message; 503 answers are retried up to ``retries`` times, waiting ``backoff``
+    seconds doubling each time, or longer when the answer's Retry-After asks for it, never more than ``max_backoff``
+    (Retry-After counts only as a number of seconds: an HTTP-date or garbage leaves the backoff); a failed
+    connection is retried once on a fresh one (every request the client sends is a read). ``parallel``: parts of
+    a split batch in flight at once, each answering at most ``part_bytes`` (16 MiB: the daemon keeps its buffers warm in a 128 MiB pool by
     default, and four 58 MB parts of a 65,536-row batch overran it, at a third of the speed of 16 MiB parts).
-    ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
+    ``connect_timeout`` bounds making a connection, ``read_timeout`` each request's whole answer (sending the
+    request and reading every byte of the answer, from when the request is sent: a deadline, not a bound on each
+    read), both raising EmbdTimeout. ``limits``: what to assume of a daemon whose /v1/info does not say its limits (max_ids, request_bytes,
     max_body_bytes; default DEFAULT_LIMITS, the daemon's defaults).
     """
 
@@ -335,12 +436,13 @@ class Client:
             try:
                 self.stats["requests"] += 1
                 conn.body_follows = body is not None
+                conn.start_request()
                 conn.request(method, self._prefix + path, body, headers or {})
                 resp = conn.getresponse()
                 resp.embd_sock = conn.sock  # for scatter reads of a body in many runs (_scatter_read)
-                gen = resp.getheader("X-Embd-Generation")
+                gen = _int_header(resp, "X-Embd-Generation")
                 if gen is not None:
-                    self._note_generation(int(gen))
+                    self._note_generation(gen)
                 if resp.status == 200:
                     result = handle(resp) if handle is not None else resp.read()
                     if resp.will_close or not resp.isclosed():
@@ -360,7 +462,7 @@ class Client:
                 conn.close()
                 raise EmbdTimeout(None, "timeout", "%s %s to %s: no %s within %s s (read_timeout/connect_timeout "
                                   "set the limits)" % (method, path.split("?")[0], self._where(),
-                                                       "connection" if phase[0] == "connect" else "answer",
+                                                       "connection" if phase[0] == "connect" else "whole answer",
                                                        phase[1])) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
@@ -375,11 +477,11 @@ class Client:
                 raise
             if err.status != 503 or waits >= self.retries:
                 raise err
-            delay = min(self.backoff * (2 ** waits), self.max_backoff)
-            try:
-                delay = max(delay, float(retry_after))
-            except (TypeError, ValueError):
-                pass
+            delay = self.backoff * (2 ** waits)
+            asked = retry_after_seconds(retry_after)
+            if asked is not None:
+                delay = max(delay, asked)
+            delay = min(delay, self.max_backoff)
             waits += 1
             self.stats["retries_503"] += 1
             time.sleep(delay)
@@ -494,6 +596,10 @@ class Client:
         request_bytes is fetched in parts, in parallel. out: a preallocated C-contiguous (len(ids), dim) array of
         the answer's dtype (float32, float16, or uint16 for bf16) to read into; it is returned.
         """
+        return self._rows(ids, dtype, raw, out)[0]
+
+    def _rows(self, ids, dtype, raw, out):
+        """rows(), and the generation the rows came from (None for no ids)."""
         ids = as_ids(ids)
         info = self._cached_info()
         wire = wire_dtype(dtype) or info["dtype"]
@@ -504,9 +610,8 @@ class Client:
             dim = info["dim"]
             dest = self._prepare_out(out, len(ids), dim, wire)
             try:
-                if len(ids):
-                    self._fetch_ids(ids, wire, dest, dim)
-                return self._finish(dest, wire, raw)
+                gen = self._fetch_ids(ids, wire, dest, dim) if len(ids) else None
+                return self._finish(dest, wire, raw), gen
             except _Mismatch as e:
                 info = self.info()
                 if attempt == 2 or (user_out and info["dim"] != dim):
@@ -563,6 +668,7 @@ class Client:
             np.take(dest, take, axis=0, out=out, mode="clip")  # "raise" would copy through a buffer
         elif dup_pos is not None:
             out[dup_pos] = out[dup_src]
+        return gens[0]
 
     def _map(self, fn, items):
         if len(items) == 1 or self.parallel == 1:
@@ -581,7 +687,7 @@ class Client:
         shape = resp.getheader("X-Embd-Shape")
         got_dtype = resp.getheader("X-Embd-Dtype")
         length = resp.getheader("Content-Length")
-        if shape != "%d,%d" % (n, dim) or got_dtype != wire or length is None or int(length) != n * row_bytes:
+        if shape != "%d,%d" % (n, dim) or got_dtype != wire or length != str(n * row_bytes):
             resp.close()
             raise _Mismatch("asked %d x %d %s (%d bytes), answered X-Embd-Shape %s, X-Embd-Dtype %s, "
                             "Content-Length %s" % (n, dim, wire, n * row_bytes, shape, got_dtype, length))
@@ -591,7 +697,7 @@ class Client:
                 _readinto_exact(resp, v)
         else:
             _scatter_read(resp, views)
-        return int(resp.getheader("X-Embd-Generation", "0"))
+        return _int_header(resp, "X-Embd-Generation", 0)
 
     def slice(self, start=None, stop=None, dtype=None, *, raw=False, out=None):
         """Rows start..stop-1 (a contiguous slice: the server sends it straight from its mapping when no dtype
@@ -650,7 +756,7 @@ class Client:
         dim = info["dim"]
         row_bytes = dim * WIRE_DTYPES[wire].itemsize
         step = self.part_size(wire, 64)  # a JSON token, its parsed record and id: 64 bytes is generous
-        parts = [words[a:a + step] for a in range(0, len(words), step)] or [[]]
+        parts = _token_parts(words, step, self.limits["max_body_bytes"])
 
         def one(part):
             return self._post_tokens(part, oov, wire, dim, row_bytes)
@@ -675,7 +781,7 @@ class Client:
                 n, d = (int(x) for x in shape.split(","))
             except ValueError:
                 n, d = -1, -1
-            if d != dim or resp.getheader("X-Embd-Dtype") != wire or int(resp.getheader("Content-Length", -1)) \
+            if d != dim or resp.getheader("X-Embd-Dtype") != wire or _int_header(resp, "Content-Length", -1) \
                     != n * row_bytes or (oov != "skip" and n != len(words)):
                 resp.close()
                 raise EmbdError(200, "shape_changed", "asked %d tokens as %s rows of %d, answered shape %s %s" % (
@@ -685,14 +791,14 @@ class Client:
                 _readinto_exact(resp, memoryview(a).cast("B"))
             else:
                 resp.read()
-            return a, int(resp.getheader("X-Embd-Unknown-Tokens", "0")), int(resp.getheader("X-Embd-Generation", 0))
+            return a, _int_header(resp, "X-Embd-Unknown-Tokens", 0), _int_header(resp, "X-Embd-Generation", 0)
 
         rows, unknown, gen = self._call("POST", path, body, headers, read)
         kept = words
         if oov == "skip" and unknown:
             # A binary answer says how many were left out, not which: the JSON answer names the kept tokens.
             j = self._call("POST", "/v1/rows?format=json&oov=skip", body, {"Content-Type": "application/json"},
-                           lambda r: (json.loads(r.read()), int(r.getheader("X-Embd-Generation", 0))))
+                           lambda r: (json.loads(r.read()), _int_header(r, "X-Embd-Generation", 0)))
             if j[1] != gen:
                 raise EmbdError(200, "shape_changed", "the table was reloaded while its tokens were read")
             kept = j[0]["tokens"]
@@ -774,8 +880,11 @@ class Client:
 
         def read(resp):
             shape = resp.getheader("X-Embd-Shape", "")
-            dim = int(shape.split(",")[-1])
-            if resp.getheader("X-Embd-Dtype") != wire or int(resp.getheader("Content-Length", -1)) != \
+            try:
+                dim = int(shape.split(",")[-1])
+            except ValueError:
+                dim = -1
+            if dim < 0 or resp.getheader("X-Embd-Dtype") != wire or _int_header(resp, "Content-Length", -1) != \
                     dim * WIRE_DTYPES[wire].itemsize:
                 raise EmbdError(200, "shape_changed", "pool answered shape %s %s" % (
                     shape, resp.getheader("X-Embd-Dtype")))
@@ -786,6 +895,22 @@ class Client:
         out = self._call("POST", path, json.dumps(body).encode(),
                          {"Content-Type": "application/json", "Accept": "application/octet-stream"}, read)
         return self._finish(out, wire, raw)
+
+
+def _token_parts(words, step, max_body):
+    """words cut into parts of at most step words whose JSON bodies ({"tokens": [...]}, as json.dumps writes
+    them) are at most max_body bytes each (a word too long for any body goes alone: the server's 413 says so)."""
+    parts, cur, size = [], [], len(json.dumps({"tokens": []}))
+    empty = size
+    for w in words:
+        n = len(json.dumps(w)) + (2 if cur else 0)  # ", " between items
+        if cur and (len(cur) >= step or size + n > max_body):
+            parts.append(cur)
+            cur, size, n = [], empty, n - 2
+        cur.append(w)
+        size += n
+    parts.append(cur)
+    return parts
 
 
 def _json_items(items):

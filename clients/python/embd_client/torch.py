@@ -73,23 +73,45 @@ class _Source:
     def info(self):
         return self.client.info()
 
+    TRIES = 3  # a batch whose parts came from different generations is fetched again, at most this many times
+
+    def _part(self, ids, dtype, out):
+        """Read the rows of ids into out; the generation they came from."""
+        c = self.client
+        if hasattr(c, "_rows"):
+            return c._rows(ids, dtype, True, out)[1]
+        c.rows(ids, dtype, raw=True, out=out)
+        return getattr(c, "generation", None)
+
     def rows_into(self, ids, dtype, out):
+        """Fill out with the rows of ids, all from one generation of the table: parts fetched at once are
+        compared, and a batch whose parts straddle a reload is fetched again (TRIES times, then EmbdError
+        shape_changed)."""
         n = len(ids)
         k = min(self.parts, n // 256)
         if k <= 1:
             if n:
-                self.client.rows(ids, dtype, raw=True, out=out)
+                self._part(ids, dtype, out)
             return out
         if self._pid != os.getpid():  # no thread of the parent's survives a fork
             from concurrent.futures import ThreadPoolExecutor
             self._pid, self._pool = os.getpid(), ThreadPoolExecutor(self.parts - 1, thread_name_prefix="embd-part")
         cuts = [n * j // k for j in range(k + 1)]
-        futs = [self._pool.submit(self.client.rows, ids[cuts[j]:cuts[j + 1]], dtype, raw=True,
-                                  out=out[cuts[j]:cuts[j + 1]]) for j in range(1, k)]
-        self.client.rows(ids[:cuts[1]], dtype, raw=True, out=out[:cuts[1]])
-        for f in futs:
-            f.result()
-        return out
+        for _ in range(self.TRIES):
+            futs = [self._pool.submit(self._part, ids[cuts[j]:cuts[j + 1]], dtype, out[cuts[j]:cuts[j + 1]])
+                    for j in range(1, k)]
+            try:
+                gens = [self._part(ids[:cuts[1]], dtype, out[:cuts[1]])]
+            finally:
+                for f in futs:  # none may still be writing into out when this returns or raises
+                    f.exception()
+            gens += [f.result() for f in futs]
+            if len(set(gens)) == 1:
+                return out
+        from .errors import EmbdError
+        raise EmbdError(200, "shape_changed", "the parts of a batch came from different generations of the table "
+                        "(%s) %d times in a row: it is being reloaded faster than a batch is read"
+                        % (", ".join(map(str, sorted(set(gens)))), self.TRIES))
 
 
 def _source(client_or_url, parts):
@@ -102,12 +124,10 @@ def _source(client_or_url, parts):
 
 
 def _as_ids(ids):
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().numpy()
-    a = np.asarray(ids)
-    if a.dtype.kind not in "iu" and a.size:
-        raise TypeError("ids must be integers, not %s" % a.dtype)
-    return np.ascontiguousarray(a.reshape(-1), "<i8")
+    """ids as Client.rows takes them (1-D integers within int64, else a ValueError or TypeError saying why: a 2-D
+    array is refused, not flattened), as an int64 array."""
+    from .client import as_ids
+    return as_ids(ids).astype("<i8", copy=False)
 
 
 # Shared-memory arenas: a worker's batches, read in place, mapped once by the main process. ---------------------
@@ -291,6 +311,12 @@ class _Rows:
     def _source(self):
         if self._src is None:
             self._src = _source(self._spec, self._parts)
+        c = self._src.client
+        # the client's idea of the table: refreshed when an answer names a new generation
+        info = c._cached_info() if self._dim is not None and hasattr(c, "_cached_info") else None
+        if self._dim is not None and isinstance(info, dict) and (
+                int(info["dim"]) != self._dim or (self._dtype is None and info["dtype"] != self._wire)):
+            self._dim = None  # a reload changed the row's shape or dtype
         if self._dim is None:
             info = self._src.info()
             self._dim = int(info["dim"])
@@ -302,11 +328,24 @@ class _Rows:
     def _fetch(self, ids, shared=True):
         """The rows of ids as a torch.Tensor of shape (len(ids), dim): read straight into a slot of an arena in a
         DataLoader worker (shared), into fresh memory otherwise."""
-        src = self._source()
         ids = _as_ids(ids)
-        t, arr = _slot_tensor((len(ids), self._dim), self._wire, shared)
-        src.rows_into(ids, self._dtype, arr)
-        return t
+        return self._read(ids, (len(ids),), shared)[0]
+
+    def _read(self, ids, lead, shared=True):
+        """(tensor, array) of shape lead + (dim,) holding the rows of ids (as many as lead's product). A reload
+        that changes the row's dim or dtype (EmbdError shape_changed) is followed: /v1/info is read again and the
+        batch fetched again in the new shape (twice at most), so a dataset outlives a reload to a new table."""
+        from .errors import EmbdError
+        for attempt in range(3):
+            src = self._source()
+            t, arr = _slot_tensor(lead + (self._dim,), self._wire, shared)
+            try:
+                src.rows_into(ids, self._wire, arr.reshape(-1, self._dim))
+                return t, arr
+            except EmbdError as e:
+                if e.code != "shape_changed" or attempt == 2:
+                    raise
+                self._dim = None
 
     @property
     def dim(self):
@@ -318,6 +357,7 @@ class RowsDataset(_Rows, Dataset):
     """Item i is the row of ids[i] (a torch.Tensor of shape (dim,)); a batch of indices is one request.
 
     client_or_url: "http://host:port/" (connections made lazily in each process) or an embd_client.Client.
+    ids: 1-D integers, as Client.rows takes them (a 2-D array is refused, not flattened).
     dtype: None (the matrix's own), "f32", "f16" or "bf16" (the server converts; f16/bf16 halve the bytes).
     parts: requests in flight for one batch (each a part of it, on its own connection)."""
 
@@ -428,8 +468,6 @@ class SequenceCollate(_Rows):
         for b, s in enumerate(seqs):
             ids[b, :len(s)] = s
             ids[b, len(s):] = s[0] if len(s) else 0
-        src = self._source()
-        t, arr = _slot_tensor((len(seqs), width, self._dim), self._wire)
-        src.rows_into(ids.reshape(-1), self._dtype, arr.reshape(-1, self._dim))
+        t, arr = self._read(ids.reshape(-1), (len(seqs), width))
         arr[~mask] = 0
         return Sequences(t, torch.from_numpy(lengths), torch.from_numpy(mask), None, rest)
