@@ -6,6 +6,7 @@ client on one thread; and the machine's limits for the same bytes (loopback stre
 Each measurement runs in a fresh interpreter (a child process: its RSS is its own), in interleaved rounds."""
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -18,7 +19,8 @@ CLIENTS = os.path.join(ROOT, "clients", "python")
 TABLES = [("768", "npy", 200_000, 768, 4096, 40), ("100", "sim", 400_000, 100, 1024, 200)]
 # (config, mode, wire dtype)
 CONFIGS = [("inproc", "inproc", None), ("inproc_out", "inproc_out", None), ("inproc_w2", "inproc_workers", None),
-           ("embd_f32", "embd", None), ("embd_f16", "embd", "f16")]
+           ("embd_f32", "embd", None), ("embd_f16", "embd", "f16"),
+           ("embd_f32_unix", "embd_unix", None), ("embd_f16_unix", "embd_unix", "f16")]
 EPOCHS = 3  # the first warms (workers start, arenas fill); rows/s is the median of the others
 
 CHILD = r"""
@@ -252,14 +254,16 @@ def measure(paths, start_embd, wait_idle, log, rounds, parts=1):
             while fh.read(1 << 24):
                 pass
         log_path = os.path.join(tempfile.gettempdir(), "embd-bench-loader-%d.log" % os.getpid())
-        p, port = start_embd([npy, "--access-log=false"], log_path)
+        sock_dir = tempfile.mkdtemp(prefix="embd-bench-", dir="/tmp")
+        sock = os.path.join(sock_dir, "embd.sock")
+        p, port = start_embd([npy, "--access-log=false", "--unix", sock], log_path)
         url = "http://127.0.0.1:%d/" % port
         t = out["tables"][tname] = {"rows": rows, "dim": dim, "batch": batch, "batches": nb, "runs": {}}
         try:
             for rnd in range(rounds):
                 for cname, mode, dtype in CONFIGS:
                     wait_idle(5.0)
-                    cfg = {"clients": CLIENTS, "mode": mode, "url": url, "npy": npy, "rows": rows, "batch": batch,
+                    cfg = {"clients": CLIENTS, "mode": mode, "url": "unix:" + sock if mode == "embd_unix" else url, "npy": npy, "rows": rows, "batch": batch,
                            "n": nb, "dtype": dtype, "parts": parts, "seed": 100 + rnd, "epochs": EPOCHS}
                     s0 = server_cpu(p.pid)
                     r = child(CHILD, cfg)
@@ -286,11 +290,12 @@ def measure(paths, start_embd, wait_idle, log, rounds, parts=1):
             p.wait(timeout=30)
             if os.path.exists(log_path):
                 os.unlink(log_path)
+            shutil.rmtree(sock_dir, ignore_errors=True)
         for cname, _, _ in CONFIGS:
             t[cname] = median([median(r["rates"]) for r in t["runs"][cname]])
         t["ratio_out_inproc"] = median([median(a["rates"]) / median(b["rates"])
                                         for a, b in zip(t["runs"]["inproc"], t["runs"]["inproc_out"])])
-        for cname in ("inproc_out", "inproc_w2", "embd_f32", "embd_f16"):
+        for cname in ("inproc_out", "inproc_w2", "embd_f32", "embd_f16", "embd_f32_unix", "embd_f16_unix"):
             t["ratio_" + cname] = median([median(a["rates"]) / median(b["rates"])
                                           for a, b in zip(t["runs"][cname], t["runs"]["inproc"])])
             t["ratio_out_" + cname] = median([median(a["rates"]) / median(b["rates"])
@@ -319,7 +324,8 @@ def section(s, cmd):
          "and embd. Alone: `%s`.\n" % (TABLES[0][5], EPOCHS, s["rounds"], s["parts"], os.cpu_count(), cmd)]
     names = {"inproc": "in-process nn.Embedding", "inproc_out": "in-process, into one reused tensor",
              "inproc_w2": "in-process lookup in 2 DataLoader workers",
-             "embd_f32": "embd, f32 on the wire", "embd_f16": "embd, f16 on the wire"}
+             "embd_f32": "embd, f32 on the wire (TCP)", "embd_f16": "embd, f16 on the wire (TCP)",
+             "embd_f32_unix": "embd, f32, Unix socket (listen.unix)", "embd_f16_unix": "embd, f16, Unix socket"}
     for tname, t in s["tables"].items():
         L += ["### %d x %d float32, batches of %d random ids (%d batches per epoch)\n" % (
             t["rows"], t["dim"], t["batch"], t["batches"]),
@@ -351,6 +357,12 @@ def section(s, cmd):
               "| embd f16 >= 0.8x in-process | %.2fx | %s | %.2fx | %s |" % (
                   t["ratio_embd_f16"], ok(t["ratio_embd_f16"] >= 0.8), t["ratio_out_embd_f16"],
                   ok(t["ratio_out_embd_f16"] >= 0.8)),
+              "| embd f32 over the Unix socket >= 0.5x in-process | %.2fx | %s | %.2fx | %s |" % (
+                  t["ratio_embd_f32_unix"], ok(t["ratio_embd_f32_unix"] >= 0.5), t["ratio_out_embd_f32_unix"],
+                  ok(t["ratio_out_embd_f32_unix"] >= 0.5)),
+              "| embd f16 over the Unix socket >= 0.8x in-process | %.2fx | %s | %.2fx | %s |" % (
+                  t["ratio_embd_f16_unix"], ok(t["ratio_embd_f16_unix"] >= 0.8), t["ratio_out_embd_f16_unix"],
+                  ok(t["ratio_out_embd_f16_unix"] >= 0.8)),
               ""]
     c = s.get("client")
     if c:
