@@ -399,3 +399,32 @@ def test_dataset_follows_a_reload_to_another_dim(reloadable, workers):
         for b, x in zip(bs, DataLoader(ds, batch_sampler=bs, num_workers=workers, collate_fn=et.collate)):
             assert same(x, lookup(t[which], ids[b], None))
         assert same(seq([[3, 4], [5]]).rows[0], lookup(t[which], [3, 4], None))
+
+
+def test_a_second_loaders_workers_do_not_keep_the_firsts_arenas(served):
+    """The main process keeps its running workers' arenas mapped, idle, between batches; a second DataLoader forked
+    meanwhile must not inherit those mappings, or its (persistent) workers would keep the first loader's memory
+    alive after the first loader ends."""
+    url, m = served
+    ids = np.arange(ROWS)
+    first = DataLoader(et.RowsDataset(url, ids), batch_size=64, num_workers=2, persistent_workers=True,
+                       collate_fn=et.collate)
+    for k, x in enumerate(first):  # a whole epoch: no batch left in the iterator's reorder buffer
+        assert same(x, lookup(m, ids[64 * k:64 * (k + 1)], None))
+    it = first._iterator
+    del x
+    gc.collect()
+    inodes = {line.split()[4] for line in arena_maps()}
+    assert inodes  # the first loader's arenas, mapped idle in this process
+    second = DataLoader(et.RowsDataset(url, ids), batch_size=32, num_workers=2, persistent_workers=True,
+                        collate_fn=et.collate)
+    it2 = iter(second)
+    x = next(it2)
+    assert same(x, lookup(m, ids[:32], None))
+    for w in it2._workers:
+        assert not inodes & {line.split()[4] for line in arena_maps(w.pid)}, w.pid
+    del it, first, x
+    gc.collect()
+    assert wait_for(lambda: not inodes & {line.split()[4] for line in arena_maps()})
+    del it2, second
+    gc.collect()

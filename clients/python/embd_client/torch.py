@@ -288,8 +288,24 @@ def _sweep():
     with _MAPPED_LOCK:
         for key, m in list(_MAPPED.items()):
             if m.live == 0 and _gone(m):
-                del _MAPPED[key]
+                _MAPPED.pop(key, None)
         return bool(_MAPPED)
+
+
+def _after_fork_in_child():
+    """A child (another DataLoader's worker, say) has no use for the arenas this process keeps mapped idle for
+    its own workers: dropped here, so they do not live on in the child after their loader ends. (An arena one of
+    this process's batches still views at the fork stays mapped in the child while the child's copy of that batch
+    lives: the child never reads it, but its memory is referenced.)"""
+    global _MAPPED_LOCK
+    _MAPPED_LOCK = threading.RLock()  # a lock held by another thread at the fork would never be released here
+    for key, m in list(_MAPPED.items()):
+        if m.live == 0:
+            _MAPPED.pop(key, None)
+    _SWEEPER[0] = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _SWEEPER = [None]
@@ -316,7 +332,7 @@ def _release(key, m, slot):
         m.flags[slot] = 0
         m.live -= 1
         if m.live == 0 and _MAPPED.get(key) is m and _gone(m):
-            del _MAPPED[key]
+            _MAPPED.pop(key, None)
 
 
 def _rebuild(pid, fd, token, size, nslots, slot, offset, shape, dtype):
