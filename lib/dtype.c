@@ -111,15 +111,7 @@ float embd_dtype_load(embd_dtype t, const void *src, size_t i)
 
 void embd_dtype_store(embd_dtype t, void *dst, const float *src, size_t n)
 {
-	unsigned char *p = dst;
-	if (t == EMBD_F32) {
-		memcpy(p, src, n * 4);
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h = t == EMBD_F16 ? embd_f32_to_f16(src[i]) : embd_f32_to_bf16(src[i]);
-		memcpy(p + i * 2, &h, 2);
-	}
+	embd_dtype_convert(t, dst, EMBD_F32, src, n);
 }
 
 /* One element: load as float32 (exact), store as the target type (rounded). */
@@ -127,13 +119,18 @@ void embd_dtype_convert_ref(embd_dtype to, void *dst, embd_dtype from, const voi
 {
 	unsigned char *d = dst;
 	size_t osz = embd_dtype_size(to);
+	if (from == to) { /* as it is, NaN payloads and all */
+		memcpy(d, src, n * osz);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
-		if (from == to) { /* as it is, NaN payloads and all */
-			memcpy(d + i * osz, (const unsigned char *)src + i * osz, osz);
-			continue;
-		}
 		float f = embd_dtype_load(from, src, i);
-		embd_dtype_store(to, d + i * osz, &f, 1);
+		if (to == EMBD_F32) {
+			memcpy(d + i * 4, &f, 4);
+		} else {
+			uint16_t h = to == EMBD_F16 ? embd_f32_to_f16(f) : embd_f32_to_bf16(f);
+			memcpy(d + i * 2, &h, 2);
+		}
 	}
 }
 

@@ -74,7 +74,7 @@ uint16_t embd_f32_to_bf16(float f);
 /* Load element i of a little-endian array of type t as float32 (src may be unaligned). */
 float embd_dtype_load(embd_dtype t, const void *src, size_t i);
 
-/* Convert n float32 values to type t at dst (dst may be unaligned). */
+/* Convert n float32 values to type t at dst (dst may be unaligned): embd_dtype_convert from EMBD_F32. */
 void embd_dtype_store(embd_dtype t, void *dst, const float *src, size_t n);
 
 /*

@@ -324,9 +324,7 @@ static void load_row(const embd_matrix_info *m, uint64_t r, const embd_encode_op
 		memset(scratch, 0, m->dim * sizeof *scratch);
 		return;
 	}
-	const unsigned char *src = m->data + r * m->row_bytes;
-	for (size_t j = 0; j < m->dim; j++)
-		scratch[j] = embd_dtype_load(m->dtype, src, j);
+	embd_dtype_convert(EMBD_F32, scratch, m->dtype, m->data + r * m->row_bytes, m->dim);
 	if (o->normalize)
 		embd_ops_l2_normalize(scratch, m->dim);
 }

@@ -71,7 +71,7 @@ static void client_address(struct MHD_Connection *c, int *family, unsigned char 
 static unsigned held_by(const embd_conns *t, int family, const unsigned char *addr)
 {
 	unsigned k = 0;
-	for (unsigned i = 0; i < t->n; i++) {
+	for (unsigned i = 0; i < t->n && k < t->per_ip; i++) { /* past the limit, the exact count is not needed */
 		const struct conn_slot *s = &t->slots[i];
 		k += s->used && !s->surplus && s->family == family && memcmp(s->addr, addr, 16) == 0;
 	}

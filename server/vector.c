@@ -91,15 +91,14 @@ static int body_opts(struct req *r, const embd_vecreq *vq, uint64_t *k, embd_met
 	return 0;
 }
 
-/* Rows ids[0 .. n) as float32 queries (n x dim), read as embd_dtype_load reads them (any alignment). */
+/* Rows ids[0 .. n) as float32 queries (n x dim), widened exactly (any alignment). */
 static int rows_as_queries(struct req *r, const int64_t *ids, size_t n, float **out, embd_err *e)
 {
 	const embd_matrix_info *m = embd_gen_matrix(r->gen);
 	int rc = scratch(r, n * m->dim * sizeof(float), (void **)out, "the query vectors", e);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
-		const unsigned char *row = m->data + (uint64_t)ids[i] * m->row_bytes;
-		for (size_t j = 0; j < m->dim; j++)
-			(*out)[i * m->dim + j] = embd_dtype_load(m->dtype, row, j);
+		embd_dtype_convert(EMBD_F32, *out + i * m->dim, m->dtype, m->data + (uint64_t)ids[i] * m->row_bytes,
+		                   m->dim);
 	}
 	return rc;
 }
