@@ -106,6 +106,14 @@ static void log_refusal(embd_conns *t, int family, const unsigned char *addr, in
 	         since);
 }
 
+void embd_conn_client_text(struct MHD_Connection *c, char *text, size_t cap)
+{
+	int family;
+	unsigned char addr[16];
+	snprintf(text, cap, "-");
+	client_address(c, &family, addr, text, cap);
+}
+
 void embd_conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code)
 {

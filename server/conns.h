@@ -118,6 +118,9 @@ struct conn_slot *embd_conn_slot(struct MHD_Connection *c);
  * checked again here, and given a slot within the limit if its address's
  * other connections have closed since and there is one.
  */
+/* The peer's address of c as text ("unix" for a listen.unix peer, "-" when unknown): a connection without a slot. */
+void embd_conn_client_text(struct MHD_Connection *c, char *text, size_t cap);
+
 int embd_conn_admit_ip(embd_conns *t, struct conn_slot *slot);
 
 /* A request's first line has arrived: its clock starts. */

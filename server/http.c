@@ -67,16 +67,8 @@ static void access_fields(struct req *r)
 		embd_log_safe(r->query, sizeof r->query, r->slot->query[0] != '\0' ? r->slot->query : "-");
 		return;
 	}
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
-	snprintf(r->client, sizeof r->client, "-");
-	if (sa != NULL && sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->client,
-		          sizeof r->client);
-	else if (sa != NULL && sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->client,
-		          sizeof r->client);
-	embd_log_safe(r->query, sizeof r->query, r->slot != NULL && r->slot->query[0] != '\0' ? r->slot->query : "-");
+	embd_conn_client_text(r->conn, r->client, sizeof r->client);
+	snprintf(r->query, sizeof r->query, "-");
 }
 
 static struct req *req_new(embd_server *s, struct MHD_Connection *c, const char *url, const char *method)
